@@ -1,0 +1,262 @@
+"""Facts about processes and sockets: psutil when it is there, /proc otherwise.
+
+harness must keep working when vendored without psutil.  On Linux every
+function here has a /proc fallback; elsewhere, without psutil, the answers
+shrink to "unknown" (documented in README.rst) instead of failing.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Dict, Iterator, List, NamedTuple, Optional
+
+try:  # psutil is the one optional dependency.
+    import psutil
+except ImportError:  # pragma: no cover - exercised by the no-psutil CI run
+    psutil = None  # type: ignore[assignment]
+
+HAVE_PSUTIL = psutil is not None
+HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
+
+# TCP state LISTEN in /proc/net/tcp and psutil.
+_PROC_TCP_LISTEN = "0A"
+
+
+class SocketHolder(NamedTuple):
+    """A process that has a TCP socket on a port."""
+    pid: int
+    cmdline: str
+    status: str  # "LISTEN", "BOUND", ... as far as it is known
+
+    def describe(self) -> str:
+        return f"pid {self.pid} ({short_cmdline(self.cmdline)}), {self.status.lower()}"
+
+
+def short_cmdline(text: str, limit: int = 120) -> str:
+    """A command line fit for one line of an error message."""
+    text = " ".join(text.split()) or "?"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def identity(pid: int) -> Optional[str]:
+    """A token that tells this process apart from a later one with the same pid.
+
+    It is the pid plus the process's start time, so a reused pid gives a
+    different token.  ``None`` if the process does not exist (or, without
+    psutil or /proc, cannot be looked at).
+    """
+    if HAVE_PROC:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return None
+        # The command name (field 2) may hold spaces and parentheses:
+        # fields after it are split from the last ')'.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        return f"{pid}:{fields[19].decode()}"  # field 22: starttime in ticks
+    if HAVE_PSUTIL:
+        try:
+            return f"{pid}:{psutil.Process(pid).create_time():.6f}"
+        except (psutil.Error, OSError):
+            return None
+    return None
+
+
+def is_alive(ident: str) -> bool:
+    """True if the process named by an :func:`identity` token still runs."""
+    try:
+        pid = int(ident.split(":", 1)[0])
+    except ValueError:
+        return False
+    current = identity(pid)
+    if current is None:
+        return False
+    if _is_zombie(pid):
+        return False
+    return current == ident
+
+
+def _is_zombie(pid: int) -> bool:
+    if HAVE_PROC:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return True
+        return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
+    if HAVE_PSUTIL:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except (psutil.Error, OSError):
+            return True
+    return False
+
+
+def cmdline(pid: int) -> str:
+    """The command line of ``pid`` as one string, or ``""`` when unknown."""
+    if HAVE_PSUTIL:
+        try:
+            return " ".join(psutil.Process(pid).cmdline())
+        except (psutil.Error, OSError):
+            return ""
+    if HAVE_PROC:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                raw = f.read()
+        except OSError:
+            return ""
+        return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    return ""
+
+
+def environ(pid: int) -> Optional[Dict[str, str]]:
+    """The environment ``pid`` was started with, or ``None`` if unreadable."""
+    if HAVE_PROC:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                raw = f.read()
+        except OSError:
+            return None
+        env = {}
+        for item in raw.split(b"\0"):
+            key, sep, value = item.partition(b"=")
+            if sep:
+                env[key.decode(errors="replace")] = value.decode(errors="replace")
+        return env
+    if HAVE_PSUTIL:
+        try:
+            return dict(psutil.Process(pid).environ())
+        except (psutil.Error, OSError):
+            return None
+    return None
+
+
+def all_pids() -> List[int]:
+    """Every pid visible to us (empty when it cannot be known)."""
+    if HAVE_PSUTIL:
+        return psutil.pids()
+    if HAVE_PROC:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    return []
+
+
+def parent_pid(pid: int) -> Optional[int]:
+    if HAVE_PROC:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return None
+        return int(stat[stat.rfind(b")") + 2:].split()[1])
+    if HAVE_PSUTIL:
+        try:
+            return psutil.Process(pid).ppid()
+        except (psutil.Error, OSError):
+            return None
+    return None
+
+
+def descendants(pid: int) -> List[int]:
+    """Pids of every live descendant of ``pid`` (children first)."""
+    if HAVE_PSUTIL:
+        try:
+            return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+        except (psutil.Error, OSError):
+            return []
+    children: Dict[int, List[int]] = {}
+    for candidate in all_pids():
+        parent = parent_pid(candidate)
+        if parent is not None:
+            children.setdefault(parent, []).append(candidate)
+    found: List[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(0), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _socket_inodes(pid: int) -> Iterator[int]:
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            yield int(target[8:-1])
+
+
+def _proc_net_tcp(port: int) -> Dict[int, str]:
+    """inode -> state name for TCP sockets on local ``port`` (IPv4 and IPv6)."""
+    found: Dict[int, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], int(fields[9])
+            if int(local.rsplit(":", 1)[1], 16) == port and inode:
+                found[inode] = "LISTEN" if state == _PROC_TCP_LISTEN else (
+                    "BOUND" if state == "07" else "CONNECTED")
+    return found
+
+
+def port_holders(port: int) -> List[SocketHolder]:
+    """Processes that have a TCP socket bound to local ``port``, listeners first.
+
+    Best effort: without privileges some holders are invisible, and the
+    caller must say "unknown holder" when the list is empty.
+    """
+    holders: Dict[int, str] = {}
+    if HAVE_PROC:
+        inodes = _proc_net_tcp(port)
+        if inodes:
+            for pid in all_pids():
+                for inode in _socket_inodes(pid):
+                    if inode in inodes:
+                        state = inodes[inode]
+                        if holders.get(pid) != "LISTEN":
+                            holders[pid] = state
+    elif HAVE_PSUTIL:
+        try:
+            conns = psutil.net_connections(kind="tcp")
+        except (psutil.Error, OSError):
+            conns = []
+        for conn in conns:
+            if conn.laddr and conn.laddr.port == port and conn.pid:
+                state = "LISTEN" if conn.status == psutil.CONN_LISTEN else (
+                    "BOUND" if conn.status == psutil.CONN_NONE else "CONNECTED")
+                if holders.get(conn.pid) != "LISTEN":
+                    holders[conn.pid] = state
+    ordered = sorted(holders.items(), key=lambda item: (item[1] != "LISTEN", item[0]))
+    return [SocketHolder(pid, cmdline(pid), state) for pid, state in ordered]
+
+
+def describe_port_holders(port: int) -> str:
+    """One line naming who holds ``port``, or "unknown holder"."""
+    holders = [h for h in port_holders(port) if h.status != "CONNECTED"] or port_holders(port)
+    if not holders:
+        return "unknown holder"
+    return "; ".join(h.describe() for h in holders[:3])
+
+
+def has_ipv6_loopback() -> bool:
+    """True if this machine can bind ``::1``."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
