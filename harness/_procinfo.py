@@ -133,6 +133,41 @@ def environ(pid: int) -> Optional[Dict[str, str]]:
     return None
 
 
+def owner_uid(pid: int) -> Optional[int]:
+    """The (effective) user id ``pid`` runs as, or ``None`` when unknown."""
+    if HAVE_PROC:
+        try:
+            return os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            return None
+    if HAVE_PSUTIL:
+        try:
+            return psutil.Process(pid).uids().effective
+        except (psutil.Error, OSError, AttributeError):
+            return None
+    return None
+
+
+def start_time(pid: int) -> Optional[float]:
+    """When ``pid`` started, in ``time.time()`` seconds, or ``None`` when unknown."""
+    if HAVE_PSUTIL:
+        try:
+            return psutil.Process(pid).create_time()
+        except (psutil.Error, OSError):
+            return None
+    if HAVE_PROC:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            with open("/proc/stat", "rb") as f:
+                boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        except (OSError, StopIteration, ValueError):
+            return None
+        ticks = int(stat[stat.rfind(b")") + 2:].split()[19])
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    return None
+
+
 def all_pids() -> List[int]:
     """Every pid visible to us (empty when it cannot be known)."""
     if HAVE_PSUTIL:
