@@ -1,0 +1,571 @@
+"""``python -m harness flakehunt``: rerun one test in fresh processes and measure its failure rate.
+
+A flaky test is a coin with an unknown bias; "it passed 5 times" says
+little.  flakehunt reruns the test ``n`` times, each in a new interpreter
+(``python -m unittest TEST_ID``, in its own session so a hang can be
+killed with everything it started), ``jobs`` at a time, and reports the
+failure rate with a 95% Wilson interval, the distinct failure kinds and
+the full output of the first failure of each kind.  With zero failures
+the upper end of the interval is the claim "fails less often than this".
+
+Each run gets ``HARNESS_FLAKEHUNT_RUN`` (1, 2, ...) in its environment, so
+a test can log it, or seed its randomness from it to replay one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import IO, Dict, List, Optional, Tuple
+
+from . import _config, _marker, _wait
+
+RUN_ENV = "HARNESS_FLAKEHUNT_RUN"
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+# After SIGTERM, how long a run may clean up (stop its servers) before SIGKILL.
+TERM_GRACE = 2.0
+# How long to wait for a stack dump (SIGUSR1) of a timed-out run.
+DUMP_WAIT = 1.0
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Runs a test id exactly like `python -m unittest TEST_ID`, plus a stack dump
+# of every thread on SIGUSR1, so a run that times out shows where it hung.
+_BOOTSTRAP = (
+    "import faulthandler, signal, sys, unittest\n"
+    "faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+    "unittest.main(module=None, argv=['python -m unittest'] + sys.argv[1:])\n"
+)
+
+
+def wilson_interval(failures: int, runs: int, z: float = Z_95) -> Tuple[float, float]:
+    """The Wilson score interval for a proportion ``failures / runs``.
+
+    Unlike the textbook ``p +- z*sqrt(p(1-p)/n)`` it stays inside [0, 1]
+    and is honest at 0 failures, which is the case that matters here.
+    """
+    if runs <= 0:
+        return 0.0, 1.0
+    p = failures / runs
+    z2 = z * z
+    denominator = 1 + z2 / runs
+    centre = (p + z2 / (2 * runs)) / denominator
+    half = z * math.sqrt(p * (1 - p) / runs + z2 / (4 * runs * runs)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# ---------------------------------------------------------------- failure kinds
+
+_HEADER = re.compile(r"^(FAIL|ERROR|UNEXPECTED SUCCESS): (.*)$", re.M)
+_SEPARATOR = "=" * 70
+_TMP = re.escape(tempfile.gettempdir().rstrip("/")) + r"/[^\s'\":,)]+"
+
+
+def normalise(text: str) -> str:
+    """Strip what differs between runs of the same failure: addresses, times, ports, temp paths."""
+    text = re.sub(_TMP, "<tmp>", text)
+    text = re.sub(r"0x[0-9a-fA-F]+", "0x…", text)
+    text = re.sub(r"\d+\.\d{3,}", "N.N", text)  # measured values; 0.3 or 1.5 stay
+    text = re.sub(r"\d{4,}", "N", text)  # pids, ports, sizes; small codes like 404 stay
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _exception_line(block: str) -> str:
+    """The first line of the exception a unittest FAIL/ERROR block ends with."""
+    lines = block.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
+    if starts:
+        for line in lines[starts[-1] + 1:]:
+            if line.strip() and not line.startswith((" ", "\t")):
+                return line
+    for line in lines[2:]:  # a loader error has no traceback, just the message
+        if line.strip() and not line.startswith("-" * 10):
+            return line.strip()
+    return "no message"
+
+
+def failure_kind(output: str) -> Optional[str]:
+    """``"test_x: SomeError: first line"`` for the first failure in unittest output, or None."""
+    match = _HEADER.search(output)
+    if match is None:
+        return None
+    test = match.group(2).split(" (")[0]
+    rest = output[match.start():]
+    end = rest.find(_SEPARATOR, len(match.group(0)))
+    ran = rest.find("\nRan ")
+    block = rest[:min(i for i in (end, ran, len(rest)) if i >= 0)]
+    if match.group(1) == "UNEXPECTED SUCCESS":
+        return f"{test}: unexpected success"
+    return f"{test}: {normalise(_exception_line(block))}"
+
+
+class RunResult:
+    """What one run did: outcome is "pass", "fail", "load_error", "no_tests" or "interrupted"."""
+
+    def __init__(self, index: int, outcome: str, kind: Optional[str], output: str,
+                 seconds: float, returncode: Optional[int]) -> None:
+        self.index, self.outcome, self.kind = index, outcome, kind
+        self.output, self.seconds, self.returncode = output, seconds, returncode
+
+
+def classify(index: int, returncode: int, output: str, seconds: float,
+             killed: Optional[str], timeout: float) -> RunResult:
+    """Turn a finished run into a :class:`RunResult`."""
+    if killed == "interrupted":
+        return RunResult(index, "interrupted", None, output, seconds, returncode)
+    if killed == "timeout":
+        return RunResult(index, "fail", f"timeout: no result within {timeout:g}s",
+                         output, seconds, returncode)
+    if "unittest.loader._FailedTest" in output:
+        return RunResult(index, "load_error", failure_kind(output), output, seconds, returncode)
+    if re.search(r"^Ran 0 tests", output, re.M) and returncode in (0, 5):
+        return RunResult(index, "no_tests", "no tests ran", output, seconds, returncode)
+    if returncode == 0:
+        return RunResult(index, "pass", None, output, seconds, returncode)
+    kind = failure_kind(output)
+    if kind is None:
+        if returncode < 0:
+            try:
+                name = signal.Signals(-returncode).name
+            except ValueError:
+                name = f"signal {-returncode}"
+            kind = f"crashed: killed by {name}"
+        else:
+            last = [line for line in output.splitlines() if line.strip()][-1:]
+            kind = f"exit code {returncode}" + (f": {normalise(last[0])}" if last else "")
+    return RunResult(index, "fail", kind, output, seconds, returncode)
+
+
+# ---------------------------------------------------------------- one run
+
+
+class _Run:
+    """One fresh interpreter running the test, in its own session (process group).
+
+    The process is reaped only by :meth:`wait`, under ``_lock``, after the
+    whole group was killed: until then its pid (the group id) cannot be
+    reused, so signalling the group never hits a stranger.
+    """
+
+    def __init__(self, index: int, argv: List[str], env: Dict[str, str], cwd: str,
+                 out_path: str) -> None:
+        self.index = index
+        self.out_path = out_path
+        self.killed: Optional[str] = None
+        self._lock = threading.Lock()
+        self._reaped = False
+        self.started = time.monotonic()
+        with open(out_path, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, cwd=cwd, env=env,
+                                         start_new_session=True, close_fds=True)
+        self.exited = threading.Event()
+
+    def signal_group(self, sig: int) -> None:
+        with self._lock:
+            if not self._reaped:
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def stop(self, reason: str, dump: bool = False) -> None:
+        """Stop the run (timeout or Ctrl-C): stack dump, SIGTERM, grace, SIGKILL."""
+        if self.exited.is_set():
+            return
+        self.killed = self.killed or reason
+        if dump and hasattr(signal, "SIGUSR1"):
+            size = self._output_size()
+            with self._lock:
+                if not self._reaped:
+                    try:
+                        os.kill(self.proc.pid, signal.SIGUSR1)
+                    except ProcessLookupError:
+                        pass
+            deadline = _wait.Deadline(_config.scaled(DUMP_WAIT))
+            for pause in _wait.backoff():
+                if self._output_size() != size or deadline.expired or self.exited.is_set():
+                    break
+                self.exited.wait(deadline.cap(pause))
+        self.signal_group(signal.SIGTERM)
+        if not self.exited.wait(_config.scaled(TERM_GRACE)):
+            self.signal_group(signal.SIGKILL)
+
+    def _output_size(self) -> int:
+        try:
+            return os.stat(self.out_path).st_size
+        except OSError:
+            return 0
+
+    def wait(self, timeout: float) -> Tuple[int, float]:
+        """Wait for the run (stopping it at ``timeout``); return (returncode, seconds)."""
+        timer = threading.Timer(timeout, self.stop, args=("timeout", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            if hasattr(os, "waitid"):
+                # Wait for exit without reaping, so the group id stays ours.
+                while True:
+                    try:
+                        os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+                        break
+                    except InterruptedError:  # pragma: no cover - PEP 475 retries
+                        continue
+                    except ChildProcessError:
+                        break
+                seconds = time.monotonic() - self.started
+                self.exited.set()
+                with self._lock:
+                    self._kill_leftovers()
+                    self._reaped = True
+                    returncode = self.proc.wait()
+            else:  # pragma: no cover - platforms without waitid
+                for pause in _wait.backoff():
+                    with self._lock:
+                        if self.proc.poll() is not None:  # reaps under the lock
+                            self._reaped = True
+                            break
+                    self.exited.wait(pause)
+                seconds = time.monotonic() - self.started
+                self.exited.set()
+                returncode = self.proc.returncode
+        finally:
+            timer.cancel()
+        return returncode, seconds
+
+    def _kill_leftovers(self) -> None:
+        """Anything the test left running in its process group dies with the run."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# ---------------------------------------------------------------- the hunt
+
+
+class Hunt:
+    """Runs the test ``runs`` times, ``jobs`` at a time; results arrive on a queue."""
+
+    def __init__(self, test_id: str, runs: int, jobs: int, timeout: float, start_dir: str,
+                 until_fail: bool) -> None:
+        self.test_id, self.runs, self.jobs = test_id, runs, jobs
+        self.timeout, self.until_fail = timeout, until_fail
+        self.start_dir = os.path.abspath(start_dir)
+        self.results: List[RunResult] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._next = 1
+        self._stopped = False
+        self._active: Dict[int, _Run] = {}
+        self._threads: List[threading.Thread] = []
+        self._tmp = _marker.make_private_dir()
+        self.started = time.monotonic()
+        self.stop_reason: Optional[str] = None
+
+    def _env(self, index: int) -> Dict[str, str]:
+        env = dict(os.environ)
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = self.start_dir + (os.pathsep + path if path else "")
+        env["PYTHONUNBUFFERED"] = "1"  # a killed run still shows what it printed
+        env[RUN_ENV] = str(index)
+        return env
+
+    def start(self) -> None:
+        for number in range(min(self.jobs, self.runs)):
+            thread = threading.Thread(target=self._worker, name=f"flakehunt-{number}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _worker(self) -> None:
+        argv = [sys.executable, "-c", _BOOTSTRAP, self.test_id]
+        while True:
+            with self._lock:
+                if self._stopped or self._next > self.runs:
+                    return
+                index, self._next = self._next, self._next + 1
+                out_path = os.path.join(self._tmp, f"run-{index}.out")
+                try:
+                    run = _Run(index, argv, self._env(index), self.start_dir, out_path)
+                except OSError as exc:
+                    self._stopped = True
+                    self.stop_reason = f"cannot start {sys.executable}: {exc}"
+                    self._changed.notify_all()
+                    return
+                self._active[index] = run
+            returncode, seconds = run.wait(self.timeout)
+            with open(out_path, "rb") as f:
+                output = f.read().decode(errors="replace")
+            os.unlink(out_path)
+            result = classify(index, returncode, output, seconds, run.killed, self.timeout)
+            with self._lock:
+                del self._active[index]
+                self.results.append(result)
+                self._changed.notify_all()
+
+    def stop(self, reason: str) -> None:
+        """Launch nothing more; stop the runs in flight (they are not counted)."""
+        with self._lock:
+            if not self._stopped:
+                self._stopped = True
+                self.stop_reason = self.stop_reason or reason
+            active = list(self._active.values())
+        for run in active:
+            run.killed = run.killed or "interrupted"
+        stoppers = [threading.Thread(target=run.stop, args=("interrupted",)) for run in active]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
+
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        """Block until more results than ``seen`` exist, or ``timeout``; return the count."""
+        with self._lock:
+            if len(self.results) == seen and not self.finished_locked():
+                self._changed.wait(timeout)
+            return len(self.results)
+
+    def finished_locked(self) -> bool:
+        return not self._active and (self._stopped or self._next > self.runs) and (
+            self._stopped or len(self.results) >= self.runs)
+
+    @property
+    def finished(self) -> bool:
+        with self._lock:
+            return self.finished_locked()
+
+    def close(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- reporting
+
+
+class Summary:
+    """Counts and failure kinds of the counted (pass/fail) runs."""
+
+    def __init__(self, results: List[RunResult]) -> None:
+        counted = sorted((r for r in results if r.outcome in ("pass", "fail")),
+                         key=lambda r: r.index)
+        self.runs = len(counted)
+        self.failed = [r for r in counted if r.outcome == "fail"]
+        self.failures = len(self.failed)
+        self.kinds: Dict[str, List[RunResult]] = {}
+        for result in self.failed:
+            self.kinds.setdefault(result.kind or "?", []).append(result)
+        self.interval = wilson_interval(self.failures, self.runs)
+        self.rate = self.failures / self.runs if self.runs else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "runs": self.runs, "failures": self.failures, "rate": self.rate,
+            "interval95": list(self.interval),
+            "kinds": [{"kind": kind, "count": len(runs), "runs": [r.index for r in runs],
+                       "first_run": runs[0].index, "first_output": runs[0].output}
+                      for kind, runs in sorted(self.kinds.items(), key=lambda kv: -len(kv[1]))],
+        }
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Progress:
+    """A live line on a terminal; a plain line per failure and per tenth otherwise."""
+
+    def __init__(self, stream: Optional[IO[str]], total: int) -> None:
+        self.stream = stream
+        self.live = bool(stream is not None and stream.isatty())
+        self.total = total
+        self.step = max(1, total // 10)
+        self.reported = 0
+        self.width = 0
+
+    def update(self, results: List[RunResult], elapsed: float) -> None:
+        if self.stream is None:
+            return
+        counted = [r for r in results if r.outcome in ("pass", "fail")]
+        done = len(counted)
+        failed = sum(1 for r in counted if r.outcome == "fail")
+        rate = failed / done if done else 0.0
+        left = (elapsed / done * (self.total - done)) if done else None
+        line = (f"[{done}/{self.total}] failures {failed} ({_pct(rate)})"
+                f"  elapsed {_duration(elapsed)}"
+                + (f"  left ~{_duration(left)}" if left is not None else ""))
+        if self.live:
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+        else:
+            for result in counted[self.reported:]:
+                if result.outcome == "fail":
+                    self.stream.write(f"run {result.index}: FAIL {result.kind}\n")
+            if done // self.step > self.reported // self.step or (
+                    done == self.total and self.reported < done):
+                self.stream.write(line + "\n")
+            self.reported = done
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.live and self.stream is not None and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+
+def render(test_id: str, summary: Summary, hunt: Hunt, interrupted: bool) -> str:
+    low, high = summary.interval
+    lines = [
+        f"flakehunt {test_id}: {summary.failures} of {summary.runs} runs failed"
+        f" (-j {hunt.jobs}, {_duration(time.monotonic() - hunt.started)})"
+        + (f"; stopped early: {hunt.stop_reason}" if hunt.stop_reason else ""),
+    ]
+    if summary.runs:
+        lines.append(f"failure rate {_pct(summary.rate)}, 95% interval "
+                     f"{_pct(low)} to {_pct(high)} (Wilson)")
+    if summary.runs and not summary.failures:
+        lines.append(f"no failure: with 95% confidence it fails in fewer than "
+                     f"{_pct(high)} of runs; more runs narrow that bound")
+    if summary.kinds:
+        lines.append("failure kinds:")
+        ordered = sorted(summary.kinds.items(), key=lambda kv: -len(kv[1]))
+        for kind, runs in ordered:
+            lines.append(f"  {len(runs):5d}  {kind}")
+        for kind, runs in ordered:
+            first = runs[0]
+            lines.append("")
+            lines.append(f"--- first failure of kind: {kind} (run {first.index}, "
+                         f"{first.seconds:.2f}s, {RUN_ENV}={first.index}) ---")
+            lines.append(first.output.rstrip() or "(no output)")
+    return "\n".join(lines)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("test_id", metavar="TEST_ID",
+                        help="a unittest id: module, module.Class or module.Class.test_method")
+    parser.add_argument("-n", "--runs", type=_positive_int, default=200,
+                        help="how many runs (default 200)")
+    parser.add_argument("-j", "--jobs", type=_positive_int, default=2,
+                        help="runs in parallel (default 2)")
+    parser.add_argument("--until-fail", action="store_true",
+                        help="stop at the first failure (runs in flight are not counted)")
+    parser.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+                        help="seconds before a run counts as hung: its stacks are dumped, "
+                             "its process group is killed, and it counts as a failure of kind "
+                             "'timeout' (default 60, times HARNESS_TIMEOUT_FACTOR)")
+    parser.add_argument("--start-dir", default=".", metavar="DIR",
+                        help="directory the test is imported from: the runs' working "
+                             "directory, put first on PYTHONPATH (default .)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the summary as JSON (progress goes to stderr)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+def run(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.start_dir):
+        print(f"flakehunt: --start-dir {args.start_dir!r} is not a directory; pass the "
+              f"directory the test module is imported from", file=sys.stderr)
+        return EXIT_USAGE
+    timeout = _config.scaled(args.timeout)
+    hunt = Hunt(args.test_id, args.runs, args.jobs, timeout, args.start_dir, args.until_fail)
+    progress = Progress(sys.stderr if args.json else sys.stdout, args.runs)
+    if progress.live or progress.stream is sys.stdout:
+        where = "" if args.start_dir == "." else f" from {hunt.start_dir}"
+        print(f"flakehunt: running {args.test_id}{where} {args.runs} times, "
+              f"{args.jobs} at a time", file=progress.stream, flush=True)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupted: Optional[int] = None
+    load_error: Optional[RunResult] = None
+    try:
+        try:
+            hunt.start()
+            seen = 0
+            while not hunt.finished:
+                seen = hunt.wait_for_change(seen, 0.5 if progress.live else 5.0)
+                results = list(hunt.results)
+                progress.update(results, time.monotonic() - hunt.started)
+                bad = [r for r in results if r.outcome in ("load_error", "no_tests")]
+                if bad and not any(r.outcome == "pass" for r in results):
+                    load_error = bad[0]
+                    hunt.stop("the test could not be loaded")
+                elif args.until_fail and any(r.outcome == "fail" for r in results):
+                    hunt.stop("--until-fail: first failure seen")
+        except KeyboardInterrupt:
+            interrupted = EXIT_INTERRUPTED
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+            hunt.stop("interrupted (Ctrl-C)")
+        except _Terminated:
+            interrupted = 128 + signal.SIGTERM
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            hunt.stop("terminated (SIGTERM)")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        hunt.stop("finished")
+        hunt.close()
+        progress.clear()
+    if load_error is not None:
+        reason = ("names no test" if load_error.outcome == "no_tests"
+                  else f"could not be loaded: {load_error.kind}")
+        print(f"flakehunt: {args.test_id!r} {reason}. Check the id (module, module.Class "
+              f"or module.Class.test_method) and --start-dir ({hunt.start_dir}).\n"
+              f"Output of run {load_error.index}:\n{load_error.output.rstrip()}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    summary = Summary(hunt.results)
+    if hunt.stop_reason == "finished":
+        hunt.stop_reason = None
+    if args.json:
+        data = {"test_id": args.test_id, "jobs": args.jobs, "timeout": timeout,
+                "interrupted": interrupted is not None, "stop_reason": hunt.stop_reason,
+                "seconds": time.monotonic() - hunt.started}
+        data.update(summary.to_json())
+        print(json.dumps(data, indent=2))
+    else:
+        print(render(args.test_id, summary, hunt, interrupted is not None))
+    sys.stdout.flush()
+    if interrupted is not None:
+        return interrupted
+    return EXIT_FAILED if summary.failures else EXIT_OK
