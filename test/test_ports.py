@@ -148,6 +148,17 @@ class LeaseTests(unittest.TestCase):
         self.assertIn("listen", message)
         self.assertEqual(caught.exception.port, port)
 
+    def test_holder_that_cannot_be_found_is_called_unknown(self) -> None:
+        from harness import _procinfo
+        sock = harness.listening_socket()
+        self.addCleanup(sock.close)
+        original = _procinfo.port_holders
+        _procinfo.port_holders = lambda port: []  # as for another user's process
+        self.addCleanup(setattr, _procinfo, "port_holders", original)
+        with self.assertRaises(PortUnavailable) as caught:
+            PortAllocator().acquire_port(sock.getsockname()[1])
+        self.assertIn("unknown holder", str(caught.exception))
+
     def test_portserver_address_is_honoured(self) -> None:
         if not LINUX:
             self.skipTest("the fake port server uses the abstract namespace")
