@@ -1,0 +1,233 @@
+"""Load for high-frequency tests: N requests at concurrency C, failures counted, not raised.
+
+Each worker thread keeps one keep-alive connection and reconnects when the
+server drops it (the failed request is counted by kind in ``errors``) or asks
+to close it (not an error).  The run is bounded in count (``requests``) and
+in time (``deadline``): a sick server gives a :class:`LoadResult` that says
+what went wrong how often, never an exception per request.
+"""
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import ipaddress
+import math
+import threading
+import time
+from collections import Counter
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from ._config import scaled
+from ._httpcore import (ExpectStatus, Target, check_expect_status, check_method, encode_body,
+                        error_kind, status_matches)
+from ._validate import check_positive_int, check_timeout
+from ._wait import Deadline
+
+__all__ = ["load", "LoadResult"]
+
+DEADLINE_KIND = "not sent (deadline)"
+_DEFAULT_DEADLINE = 60.0
+
+
+@dataclasses.dataclass
+class LoadResult:
+    """What a :func:`load` run saw.
+
+    ``ok + failed == requests`` always.  ``errors`` counts failures by kind
+    (``"reset"``, ``"disconnected"``, ``"timeout"``, ``"status 503"``,
+    ``"not sent (deadline)"``, ...).  ``latencies`` are the seconds each
+    successful request took, sorted; ``throughput`` is successful requests
+    per second of the whole run; ``connections`` how many connections were
+    opened (``concurrency`` when none was dropped).
+    """
+
+    url: str
+    method: str
+    requests: int
+    concurrency: int
+    ok: int
+    failed: int
+    errors: Dict[str, int]
+    latencies: List[float]
+    duration: float
+    connections: int
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.duration if self.duration > 0 else 0.0
+
+    def percentile(self, q: float) -> Optional[float]:
+        """The ``q``-th percentile latency in seconds (nearest rank), None without data."""
+        if not 0 < q <= 100:
+            raise ValueError(f"q must be in (0, 100], got {q!r}")
+        if not self.latencies:
+            return None
+        rank = max(1, math.ceil(q / 100 * len(self.latencies)))
+        return self.latencies[rank - 1]
+
+    @property
+    def p50(self) -> Optional[float]:
+        return self.percentile(50)
+
+    @property
+    def p95(self) -> Optional[float]:
+        return self.percentile(95)
+
+    @property
+    def p99(self) -> Optional[float]:
+        return self.percentile(99)
+
+    def __str__(self) -> str:
+        lines = [f"load {self.method} {self.url}: {self.requests} requests at concurrency "
+                 f"{self.concurrency} in {self.duration:.3f}s",
+                 f"  ok {self.ok}, failed {self.failed}"]
+        if self.errors:
+            kinds = ", ".join(f"{kind} {count}" for kind, count in
+                              sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0])))
+            lines[-1] += f" ({kinds})"
+        lines.append(f"  throughput {self.throughput:.1f} ok/s over {self.connections} "
+                     f"connection{'s' if self.connections != 1 else ''}")
+        if self.latencies:
+            ms = [f"{name} {1000 * value:.2f}" for name, value in (
+                ("p50", self.p50), ("p95", self.p95), ("p99", self.p99),
+                ("max", self.latencies[-1]))]
+            lines.append("  latency ms: " + "  ".join(ms))
+        return "\n".join(lines)
+
+
+class _Run:
+    """State shared by the workers: the requests left to hand out, under a lock."""
+
+    def __init__(self, requests: int, deadline: Deadline) -> None:
+        self._lock = threading.Lock()
+        self._left = requests
+        self.deadline = deadline
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._left <= 0 or self.deadline.expired:
+                return False
+            self._left -= 1
+            return True
+
+
+@dataclasses.dataclass
+class _Tally:
+    ok: int = 0
+    connections: int = 0
+    latencies: List[float] = dataclasses.field(default_factory=list)
+    errors: Counter = dataclasses.field(default_factory=Counter)
+
+
+def _worker(run: _Run, target: Target, method: str, payload: Optional[bytes],
+            headers: Dict[str, str], timeout: float, expect_status: ExpectStatus,
+            tally: _Tally) -> None:
+    conn: Optional[http.client.HTTPConnection] = None
+    try:
+        while run.take():
+            wait = max(0.001, run.deadline.cap(timeout))  # 0 would mean non-blocking
+            if conn is None:
+                conn = target.connection(wait)
+                tally.connections += 1
+            else:
+                conn.timeout = wait
+                if conn.sock is not None:
+                    conn.sock.settimeout(wait)
+            started = time.perf_counter()
+            try:
+                conn.request(method, target.path, body=payload, headers=headers)
+                answer = conn.getresponse()
+                answer.read()
+            except Exception as exc:  # counted, never raised: that is load()'s contract
+                tally.errors[error_kind(exc)] += 1
+                conn.close()
+                conn = None
+                continue
+            took = time.perf_counter() - started
+            if answer.will_close:  # the server said so: reconnect, not an error
+                conn.close()
+                conn = None
+            if _is_ok(answer.status, expect_status):
+                tally.ok += 1
+                tally.latencies.append(took)
+            else:
+                tally.errors[f"status {answer.status}"] += 1
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def _is_ok(status: int, expect_status: ExpectStatus) -> bool:
+    if expect_status is None:
+        return status < 400
+    return status_matches(status, expect_status)
+
+
+def _check_loopback(target: Target) -> None:
+    host = target.host
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"url must point at a loopback address (127.0.0.1, ::1 or localhost): load() "
+            f"generates traffic only against servers on this machine, got host {host!r}")
+
+
+def load(url: str, *, requests: int = 500, concurrency: int = 16, method: str = "GET",
+         timeout: float = 5.0, deadline: Optional[float] = None,
+         body: Optional[bytes] = None, json: Any = None,
+         headers: Optional[Mapping[str, str]] = None,
+         expect_status: ExpectStatus = None) -> LoadResult:
+    """Send ``requests`` requests from ``concurrency`` threads, one keep-alive connection each.
+
+    A request is ok when its status is in ``expect_status`` (default: any
+    status below 400).  ``timeout`` bounds each request; ``deadline`` (default
+    60 s) the whole run: requests not sent by then are counted as failed,
+    kind ``"not sent (deadline)"``.  Both are multiplied by
+    ``HARNESS_TIMEOUT_FACTOR``.  Only loopback URLs are accepted.
+    """
+    target = Target(url)
+    _check_loopback(target)
+    requests = check_positive_int(requests, "requests")
+    concurrency = check_positive_int(concurrency, "concurrency")
+    method = check_method(method)
+    per_request = scaled(check_timeout(timeout, "timeout"))  # type: ignore[arg-type]
+    total = scaled(check_timeout(deadline, "deadline", allow_none=True) or _DEFAULT_DEADLINE)
+    payload, header_map = encode_body(body, json, headers)
+    expect_status = check_expect_status(expect_status)
+
+    workers = min(concurrency, requests)
+    run = _Run(requests, Deadline(total))
+    tallies = [_Tally() for _ in range(workers)]
+    threads = [threading.Thread(target=_worker, name=f"harness-load-{i}", daemon=True,
+                                args=(run, target, method, payload, header_map, per_request,
+                                      expect_status, tallies[i]))
+               for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return _merge(target.url, method, requests, workers, run.deadline.elapsed(), tallies)
+
+
+def _merge(url: str, method: str, requests: int, concurrency: int, duration: float,
+           tallies: List[_Tally]) -> LoadResult:
+    errors: Counter = Counter()
+    latencies: List[float] = []
+    ok = connections = 0
+    for tally in tallies:
+        ok += tally.ok
+        connections += tally.connections
+        latencies.extend(tally.latencies)
+        errors.update(tally.errors)
+    done = ok + sum(errors.values())
+    if done < requests:
+        errors[DEADLINE_KIND] += requests - done
+    latencies.sort()
+    return LoadResult(url=url, method=method, requests=requests, concurrency=concurrency,
+                      ok=ok, failed=requests - ok, errors=dict(errors), latencies=latencies,
+                      duration=duration, connections=connections)

@@ -1,0 +1,437 @@
+"""Talking to a server under test: one request with retries and validation.
+
+Built on :mod:`http.client` only, so harness stays vendorable.  Two things
+made the incident's tests flaky and hard to read: a single attempt per
+request, and a bare ``KeyError`` when an answer was not what the test
+expected.  :func:`request` retries what is safe to retry (never silently
+replaying a POST), keeps every attempt inside one overall deadline, and turns
+a wrong answer into :class:`~harness.errors.ResponseInvalid` with the
+status, a body excerpt and the exact key or type that did not match.
+
+Load generation (:func:`load`) lives in :mod:`harness._load` and is re-exported here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import http.client
+import json as _json
+import math
+import numbers
+import random
+import time
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
+
+from ._config import scaled
+from ._httpcore import (IDEMPOTENT_METHODS, ExpectStatus, Target, check_expect_status,
+                        check_method, encode_body, error_kind, is_collection, status_matches,
+                        status_set)
+from ._load import LoadResult, load
+from ._validate import check_timeout
+from ._wait import Deadline
+from .errors import RequestFailed, ResponseInvalid
+
+__all__ = ["request", "RetryPolicy", "Response", "IDEMPOTENT_METHODS", "error_kind",
+           "load", "LoadResult"]
+
+_EXCERPT_CHARS = 300
+
+ExpectJson = Union[Mapping[str, Any], Callable[[Any], Any], None]
+
+
+# --------------------------------------------------------------------------
+# Retry policy
+
+
+def _check_delay(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    seconds = float(value)
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """When and how often :func:`request` tries again.  Immutable; compare with ``==``.
+
+    * ``attempts``: the most attempts in all (1 means no retry).
+    * ``backoff``: the wait before the 2nd attempt; it doubles each time,
+      up to ``max_backoff``.  With ``jitter`` each wait is drawn from
+      [half, all] of that, so parallel clients do not retry in lockstep.
+    * ``retry_on_status``: answers that are retried like errors (a server
+      still starting, a proxy in front of it).  ``Retry-After`` is honoured,
+      up to ``max_backoff``.
+    * ``methods``: the methods retried after the request may have reached
+      the server (a reset, a timeout, a retried status).  A request that
+      never got connected (refused, connect timeout) is retried whatever its
+      method: nothing was sent, so nothing can be replayed.
+
+    ``policy.replace(attempts=3)`` returns a changed copy.
+    """
+
+    attempts: int = 5
+    backoff: float = 0.05
+    max_backoff: float = 1.0
+    jitter: bool = True
+    retry_on_status: FrozenSet[int] = frozenset({502, 503, 504})
+    methods: FrozenSet[str] = IDEMPOTENT_METHODS
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise TypeError(f"attempts must be an int, got {self.attempts!r}")
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be >= 1 (1 means no retry), got {self.attempts}")
+        backoff = _check_delay(self.backoff, "backoff")
+        max_backoff = _check_delay(self.max_backoff, "max_backoff")
+        if max_backoff < backoff:
+            raise ValueError(
+                f"max_backoff ({max_backoff}) must be >= backoff ({backoff})")
+        if not isinstance(self.jitter, bool):
+            raise TypeError(f"jitter must be True or False, got {self.jitter!r}")
+        statuses = status_set(self.retry_on_status, "retry_on_status")
+        if isinstance(self.methods, str) or not is_collection(self.methods):
+            raise TypeError(
+                f"methods must be a collection of method names such as {{'GET', 'PUT'}}, "
+                f"got {self.methods!r}")
+        methods = frozenset(check_method(m, "methods") for m in self.methods)
+        for name, value in (("backoff", backoff), ("max_backoff", max_backoff),
+                            ("retry_on_status", statuses), ("methods", methods)):
+            object.__setattr__(self, name, value)
+
+    def allows(self, method: str) -> bool:
+        """True if ``method`` may be retried once the request may have been sent."""
+        return method.upper() in self.methods
+
+    def delay(self, retry: int, retry_after: Optional[float] = None) -> float:
+        """Seconds to wait before retry number ``retry`` (1 = before the 2nd attempt).
+
+        A server's ``Retry-After`` replaces the computed backoff (no jitter:
+        the server said when), capped at ``max_backoff``.
+        """
+        if retry_after is not None:
+            return min(max(0.0, retry_after), self.max_backoff)
+        wait = min(self.max_backoff, self.backoff * 2.0 ** min(retry - 1, 60))
+        if self.jitter:
+            wait *= random.uniform(0.5, 1.0)
+        return wait
+
+    def replace(self, **changes: Any) -> "RetryPolicy":
+        """A copy with some fields changed (validated like the original)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _check_retry(value: object) -> RetryPolicy:
+    if value is None:
+        return RetryPolicy()
+    if isinstance(value, RetryPolicy):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return RetryPolicy(attempts=value)
+    raise TypeError(
+        f"retry must be a RetryPolicy, an int number of attempts or None, got {value!r}")
+
+
+# --------------------------------------------------------------------------
+# Response and validation
+
+
+class Response:
+    """An HTTP answer, read completely.
+
+    ``headers`` is an :class:`http.client.HTTPMessage` (case-insensitive
+    ``headers["Content-Type"]``, ``headers.get_all("Set-Cookie")``).
+    ``elapsed`` is the seconds the whole call took, retries included;
+    ``attempts`` how many attempts it took.
+    """
+
+    def __init__(self, *, method: str, url: str, status: int, reason: str,
+                 headers: http.client.HTTPMessage, body: bytes, elapsed: float = 0.0,
+                 attempts: int = 1) -> None:
+        self.method = method
+        self.url = url
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.elapsed = elapsed
+        self.attempts = attempts
+
+    @property
+    def ok(self) -> bool:
+        """True for 1xx-3xx answers."""
+        return self.status < 400
+
+    @property
+    def text(self) -> str:
+        """The body decoded with the charset the server declared (UTF-8 otherwise)."""
+        charset = self.headers.get_content_charset() or "utf-8"
+        try:
+            return self.body.decode(charset, errors="replace")
+        except LookupError:  # an unknown charset name
+            return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON; :class:`ResponseInvalid` if it is not JSON."""
+        try:
+            return _json.loads(self.text)
+        except ValueError as exc:
+            raise ResponseInvalid(
+                f"{self._describe()}, but its body is not valid JSON ({exc}); "
+                f"{self.excerpt()}", response=self) from None
+
+    def excerpt(self, limit: int = _EXCERPT_CHARS) -> str:
+        """``body: '...'`` shortened to about ``limit`` characters, for messages."""
+        text = self.text
+        if not text:
+            return "body: empty"
+        if len(text) > limit:
+            return f"body ({len(self.body)} bytes): {text[:limit]!r}..."
+        return f"body: {text!r}"
+
+    def _describe(self) -> str:
+        return f"{self.method} {self.url} answered {self.status} {self.reason}".rstrip()
+
+    def __repr__(self) -> str:
+        tries = "attempt" if self.attempts == 1 else "attempts"
+        return (f"<Response {self.status} {self.reason} {self.method} {self.url}: "
+                f"{len(self.body)} bytes, {self.attempts} {tries}, {self.elapsed:.3f}s>")
+
+
+def _check_expect_json(value: object) -> ExpectJson:
+    if value is None or isinstance(value, Mapping) or callable(value):
+        return value  # type: ignore[return-value]
+    raise TypeError("expect_json must be a dict of key -> expected value, type or predicate, "
+                    f"or a predicate over the whole document, got {value!r}")
+
+
+def _type_name(expected: Any) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join(_type_name(t) for t in expected)
+    return getattr(expected, "__name__", repr(expected))
+
+
+def _is_type_spec(expected: Any) -> bool:
+    return isinstance(expected, type) or (
+        isinstance(expected, tuple) and expected != () and
+        all(isinstance(t, type) for t in expected))
+
+
+def _instance_of(value: Any, expected: Any) -> bool:
+    """isinstance, except that JSON true/false is not an int or a float."""
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool):
+        return bool in types or object in types
+    return isinstance(value, types)
+
+
+def _same_value(value: Any, expected: Any) -> bool:
+    return value == expected and isinstance(value, bool) == isinstance(expected, bool)
+
+
+def _mismatch(value: Any, expected: Any, where: str) -> Optional[str]:
+    """Why ``value`` (found at ``where``) does not match ``expected``, or None."""
+    if isinstance(expected, Mapping):
+        if not isinstance(value, dict):
+            return (f"{where} should be a JSON object with keys {sorted(map(str, expected))}, "
+                    f"got {type(value).__name__} {value!r:.80}")
+        for key, want in expected.items():
+            inner = f"JSON key {key!r}" if where == "the JSON document" else f"{where}[{key!r}]"
+            if key not in value:
+                present = ", ".join(repr(k) for k in list(value)[:20]) or "none"
+                return f"{inner} is missing (keys present: {present})"
+            problem = _mismatch(value[key], want, inner)
+            if problem:
+                return problem
+        return None
+    if _is_type_spec(expected):
+        if _instance_of(value, expected):
+            return None
+        return (f"{where} should be of type {_type_name(expected)}, "
+                f"got {type(value).__name__} {value!r:.80}")
+    if callable(expected):
+        name = getattr(expected, "__name__", "predicate")
+        try:
+            verdict = expected(value)
+        except Exception as exc:  # a predicate that raises is a "no", with its reason
+            return f"{where} = {value!r:.80} failed the check {name}: {type(exc).__name__}: {exc}"
+        return None if verdict else f"{where} = {value!r:.80} failed the check {name}"
+    if _same_value(value, expected):
+        return None
+    return f"{where} should be {expected!r:.80}, got {value!r:.80}"
+
+
+def _validate(response: Response, expect_status: ExpectStatus, expect_json: ExpectJson,
+              note: str) -> None:
+    if expect_status is not None and not status_matches(response.status, expect_status):
+        if isinstance(expect_status, int):
+            wanted = str(expect_status)
+        elif isinstance(expect_status, range):
+            wanted = f"{expect_status.start}..{expect_status.stop - 1}"
+        else:
+            wanted = "one of " + ", ".join(map(str, sorted(expect_status)))
+        raise ResponseInvalid(
+            f"{response._describe()}, expected status {wanted}{note}; {response.excerpt()}",
+            response=response)
+    if expect_json is not None:
+        problem = _mismatch(response.json(), expect_json, "the JSON document")
+        if problem:
+            raise ResponseInvalid(f"{response._describe()}, but {problem}; {response.excerpt()}",
+                                  response=response)
+
+
+# --------------------------------------------------------------------------
+# Sending
+
+
+class _AttemptError(Exception):
+    def __init__(self, error: BaseException, sent: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.sent = sent  # False: failed before a byte of the request left
+
+
+def _attempt(target: Target, method: str, payload: Optional[bytes],
+             headers: Dict[str, str], timeout: float) -> Tuple[int, str, Any, bytes]:
+    conn = target.connection(timeout)
+    try:
+        try:
+            conn.connect()
+        except OSError as exc:
+            raise _AttemptError(exc, sent=False) from None
+        try:
+            conn.request(method, target.path, body=payload, headers=headers)
+            answer = conn.getresponse()
+            body = answer.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise _AttemptError(exc, sent=True) from None
+        return answer.status, answer.reason, answer.headers, body
+    finally:
+        conn.close()
+
+
+def _retry_after(headers: Any) -> Optional[float]:
+    """The seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json: Any = None,
+            headers: Optional[Mapping[str, str]] = None,
+            params: Optional[Mapping[str, Any]] = None, timeout: float = 5.0,
+            deadline: Optional[float] = None, retry: Union[RetryPolicy, int, None] = None,
+            expect_status: ExpectStatus = None, expect_json: ExpectJson = None,
+            diagnostics: Optional[Callable[[], str]] = None) -> Response:
+    """Send one HTTP request, retrying what is safe to retry, and check the answer.
+
+    * ``timeout``: seconds for each attempt (connect, and each wait for data).
+    * ``deadline``: seconds for the whole call, retries and waits included
+      (default ``2 * timeout``: room for one timed-out attempt and a retry).
+      Each attempt gets ``min(timeout, time left)``.  Both are multiplied by
+      ``HARNESS_TIMEOUT_FACTOR``.
+    * ``retry``: a :class:`RetryPolicy`, an int number of attempts, or None
+      for ``RetryPolicy()``.  ``retry=1`` sends exactly once.
+    * ``expect_status``: an int, a collection or a ``range`` of statuses.
+    * ``expect_json``: a dict of key -> expected value, type (``str``,
+      ``(int, float)``), nested dict or predicate; or a predicate over the
+      whole document.
+    * ``diagnostics``: a callable whose text is appended to error messages
+      (``ServerProcess`` passes the tail of the server's log).
+
+    Raises :class:`RequestFailed` (every attempt's error listed, in
+    ``errors``) when no answer came, and :class:`ResponseInvalid` when the
+    answer does not match.  A retried status that is still the answer when
+    the retries run out is returned (or fails ``expect_status``).
+    """
+    method = check_method(method)
+    target = Target(url, params)
+    payload, header_map = encode_body(body, json, headers)
+    per_attempt = scaled(check_timeout(timeout, "timeout"))  # type: ignore[arg-type]
+    total = check_timeout(deadline, "deadline", allow_none=True)
+    policy = _check_retry(retry)
+    expect_status = check_expect_status(expect_status)
+    expect_json = _check_expect_json(expect_json)
+    if diagnostics is not None and not callable(diagnostics):
+        raise TypeError(f"diagnostics must be a callable returning str, got {diagnostics!r}")
+
+    budget = Deadline(scaled(total) if total is not None else 2 * per_attempt)
+    errors: List[BaseException] = []
+    lines: List[str] = []
+    attempt = 0
+    while True:
+        attempt += 1
+        started = budget.elapsed()
+        try:
+            status, reason, resp_headers, data = _attempt(
+                target, method, payload, header_map,
+                max(0.001, budget.cap(per_attempt)))  # 0 would mean non-blocking
+        except _AttemptError as failure:
+            errors.append(failure.error)
+            lines.append(f"attempt {attempt} at {started:.3f}s: {error_kind(failure.error)} "
+                         f"({type(failure.error).__name__}: {failure.error})")
+            wait = policy.delay(attempt)
+            stop = _why_stop(policy, method, attempt, budget, sent=failure.sent, wait=wait)
+        else:
+            response = Response(method=method, url=target.url, status=status, reason=reason,
+                                headers=resp_headers, body=data, attempts=attempt)
+            stop = "final"
+            if status in policy.retry_on_status:
+                wait = policy.delay(attempt, _retry_after(resp_headers))
+                stop = _why_stop(policy, method, attempt, budget, sent=True, wait=wait) or ""
+            if stop:
+                response.elapsed = budget.elapsed()
+                note = f" after {attempt} attempts" if attempt > 1 else ""
+                try:
+                    _validate(response, expect_status, expect_json, note)
+                except ResponseInvalid as exc:
+                    raise _with_diagnostics(exc, diagnostics) from None
+                return response
+            errors.append(ResponseInvalid(f"{status} {reason} (retried)", response=response))
+            lines.append(f"attempt {attempt} at {started:.3f}s: status {status} {reason}")
+        if stop:
+            raise _with_diagnostics(RequestFailed(
+                f"{method} {target.url} failed after {attempt} "
+                f"attempt{'s' if attempt > 1 else ''} in {budget.elapsed():.3f}s; {stop}:\n  "
+                + "\n  ".join(lines), errors=errors), diagnostics)
+        if wait > 0:
+            # A computed backoff, already checked to end before the deadline.
+            time.sleep(wait)
+
+
+def _why_stop(policy: RetryPolicy, method: str, attempt: int, budget: Deadline, *,
+              sent: bool, wait: float = 0.0) -> Optional[str]:
+    """Why no further attempt is made, or None to retry."""
+    if attempt >= policy.attempts:
+        return f"no attempts left (RetryPolicy(attempts={policy.attempts}))"
+    if sent and not policy.allows(method):
+        return (f"{method} is not retried once it may have reached the server, so it is "
+                f"never replayed; allow it with RetryPolicy(methods={{..., {method!r}}})")
+    if budget.remaining() <= wait:
+        return (f"the deadline of {budget.seconds:.3f}s was reached "
+                "(raise deadline=, or HARNESS_TIMEOUT_FACTOR on a slow machine)")
+    return None
+
+
+def _with_diagnostics(exc: Exception, diagnostics: Optional[Callable[[], str]]) -> Exception:
+    if diagnostics is None:
+        return exc
+    try:
+        extra = diagnostics()
+    except Exception as problem:  # diagnostics must never hide the real error
+        extra = f"(diagnostics failed: {type(problem).__name__}: {problem})"
+    if extra:
+        exc.args = (f"{exc.args[0]}\n{extra}",) + exc.args[1:]
+    return exc
+
