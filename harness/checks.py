@@ -1,0 +1,351 @@
+"""Readiness checks, and the loop that waits until a server passes them.
+
+A check answers one question about a running server: "ready yet?".  The
+built-in checks also say *why not* in a short, countable label ("connection
+refused", "HTTP 404", "JSON missing 'message'"), so an error can summarise
+hundreds of attempts in one line.  Any callable ``check(server)`` works too:
+truthy means ready; falsy or an exception means not yet.
+"""
+from __future__ import annotations
+
+import errno
+import http.client
+import json as _json
+import re
+import socket
+from collections import OrderedDict
+from typing import Any, Callable, Dict, NamedTuple, Optional, Pattern, Tuple, Union
+
+from ._wait import Deadline
+
+# One probe never waits longer than this (or the time left, if less).
+DEFAULT_PROBE_TIMEOUT = 2.0
+# Largest response body a probe reads: a health page, not a download.
+_MAX_BODY = 1 << 20
+
+
+class Outcome(NamedTuple):
+    """What one readiness attempt saw: ``label`` is short and countable."""
+    ok: bool
+    label: str
+    detail: str = ""
+
+
+class Check:
+    """Base class of the built-in checks; subclasses implement :meth:`probe`."""
+
+    #: True if the check talks to the server's port (then harness also proves
+    #: that the listener belongs to the server it launched).
+    uses_port = False
+
+    def probe(self, server: Any, timeout: float) -> Outcome:
+        raise NotImplementedError
+
+    def __call__(self, server: Any) -> bool:
+        return self.probe(server, DEFAULT_PROBE_TIMEOUT).ok
+
+
+def _socket_error_label(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "closed without a response"
+    if isinstance(exc, http.client.HTTPException):
+        return f"bad HTTP response ({type(exc).__name__})"
+    if isinstance(exc, OSError) and exc.errno:
+        return errno.errorcode.get(exc.errno, f"errno {exc.errno}")
+    return f"{type(exc).__name__}: {exc}"
+
+
+class TcpCheck(Check):
+    """Ready when a TCP connect to the server's port succeeds.
+
+    With ``handoff=True`` a connect succeeds from the moment harness binds the
+    socket (the kernel queues it), so this check passes at once: clients may
+    connect immediately and their requests wait until the server accepts.
+    Use :class:`HttpCheck` to wait for the application itself.
+    """
+
+    uses_port = True
+
+    def probe(self, server: Any, timeout: float) -> Outcome:
+        if getattr(server, "handoff", False):
+            return Outcome(True, "socket handed off (connections queue)")
+        family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(max(timeout, 0.001))
+            sock.connect((server.host, server.port))
+        except OSError as exc:
+            return Outcome(False, _socket_error_label(exc), str(exc))
+        finally:
+            sock.close()
+        return Outcome(True, "connected")
+
+    def __repr__(self) -> str:
+        return "TcpCheck()"
+
+
+JsonSpec = Dict[str, Any]
+
+
+class HttpCheck(Check):
+    """Ready when ``GET path`` answers ``status`` and, optionally, the right JSON.
+
+    ``json`` maps required keys to an expected value, a type (``str``) or a
+    predicate (``lambda v: v > 0``).  A 200 whose JSON does not match is
+    "not ready yet" -- the incident's ``KeyError: 'message'`` -- and the
+    error names the missing or wrong key if it never matches.
+    Probes use GET (not HEAD), ``Connection: close`` and the numeric address.
+    """
+
+    uses_port = True
+
+    def __init__(self, path: str = "/health", status: int = 200,
+                 json: Optional[JsonSpec] = None, timeout: float = DEFAULT_PROBE_TIMEOUT) -> None:
+        if not isinstance(path, str):
+            raise TypeError(f"path must be a str, got {path!r}")
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise TypeError(f"status must be an int, got {status!r}")
+        if not 100 <= status <= 599:
+            raise ValueError(f"status must be an HTTP status 100..599, got {status}")
+        if json is not None and not isinstance(json, dict):
+            raise TypeError(f"json must be a dict of key -> value, type or predicate, got {json!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.path = path
+        self.status = status
+        self.json = json
+        self.timeout = float(timeout)
+
+    def __repr__(self) -> str:
+        extra = f", json={self.json!r}" if self.json is not None else ""
+        return f"HttpCheck({self.path!r}, status={self.status}{extra})"
+
+    def probe(self, server: Any, timeout: float) -> Outcome:
+        conn = http.client.HTTPConnection(server.host, server.port,
+                                          timeout=max(min(timeout, self.timeout), 0.001))
+        try:
+            conn.request("GET", self.path, headers={"Connection": "close"})
+            response = conn.getresponse()
+            body = response.read(_MAX_BODY)
+        except (OSError, http.client.HTTPException) as exc:
+            return Outcome(False, _socket_error_label(exc), str(exc))
+        finally:
+            conn.close()
+        excerpt = body[:200].decode("utf-8", "replace")
+        if response.status != self.status:
+            return Outcome(False, f"HTTP {response.status}", excerpt)
+        if self.json is not None:
+            problem = json_mismatch(body, self.json)
+            if problem:
+                return Outcome(False, problem, excerpt)
+        return Outcome(True, f"HTTP {response.status}")
+
+
+def json_mismatch(body: bytes, spec: JsonSpec) -> str:
+    """Why ``body`` does not satisfy ``spec`` (``""`` if it does)."""
+    try:
+        data = _json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "body is not JSON"
+    if not isinstance(data, dict):
+        return f"JSON is a {type(data).__name__}, not an object"
+    for key, expected in spec.items():
+        if key not in data:
+            return f"JSON missing {key!r}"
+        value = data[key]
+        if isinstance(expected, type):
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                return (f"JSON {key!r} is {type(value).__name__}, "
+                        f"expected {expected.__name__}")
+        elif callable(expected):
+            try:
+                passed = bool(expected(value))
+            except Exception as exc:  # a predicate's bug is a finding, not a crash
+                return f"JSON {key!r} check raised {type(exc).__name__}"
+            if not passed:
+                name = getattr(expected, "__name__", "predicate")
+                return f"JSON {key!r} failed {name}"
+        elif value != expected:
+            return f"JSON {key!r} is {value!r}, expected {expected!r}"
+    return ""
+
+
+class LogCheck(Check):
+    """Ready when ``pattern`` (a regex) appears in the server's output.
+
+    The log is read incrementally, so a chatty server costs no more per
+    probe than what it wrote since the last one.  Once seen, it stays seen
+    (until the server is launched again).
+    """
+
+    def __init__(self, pattern: Union[str, Pattern[str]], flags: int = 0) -> None:
+        if isinstance(pattern, str):
+            try:
+                self.pattern = re.compile(pattern, flags)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regex: {pattern!r} ({exc})") from None
+        elif isinstance(pattern, type(re.compile(""))) and isinstance(pattern.pattern, str):
+            self.pattern = pattern
+        else:
+            raise TypeError(f"pattern must be a str regex or compiled str pattern, got {pattern!r}")
+        # log path -> (launch id, offset read so far, unmatched tail, matched)
+        self._state: Dict[str, Tuple[object, int, str, bool]] = {}
+
+    def __repr__(self) -> str:
+        return f"LogCheck({self.pattern.pattern!r})"
+
+    def probe(self, server: Any, timeout: float) -> Outcome:
+        path = server.log_path
+        launch = getattr(server, "launch_id", None)
+        saved_launch, offset, carry, matched = self._state.get(path, (launch, 0, "", False))
+        if saved_launch != launch:
+            offset, carry, matched = 0, "", False
+        if not matched:
+            start = getattr(server, "log_offset", 0) if offset == 0 else offset
+            try:
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    chunk = f.read()
+            except OSError as exc:
+                return Outcome(False, f"log unreadable ({type(exc).__name__})", str(exc))
+            offset = start + len(chunk)
+            # Search only complete lines plus a tail, so "$" and lines split
+            # across reads behave; keep the last 4 KiB in case a match spans.
+            text = carry + chunk.decode("utf-8", "replace")
+            matched = self.pattern.search(text) is not None
+            carry = text[-4096:]
+        self._state[path] = (launch, offset, carry, matched)
+        if matched:
+            return Outcome(True, "pattern seen in log")
+        return Outcome(False, f"pattern {self.pattern.pattern!r} not in log yet")
+
+
+class CallableCheck(Check):
+    """Adapts a user callable ``check(server)`` (truthy = ready)."""
+
+    def __init__(self, func: Callable[[Any], Any]) -> None:
+        self.func = func
+
+    def __repr__(self) -> str:
+        return f"CallableCheck({getattr(self.func, '__name__', self.func)!r})"
+
+    def probe(self, server: Any, timeout: float) -> Outcome:
+        try:
+            result = self.func(server)
+        except Exception as exc:
+            return Outcome(False, f"{type(exc).__name__}: {exc}"[:200])
+        if result:
+            return Outcome(True, "check passed")
+        return Outcome(False, f"check returned {result!r}"[:200])
+
+
+HealthSpec = Union[None, str, Check, Callable[[Any], Any]]
+
+
+def as_check(health: HealthSpec) -> Check:
+    """Turn the ``health`` argument of ``ServerProcess`` into a :class:`Check`."""
+    if health is None:
+        return TcpCheck()
+    if isinstance(health, str):
+        if not health.startswith("/"):
+            raise ValueError(f"health must be a path starting with '/', a check or None, "
+                             f"got {health!r}")
+        return HttpCheck(health)
+    if isinstance(health, Check):
+        return health
+    if callable(health):
+        return CallableCheck(health)
+    raise TypeError(f"health must be a path string, a check object, a callable or None, "
+                    f"got {type(health).__name__} {health!r}")
+
+
+class Tally:
+    """Counts outcomes by label, in the order first seen."""
+
+    def __init__(self) -> None:
+        self.counts: "OrderedDict[str, int]" = OrderedDict()
+        self.details: Dict[str, str] = {}
+        self.attempts = 0
+
+    def add(self, outcome: Outcome) -> None:
+        self.attempts += 1
+        self.counts[outcome.label] = self.counts.get(outcome.label, 0) + 1
+        if outcome.detail:
+            self.details[outcome.label] = outcome.detail
+
+    def summary(self) -> str:
+        """E.g. ``connection refused ×12, HTTP 404 ×3, JSON missing 'message' ×2``."""
+        if not self.counts:
+            return "no attempt made"
+        return ", ".join(f"{label} \u00d7{n}" for label, n in self.counts.items())
+
+    def as_dict(self) -> Dict[str, int]:
+        return dict(self.counts)
+
+
+def poll_interval(elapsed: float, first: float = 0.001, cap: float = 0.05,
+                  share: float = 0.04) -> float:
+    """How long to wait before the next probe.
+
+    Proportional to the time already waited (``share`` of it), between
+    ``first`` and ``cap``: a server that takes T to start is seen ready at
+    most ``share * T`` late, and a slow start costs O(log T) probes.
+    """
+    return min(cap, max(first, elapsed * share))
+
+
+class Ready(NamedTuple):
+    ok: bool
+    reason: str  # "ready", "exited", "timeout", "rejected"
+    tally: Tally
+
+
+def wait_ready(server: Any, check: Check, *, successes: int, deadline: Deadline,
+               exited: Callable[[float], bool],
+               verify: Optional[Callable[[], Optional[Outcome]]] = None,
+               stop_on: Callable[[Outcome], bool] = lambda outcome: False) -> Ready:
+    """Probe until ``successes`` passes in a row, the process exits, or the deadline.
+
+    ``exited(seconds)`` waits up to ``seconds`` for the process to exit and
+    says whether it did (event-driven where the platform allows), so a
+    crash is noticed between probes at once, not at the deadline.
+    ``verify()`` runs before a streak is accepted (proof that the listener
+    is the server's own); it returns a failing :class:`Outcome` or ``None``.
+    ``stop_on(outcome)`` lets the caller give up early (a lost port).
+    """
+    tally = Tally()
+    streak = 0
+    while True:
+        if exited(0):
+            return Ready(False, "exited", tally)
+        if deadline.expired:
+            return Ready(False, "timeout", tally)
+        outcome = check.probe(server, max(deadline.remaining(), 0.001))
+        if outcome.ok and streak + 1 >= successes and verify is not None:
+            outcome = verify() or outcome
+        tally.add(outcome)
+        if outcome.ok:
+            streak += 1
+            if streak >= successes:
+                if exited(0):
+                    return Ready(False, "exited", tally)
+                return Ready(True, "ready", tally)
+            continue  # the next pass is asked for at once
+        streak = 0
+        if stop_on(outcome):
+            return Ready(False, "rejected", tally)
+        if exited(deadline.cap(poll_interval(deadline.elapsed()))):
+            return Ready(False, "exited", tally)
+
+
+__all__ = ["Check", "HttpCheck", "TcpCheck", "LogCheck", "CallableCheck", "Outcome",
+           "as_check", "wait_ready", "Tally", "poll_interval", "json_mismatch"]
+
