@@ -10,6 +10,7 @@ import time
 import unittest
 
 FAIL_BELOW = 0.3
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def draw() -> float:
@@ -30,26 +31,51 @@ class Steady(unittest.TestCase):
 
 class TwoKinds(unittest.TestCase):
     def test_two_kinds(self) -> None:
-        run = int(os.environ.get("HARNESS_FLAKEHUNT_RUN", "0"))
+        run = _run_number()
         if run % 3 == 1:
             raise KeyError("message")  # an error kind, like the incident's KeyError
         if run % 3 == 2:
-            self.assertEqual(200 + run % 2, 200, f"status at 0x{id(self):x} after {time.time()}")
+            self.assertEqual(503, 200, f"status at 0x{id(self):x} after {time.time()}")
+
+
+def _run_number() -> int:
+    return int(os.environ.get("HARNESS_FLAKEHUNT_RUN", "0"))
+
+
+def _hang_with_helper() -> None:
+    """Start a helper in this process group, record both identities, then hang.
+
+    The identity tokens (pid + start time, from this checkout's harness)
+    let the test check that both died without mistaking a reused pid.
+    """
+    import subprocess
+    sys.path.insert(0, ROOT)
+    from harness import _procinfo
+    helper = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(60)"])
+    tokens = [_procinfo.identity(os.getpid()), _procinfo.identity(helper.pid)]
+    path = os.path.join(os.environ["FLAKEHUNT_MARKER_DIR"], f"run-{_run_number()}.tokens")
+    with open(path + ".tmp", "w") as f:
+        f.write(" ".join(str(t) for t in tokens) + "\n")
+    os.rename(path + ".tmp", path)  # atomic: the test sees both tokens or nothing
+    while True:
+        time.sleep(60)
 
 
 class Hangs(unittest.TestCase):
     def test_hang(self) -> None:
-        """Starts a helper in its own process group, records pids, then hangs."""
-        import subprocess
-        marker_dir = os.environ["FLAKEHUNT_MARKER_DIR"]
-        run = os.environ.get("HARNESS_FLAKEHUNT_RUN", "0")
-        helper = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(60)"])
-        path = os.path.join(marker_dir, f"run-{run}.pids")
-        with open(path + ".tmp", "w") as f:
-            f.write(f"{os.getpid()} {helper.pid}\n")
-        os.rename(path + ".tmp", path)  # atomic: the test sees both pids or nothing
-        while True:
-            time.sleep(60)
+        _hang_with_helper()
+
+
+class HangsAfterTwo(unittest.TestCase):
+    def test_fail_then_hang(self) -> None:
+        if _run_number() <= 2:
+            self.fail("quick failure before the hangs")
+        _hang_with_helper()
+
+
+class FailsOnThird(unittest.TestCase):
+    def test_third(self) -> None:
+        self.assertNotEqual(_run_number(), 3, "run 3 fails")
 
 
 class Empty(unittest.TestCase):

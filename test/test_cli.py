@@ -1,0 +1,212 @@
+"""``python -m harness``: help, usage errors, ``port``, ``who`` and the ``demo`` stub.
+
+Every command runs as a subprocess, as a user would run it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import unittest
+from typing import List, Tuple
+
+from _support import ROOT, ipv6_available, python_env, quiet_window
+
+from harness import _marker, _procinfo, ports
+
+HANG = 60
+COMMANDS = ["port", "who", "reap", "flakehunt"]
+
+
+def harness(*args: str, env: dict = None) -> Tuple[int, str, str]:
+    proc = subprocess.run([sys.executable, "-m", "harness"] + list(args), cwd=ROOT,
+                          env=env or python_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=HANG)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def listen(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind((host, port))
+    sock.listen(8)
+    return sock
+
+
+class HelpAndUsageTest(unittest.TestCase):
+    def test_every_command_has_help_with_an_example(self) -> None:
+        code, out, _ = harness("--help")
+        self.assertEqual(code, 0)
+        for command in COMMANDS + ["demo"]:
+            self.assertIn(f"    {command}", out)
+        for command in COMMANDS:
+            code, out, err = harness(command, "--help")
+            self.assertEqual(code, 0, err)
+            self.assertIn(f"usage: python -m harness {command}", out)
+            self.assertIn("example", out)
+            self.assertIn(f"python -m harness {command}", out.split("example", 1)[1])
+            self.assertIn("--json", out)
+
+    def test_port_help_says_the_lease_ends_with_the_command(self) -> None:
+        _, out, _ = harness("port", "--help")
+        self.assertIn("leased only while the command runs", out)
+
+    def test_bad_usage_exits_2_with_a_message(self) -> None:
+        cases: List[Tuple[List[str], str]] = [
+            ([], "required"),
+            (["frobnicate"], "invalid choice"),
+            (["port", "--range", "abc"], "LOW-HIGH"),
+            (["port", "--range", "9100-9000"], "low must be <= high"),
+            (["port", "--range", "1-70000"], "65535"),
+            (["port", "--host", "no.such.host.invalid"], "does not resolve"),
+            (["who"], "PORT"),
+            (["who", "http"], "whole number"),
+            (["who", "0"], "1..65535"),
+            (["who", "70000"], "1..65535"),
+            (["flakehunt", "x", "-n", "-3"], "at least 1"),
+        ]
+        for args, message in cases:
+            code, out, err = harness(*args)
+            self.assertEqual(code, 2, f"{args}: {out}{err}")
+            self.assertIn(message, err, args)
+            self.assertEqual(out, "", args)
+
+
+class PortCommandTest(unittest.TestCase):
+    def test_prints_a_free_port_in_the_default_range(self) -> None:
+        code, out, err = harness("port")
+        self.assertEqual(code, 0, err)
+        port = int(out.strip())
+        low, high = ports.default_port_range()
+        self.assertTrue(low <= port <= high, (port, low, high))
+
+    def test_skips_held_ports_in_the_range(self) -> None:
+        window = quiet_window(3)
+        held = [listen(p) for p in window[:2]]
+        try:
+            code, out, err = harness("port", "--range", f"{window[0]}-{window[-1]}", "--json")
+        finally:
+            for sock in held:
+                sock.close()
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out), {"port": window[2], "host": "127.0.0.1"})
+
+    def test_exhausted_range_exits_1_and_says_what_to_do(self) -> None:
+        window = quiet_window(2)
+        held = [listen(p) for p in window]
+        try:
+            code, out, err = harness("port", "--range", f"{window[0]}-{window[-1]}")
+        finally:
+            for sock in held:
+                sock.close()
+        self.assertEqual(code, 1)
+        self.assertEqual(out, "")
+        self.assertIn(f"no free port in {window[0]}-{window[-1]}", err)
+        self.assertIn("python -m harness who", err)
+
+    @unittest.skipUnless(ipv6_available(), "no IPv6 loopback")
+    def test_ipv6_host(self) -> None:
+        code, out, err = harness("port", "--host", "::1", "--json")
+        self.assertEqual(code, 0, err)
+        data = json.loads(out)
+        self.assertEqual(data["host"], "::1")
+        self.assertTrue(ports.is_port_free(data["port"], "::1"))
+
+
+class WhoCommandTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.procs: List[subprocess.Popen] = []
+        self.addCleanup(self._end_procs)
+
+    def _end_procs(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(HANG)
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
+
+    def marked_server(self, owner: str) -> Tuple[subprocess.Popen, int]:
+        """A listening process with HARNESS_OWNER=owner; returns it and its port."""
+        env = python_env()
+        env[_marker.OWNER_ENV] = owner
+        code = ("import socket, sys\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n"
+                "print(s.getsockname()[1], flush=True)\nsys.stdin.read()\n")
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, universal_newlines=True)
+        self.procs.append(proc)
+        return proc, int(proc.stdout.readline())
+
+    def test_free_port(self) -> None:
+        port = quiet_window(1)[0]
+        code, out, err = harness("who", str(port))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.strip(), f"port {port} is free (nothing listens on or holds it, "
+                                      f"and no harness lease)")
+        code, out, _ = harness("who", str(port), "--json")
+        self.assertEqual(code, 0)
+        self.assertTrue(json.loads(out)["free"])
+
+    @unittest.skipUnless(_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL, "holders not visible")
+    def test_names_a_listener_not_started_by_harness(self) -> None:
+        with listen() as sock:
+            port = sock.getsockname()[1]
+            code, out, err = harness("who", str(port))
+            json_code, json_out, _ = harness("who", str(port), "--json")
+        self.assertEqual(code, 1, err)
+        self.assertIn(f"port {port} is held by:\n  pid {os.getpid()}  user ", out)
+        self.assertRegex(out, r"running \d+(s|m\d\ds|h\d\dm|d\d\dh), listen\n")
+        self.assertIn(f"    command: {_procinfo.short_cmdline(_procinfo.cmdline(os.getpid()), 200)}",
+                      out)
+        self.assertIn("    started by harness: no", out)
+        self.assertEqual(json_code, 1)
+        holder = json.loads(json_out)["holders"][0]
+        self.assertEqual((holder["pid"], holder["state"], holder["harness"]),
+                         (os.getpid(), "LISTEN", False))
+        self.assertIsInstance(holder["running_seconds"], float)
+
+    @unittest.skipUnless(_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL, "holders not visible")
+    def test_says_harness_started_it_and_whether_the_runner_lives(self) -> None:
+        live, live_port = self.marked_server(_marker.owner_token())
+        code, out, _ = harness("who", str(live_port))
+        self.assertEqual(code, 1)
+        self.assertIn(f"pid {live.pid} ", out)
+        self.assertIn(f"started by harness: yes, for test runner pid {os.getpid()}, which is "
+                      f"still running", out)
+        # An owner token of a process that has exited: the server is an orphan.
+        gone = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                stdin=subprocess.PIPE)
+        gone_token = _procinfo.identity(gone.pid)
+        gone.stdin.close()
+        gone.wait(HANG)
+        orphan, orphan_port = self.marked_server(str(gone_token))
+        code, out, _ = harness("who", str(orphan_port), "--json")
+        self.assertEqual(code, 1)
+        holder = json.loads(out)["holders"][0]
+        self.assertEqual((holder["pid"], holder["harness"], holder["owner"], holder["owner_alive"]),
+                         (orphan.pid, True, gone_token, False))
+        code, out, _ = harness("who", str(orphan_port))
+        self.assertIn(f"test runner pid {gone.pid}, which is gone: an orphan; "
+                      f"`python -m harness reap` stops it", out)
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "abstract-socket leases are Linux's")
+    def test_names_the_holder_of_a_lease(self) -> None:
+        with ports.PortAllocator(port_range=quiet_window(1)).acquire() as lease:
+            code, out, err = harness("who", str(lease.port))
+        self.assertEqual(code, 1, err)
+        self.assertIn(f"port {lease.port} is leased by harness to:\n  pid {os.getpid()} ", out)
+
+
+@unittest.skipIf(importlib.util.find_spec("harness._demo") is not None, "the demo exists")
+class DemoStubTest(unittest.TestCase):
+    def test_demo_says_it_is_not_available(self) -> None:
+        code, out, err = harness("demo")
+        self.assertEqual((code, out, err.strip()), (1, "", "demo not available yet"))
+
+
+if __name__ == "__main__":
+    unittest.main()
