@@ -1,0 +1,194 @@
+"""Ending process trees safely: signal only processes that are still ours.
+
+A process is named by an identity token (pid plus start time, see
+:func:`harness._procinfo.identity`), so a pid the kernel has since given to
+someone else is never signalled.  On Linux the check and the signal go
+through a pidfd, which closes the remaining window.  Used by
+``ServerProcess.stop`` and by ``python -m harness reap`` (:func:`terminate_tree`).
+"""
+from __future__ import annotations
+
+import os
+import signal
+from typing import Iterable, List, Optional
+
+from . import _procinfo
+from ._wait import Deadline
+
+_HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+
+
+def _pid_of(token: str) -> int:
+    return int(token.split(":", 1)[0])
+
+
+def signal_token(token: str, sig: int) -> bool:
+    """Send ``sig`` to the process named by ``token`` if it is still that process."""
+    pid = _pid_of(token)
+    if pid <= 1 or pid == os.getpid():
+        return False
+    if _HAVE_PIDFD:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        try:
+            if _procinfo.identity(pid) != token:
+                return False
+            signal.pidfd_send_signal(fd, sig)  # type: ignore[attr-defined]
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+    if _procinfo.identity(pid) != token:
+        return False
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        return False
+    return True
+
+
+def _proc_stat(pid: str) -> Optional[List[bytes]]:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2:].split()
+
+
+def find_marked(name: str, value: str, started_after: Optional[int] = None) -> List[str]:
+    """Tokens of live processes whose environment has ``name=value``.
+
+    This finds descendants that left the process group and the process tree
+    (setsid, double fork): the marker is inherited through both.
+    ``started_after`` (Linux clock ticks, from an identity token) skips
+    older processes without reading their environment.
+    """
+    needle = f"{name}={value}".encode()
+    found: List[str] = []
+    me = os.getpid()
+    if _procinfo.HAVE_PROC:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            fields = _proc_stat(entry)
+            if fields is None or fields[0] in (b"Z", b"X"):
+                continue
+            start = int(fields[19])
+            if started_after is not None and start < started_after:
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    env = f.read()
+            except OSError:
+                continue
+            if env.startswith(needle + b"\0") or (b"\0" + needle + b"\0") in env \
+                    or env == needle or env.endswith(b"\0" + needle):
+                found.append(f"{entry}:{start}")
+        return found
+    if _procinfo.HAVE_PSUTIL:
+        import psutil
+        for proc in psutil.process_iter():
+            if proc.pid == me:
+                continue
+            try:
+                if proc.environ().get(name) == value:
+                    token = _procinfo.identity(proc.pid)
+                    if token:
+                        found.append(token)
+            except (psutil.Error, OSError):
+                continue
+    return found
+
+
+def tree_tokens(pid: int) -> List[str]:
+    """Tokens of the live descendants of ``pid``."""
+    tokens = []
+    for child in _procinfo.descendants(pid):
+        token = _procinfo.identity(child)
+        if token is not None:
+            tokens.append(token)
+    return tokens
+
+
+def alive(tokens: Iterable[str]) -> List[str]:
+    return [t for t in tokens if _procinfo.is_alive(t)]
+
+
+def wait_gone(tokens: Iterable[str], deadline: Deadline) -> List[str]:
+    """Wait until none of ``tokens`` runs (zombies count as gone); the survivors."""
+    from .checks import poll_interval
+    left = alive(tokens)
+    while left and not deadline.expired:
+        _pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
+        left = alive(left)
+    return left
+
+
+def _pause(seconds: float) -> None:
+    # A wait on nothing but the clock: select() with no fds sleeps exactly.
+    import select
+    if seconds > 0:
+        select.select([], [], [], seconds)
+
+
+def terminate_tree(pid: int, token: Optional[str] = None, *, server_id: Optional[str] = None,
+                   grace: float = 5.0) -> List[str]:
+    """End ``pid``, its process group, its descendants and its marked escapees.
+
+    ``token`` is the identity token recorded when the process was started;
+    if the pid now names another process, nothing but the marked processes
+    (``HARNESS_SERVER_ID=server_id``) is touched.  Sends SIGCONT and SIGTERM
+    (a stopped process ignores SIGTERM until continued), waits up to
+    ``grace`` seconds, then SIGKILL.  Returns the tokens still alive
+    afterwards (empty on success).
+    """
+    current = _procinfo.identity(pid)
+    if token is None:
+        token = current
+    members: List[str] = []
+    ours = token is not None and current == token
+    if ours:
+        assert token is not None
+        members.append(token)
+        members.extend(tree_tokens(pid))
+    if server_id:
+        members.extend(t for t in find_marked("HARNESS_SERVER_ID", server_id) if t not in members)
+    group = pid if ours and _pgid(pid) == pid else None
+    for sig in (signal.SIGCONT, signal.SIGTERM):
+        if group is not None and _procinfo.is_alive(token or ""):
+            _killpg(group, sig)
+        for member in members:
+            signal_token(member, sig)
+    survivors = wait_gone(members, Deadline(grace))
+    if survivors:
+        if group is not None and _procinfo.is_alive(token or ""):
+            _killpg(group, signal.SIGKILL)
+        if server_id:
+            survivors.extend(t for t in find_marked("HARNESS_SERVER_ID", server_id)
+                             if t not in survivors)
+        for member in survivors:
+            signal_token(member, signal.SIGKILL)
+        survivors = wait_gone(survivors, Deadline(max(1.0, grace)))
+    return survivors
+
+
+def _pgid(pid: int) -> Optional[int]:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _killpg(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        return False
+    return True
+
+
+__all__ = ["terminate_tree", "signal_token", "find_marked", "tree_tokens", "wait_gone", "alive"]

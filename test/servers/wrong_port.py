@@ -1,0 +1,3 @@
+"""Ignores $PORT and listens on a port of its own choosing."""
+from _serve import serve, ok
+serve({"/health": ok}, port=0)

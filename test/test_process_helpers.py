@@ -1,0 +1,77 @@
+"""Helpers for the server lifecycle tests (test_process*.py); holds no tests."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import List, Optional
+
+from harness import _procinfo
+
+SERVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "servers")
+
+OK_APP = '''
+import http.server, json, os, socket
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"message": "ok", "path": self.path, "pid": os.getpid()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+host, port = os.environ["HOST"], int(os.environ["PORT"])
+http.server.HTTPServer.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+if os.environ.get("LISTEN_PID") == str(os.getpid()):
+    server = http.server.HTTPServer((host, port), H, bind_and_activate=False)
+    server.socket.close()
+    server.socket = socket.socket(fileno=3)
+else:
+    server = http.server.HTTPServer((host, port), H)
+server.serve_forever()
+'''
+
+
+def server_argv(name: str, *extra: str) -> List[str]:
+    return [sys.executable, os.path.join(SERVERS, name)] + list(extra)
+
+
+def pid_alive(pid: int) -> bool:
+    token = _procinfo.identity(pid)
+    return token is not None and _procinfo.is_alive(token)
+
+
+def remove_kept(log_path: Optional[str]) -> None:
+    """Remove the temp dir harness kept for a failed server's log."""
+    if log_path:
+        shutil.rmtree(os.path.dirname(log_path), ignore_errors=True)
+
+
+class NoLeftoversMixin:
+    """Fails a test that leaves a child process or a harness temp dir behind."""
+
+    def setUp(self) -> None:
+        super().setUp()  # type: ignore[misc]
+        import tempfile
+        self._tmp = tempfile.gettempdir()
+        self._dirs_before = self._harness_dirs()
+        from harness import _watchdog
+        self._children_before = set(_procinfo.descendants(os.getpid()))
+        self._watchdog = _watchdog
+
+    def _harness_dirs(self) -> set:
+        from harness import _marker
+        mine = _marker.owner_token()
+        return {d for d in os.listdir(self._tmp)
+                if d.startswith("harness-") and _marker.read_owner(os.path.join(self._tmp, d)) == mine}
+
+    def tearDown(self) -> None:
+        watchdog = self._watchdog.watchdog_pid()
+        children = set(_procinfo.descendants(os.getpid())) - self._children_before - {watchdog}
+        children = {p for p in children if pid_alive(p)}
+        self.assertEqual(children, set(), "child processes left behind")
+        self.assertEqual(self._harness_dirs() - self._dirs_before, set(), "temp dirs left behind")
+        super().tearDown()  # type: ignore[misc]
