@@ -7,9 +7,11 @@
   Ctrl-C, so this is what keeps an interrupted run from leaking servers.
 - SIGKILL cannot be caught: :mod:`harness._watchdog` covers it.
 
-Handlers can only be installed from the main thread; a server started from
-another thread first is still covered by atexit and the watchdog, and the
-handlers are installed on the next launch from the main thread.
+Handlers can only be installed from the main thread: they are installed
+when ``harness.process`` is imported (normally from the main thread; they do
+nothing but chain while no server runs) and again, if replaced, at each
+launch from the main thread.  A server started from another thread is
+covered either way.
 """
 from __future__ import annotations
 
@@ -109,6 +111,11 @@ def _install_handlers() -> None:
         except (ValueError, OSError):  # not the main interpreter, or not allowed
             continue
         _installed[signum] = current
+
+
+def install() -> None:
+    """Install the signal handlers now if this is the main thread."""
+    _install_handlers()
 
 
 def _forget_in_child() -> None:

@@ -6,8 +6,10 @@ per runner, holding the read end of a pipe whose write end only the runner
 has.  The kernel closes that pipe when the runner dies, however it dies;
 the watchdog then reads EOF and ends every process carrying the runner's
 ``HARNESS_OWNER`` marker (found through /proc on Linux, so children that
-escaped with setsid are found too), or, elsewhere, the process groups the
-runner registered through the pipe.
+escaped with setsid are found too) and the process groups the runner
+registered through the pipe (the only way elsewhere), then removes the
+temp dirs the runner registered and had not removed (kept failure logs
+are unregistered, so they stay).
 
 Why not ``PR_SET_PDEATHSIG``: it needs code between fork and exec
 (``preexec_fn`` is unsafe with threads), it fires when the parent *thread*
@@ -33,6 +35,7 @@ import os, signal, sys, time
 owner = sys.argv[1]
 needle = ("HARNESS_OWNER=" + owner).encode()
 groups = set()
+dirs = set()
 buf = b""
 while True:
     try:
@@ -49,6 +52,10 @@ while True:
             groups.add(int(line[1:]))
         elif line[:1] == b"-":
             groups.discard(int(line[1:]))
+        elif line[:1] == b"d":
+            dirs.add(line[1:])
+        elif line[:1] == b"r":
+            dirs.discard(line[1:])
 
 def marked():
     found = []
@@ -95,6 +102,10 @@ if victims or groups:
         if not left:
             break
         send(left, signal.SIGKILL)
+if dirs:
+    import shutil
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)
 """
 
 _lock = threading.Lock()
@@ -143,6 +154,17 @@ def register(pgid: int) -> None:
 
 def unregister(pgid: int) -> None:
     _send(b"-%d\n" % pgid)
+
+
+def register_dir(path: str) -> None:
+    """A temp dir the watchdog removes if the runner dies before it does."""
+    if "\n" not in path:
+        _send(b"d" + os.fsencode(path) + b"\n")
+
+
+def unregister_dir(path: str) -> None:
+    if "\n" not in path:
+        _send(b"r" + os.fsencode(path) + b"\n")
 
 
 def shutdown(timeout: float = 2.0) -> None:

@@ -212,7 +212,9 @@ class ServerProcess:
             if self._proc is not None:
                 return self
             deadline = Deadline(scaled(self.start_timeout))
+            _watchdog.ensure()
             self._dir = _marker.make_private_dir()
+            _watchdog.register_dir(self._dir)
             try:
                 self._prepare_files()
             except BaseException:
@@ -240,9 +242,7 @@ class ServerProcess:
                                f"port (relaunch {relaunches} of {MAX_RELAUNCHES})")
                     self._stop_locked(kill_now=True, keep=True, reuse_dir=True)
                     continue
-                error = self._start_error(result, deadline, lost)
-                self._stop_locked(kill_now=True, keep=True)
-                raise error
+                raise self._start_error(result, deadline, lost)
 
     def _prepare_files(self) -> None:
         assert self._dir is not None
@@ -379,9 +379,13 @@ class ServerProcess:
                 f.write(f"[harness] {message}\n")
 
     def _start_error(self, result: Ready, deadline: Deadline, lost: str) -> ServerStartError:
+        """Stop what is left of the server and describe the failure."""
         elapsed = deadline.elapsed()
+        other: set = set()
+        if result.reason != "exited" and self.pid is not None and self.check.uses_port:
+            other = _tree_listen_ports(self.pid) - {self.port}
+        self._stop_locked(grace=min(scaled(self.stop_timeout), scaled(1.0)), keep=True)
         if result.reason == "exited":
-            self._reap()
             rc = self.returncode
             what = f"{describe_exit(rc)} during start-up after {elapsed:.2f} s"
             if rc == 0:
@@ -408,10 +412,8 @@ class ServerProcess:
             detail = result.tally.details.get(label)
             if detail:
                 lines.append(f"  last answer ({label}): {detail[:200]!r}")
-        if cls is ServerNotReady and self.pid is not None and self.check.uses_port:
-            other = _tree_listen_ports(self.pid) - {self.port}
-            if other:
-                lines.append(f"  the server listens on port {', '.join(map(str, sorted(other)))} "
+        if other:
+            lines.append(f"  the server listens on port {', '.join(map(str, sorted(other)))} "
                              f"instead of {self.port}: make it use $PORT (or '{{port}}' in argv)")
         if lost and self.handoff:
             lines.append("  with handoff=True the server must use the listening socket on fd 3 "
@@ -440,14 +442,16 @@ class ServerProcess:
             return self._stop_locked()
 
     def _stop_locked(self, kill_now: bool = False, keep: bool = False,
-                     reuse_dir: bool = False) -> Optional[int]:
+                     reuse_dir: bool = False, grace: Optional[float] = None) -> Optional[int]:
         proc = self._proc
         if proc is None:
             self._cleanup_dir(keep=keep, reuse=reuse_dir)
             return self.returncode
         died_alone = self._exited(0)
         try:
-            self._terminate(proc, grace=0.0 if kill_now else scaled(self.stop_timeout))
+            if grace is None:
+                grace = 0.0 if kill_now else scaled(self.stop_timeout)
+            self._terminate(proc, grace=grace)
         finally:
             self._reap()
             if self._pidfd is not None:
@@ -520,21 +524,32 @@ class ServerProcess:
             self.returncode = proc.wait()
 
     def _port_accepts(self) -> bool:
-        """True if something still accepts on our port (checked before the lease goes)."""
-        if self.port is None:
+        """True if a process of this server still accepts on its port after the kill.
+
+        Checked before the lease goes.  A listener that is not ours (a stale
+        server that answered instead) is not this server's leftover.
+        """
+        if self.port is None or not self._accepts():
             return False
         deadline = Deadline(scaled(1.0))
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         while True:
-            with socket.socket(family, socket.SOCK_STREAM) as sock:
-                sock.settimeout(0.5)
-                try:
-                    sock.connect((self.host, self.port))
-                except OSError:
-                    return False
+            if not _kill.find_marked(_marker.SERVER_ID_ENV, self.server_id):
+                return False
+            if not self._accepts():
+                return False
             if deadline.expired:
                 return True
             _kill._pause(deadline.cap(poll_interval(deadline.elapsed())))
+
+    def _accepts(self) -> bool:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            try:
+                sock.connect((self.host, self.port))
+            except OSError:
+                return False
+        return True
 
     def _release_port(self) -> None:
         lease, self._lease = self._lease, None
@@ -544,6 +559,7 @@ class ServerProcess:
     def _cleanup_dir(self, keep: bool, reuse: bool = False) -> None:
         if reuse or self._dir is None:
             return
+        _watchdog.unregister_dir(self._dir)  # kept or removed: no longer the watchdog's
         if not keep:
             try:
                 self._kept_output = self._read_tail(_KEPT_OUTPUT) if self.log_path else ""
@@ -669,5 +685,7 @@ def _tree_listen_ports(pid: int) -> set:
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
 
+
+_orphans.install()
 
 __all__ = ["ServerProcess", "start_server", "describe_exit"]

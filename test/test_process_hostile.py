@@ -1,0 +1,175 @@
+"""One test per hostile server (scripts in test/servers/)."""
+from __future__ import annotations
+
+import os
+import re
+import unittest
+
+from test_process_helpers import NoLeftoversMixin, pid_alive, remove_kept, server_argv
+
+from harness import _procinfo
+from harness.checks import HttpCheck, LogCheck
+from harness.errors import ServerNotReady, ServerStartError
+from harness.process import ServerProcess, start_server
+
+# A generous hang-catcher: these servers fail fast or never; the deadline is
+# only there so a regression cannot hang CI.
+LONG = 60.0
+
+
+class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
+    def expect_failure(self, exc: type, argv: list, **kwargs: object) -> ServerStartError:
+        with self.assertRaises(exc) as ctx:
+            start_server(argv=argv, **kwargs)
+        error = ctx.exception
+        self.assertTrue(os.path.exists(error.log_path), "the log of a failed start is kept")
+        self.assertIn(error.log_path, str(error))
+        remove_kept(error.log_path)
+        return error
+
+    def test_crash_at_start_reported_at_once(self) -> None:
+        error = self.expect_failure(ServerStartError, server_argv("crash_at_start.py"),
+                                    start_timeout=LONG)
+        self.assertNotIsInstance(error, ServerNotReady)
+        self.assertEqual(error.returncode, 3)
+        message = str(error)
+        self.assertIn("exited with code 3 during start-up", message)
+        self.assertIn("FATAL: config file settings.toml not found", message)
+        self.assertIn("crash_at_start.py", message)  # the command
+        self.assertIn("pid ", message)
+        seconds = float(re.search(r"after ([\d.]+) s", message).group(1))
+        self.assertLess(seconds, LONG / 4, "reported at the crash, not at the deadline")
+
+    def test_exit_code_zero_is_a_failure(self) -> None:
+        import sys
+        error = self.expect_failure(ServerStartError, [sys.executable, "-c", "print('bye')"],
+                                    start_timeout=LONG)
+        self.assertEqual(error.returncode, 0)
+        self.assertIn("exited with code 0", str(error))
+        self.assertIn("daemonizes", str(error))
+
+    def test_signal_death_is_named(self) -> None:
+        import sys
+        app = "import os, signal\nos.kill(os.getpid(), signal.SIGABRT)\n"
+        error = self.expect_failure(ServerStartError, [sys.executable, "-c", app])
+        self.assertIn("killed by SIGABRT", str(error))
+
+    def test_never_listens(self) -> None:
+        error = self.expect_failure(ServerNotReady, server_argv("never_listens.py"),
+                                    start_timeout=0.5)
+        self.assertIn("not ready within 0.5 s", str(error))
+        self.assertIn("connection refused \u00d7", str(error))
+        self.assertIn("never listening", str(error))  # its output
+        self.assertIsNotNone(error.returncode)  # stopped, and reaped
+
+    def test_late_routes_never_ready_while_404(self) -> None:
+        hits = []
+
+        def record(server: ServerProcess) -> bool:
+            outcome = HttpCheck().probe(server, 5.0)
+            hits.append(outcome.label)
+            return outcome.ok
+        with start_server(argv=server_argv("late_routes.py"), env={"LATE_REQUESTS": "5"},
+                          health=record, start_timeout=LONG) as server:
+            # ready only after the two passes that followed the five 404s
+            self.assertEqual(hits[-2:], ["HTTP 200", "HTTP 200"])
+            self.assertEqual(hits.count("HTTP 404"), 5)
+            self.assertEqual(server.get("/health").status, 200) if _has_http() else None
+
+    def test_late_routes_forever_lists_404s(self) -> None:
+        error = self.expect_failure(ServerNotReady, server_argv("late_routes.py"),
+                                    env={"LATE_REQUESTS": "-1"}, start_timeout=0.5)
+        self.assertRegex(str(error), r"HTTP 404 \u00d7\d+")
+        self.assertEqual(error.outcomes.get("connection refused", 0) + error.outcomes["HTTP 404"],
+                         sum(error.outcomes.values()))
+
+    def test_json_missing_message(self) -> None:
+        error = self.expect_failure(ServerNotReady, server_argv("json_missing.py"),
+                                    health=HttpCheck(json={"message": str}), start_timeout=0.5)
+        self.assertRegex(str(error), r"JSON missing 'message' \u00d7\d+")
+        self.assertIn("starting", str(error))  # the body excerpt
+
+    def test_json_missing_then_present_becomes_ready(self) -> None:
+        with start_server(argv=server_argv("json_missing.py"), env={"BAD_REQUESTS": "3"},
+                          health=HttpCheck(json={"message": str}), start_timeout=LONG):
+            pass
+
+    def test_ignores_sigterm_killed_after_grace(self) -> None:
+        server = start_server(argv=server_argv("ignores_sigterm.py"), stop_timeout=0.3)
+        self.assertEqual(server.stop(), -9)
+        self.assertFalse(pid_alive(server.pid))
+
+    def test_stopped_process_is_continued_and_stopped(self) -> None:
+        import signal
+        server = start_server(argv=server_argv("ok_server.py"), stop_timeout=LONG)
+        os.kill(server.pid, signal.SIGSTOP)
+        self.assertEqual(server.stop(), -15)  # SIGCONT then SIGTERM: no need to SIGKILL
+
+    def test_escaped_grandchildren_die(self) -> None:
+        with start_server(argv=server_argv("escaping_children.py"),
+                          health=HttpCheck(), start_timeout=LONG) as server:
+            line = [ln for ln in server.output().splitlines() if ln.startswith("grandchildren")]
+            stay, escape = (int(p) for p in line[0].split()[1:])
+            self.assertTrue(pid_alive(stay) and pid_alive(escape))
+            if _procinfo.HAVE_PROC:
+                self.assertNotEqual(os.getpgid(escape), server.pid, "it did escape the group")
+        self.assertFalse(pid_alive(stay), "grandchild in the group survived stop()")
+        self.assertFalse(pid_alive(escape), "grandchild that escaped with setsid survived stop()")
+
+    def test_chatty_server_no_deadlock_and_log_tail(self) -> None:
+        with start_server(argv=server_argv("chatty.py"), start_timeout=LONG) as server:
+            size = os.path.getsize(server.log_path)
+            self.assertGreaterEqual(size, 40 * 1024 * 1024)
+            self.assertIn("END-OF-OUTPUT", server.log_tail())
+
+    def test_wrong_port(self) -> None:
+        error = self.expect_failure(ServerNotReady, server_argv("wrong_port.py"),
+                                    start_timeout=0.5)
+        self.assertIn("connection refused", str(error))
+        if _procinfo.HAVE_PROC:
+            self.assertRegex(str(error), r"listens on port \d+ instead of \d+")
+
+    def test_stale_listener_on_port_is_not_ours(self) -> None:
+        # Another process answers on the port harness expects our server on:
+        # its answers must never count as "ready".
+        if not _procinfo.HAVE_PROC:
+            self.skipTest("listener ownership is proven through /proc")
+        import socket
+        import threading
+        import http.server
+        import sys
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+        stale = http.server.HTTPServer(("127.0.0.1", 0), H)
+        thread = threading.Thread(target=stale.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(stale.server_close)
+        self.addCleanup(stale.shutdown)
+        port = stale.server_address[1]
+        server = ServerProcess(argv=[sys.executable, "-c", "import threading; "
+                                     "threading.Event().wait()"], start_timeout=LONG)
+        server._take_port = lambda: setattr(server, "port", port)  # type: ignore[assignment]
+        with self.assertRaises(ServerNotReady) as ctx:
+            server.start()
+        remove_kept(ctx.exception.log_path)
+        self.assertIn(f"port answered by another process: pid {os.getpid()}", str(ctx.exception))
+
+
+def _has_http() -> bool:
+    try:
+        import harness.http  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,162 @@
+"""Nothing outlives its runner; nothing accumulates over many cycles."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import unittest
+
+from _support import open_fds, spawn_python
+from test_process_helpers import OK_APP, NoLeftoversMixin, pid_alive, server_argv
+
+from harness import _procinfo, _watchdog
+from harness.checks import HttpCheck
+from harness.process import start_server
+
+HANG = 30.0  # hang-catcher only; the real figures are in the report / benchmark
+
+RUNNER = r'''
+import json, os, sys, threading
+from harness.process import start_server
+from harness.checks import HttpCheck
+SERVERS = {servers!r}
+OK_APP = {ok_app!r}
+OUT = {out!r}
+servers = []
+
+def launch():
+    servers.append(start_server(argv=[sys.executable, SERVERS + "/escaping_children.py"],
+                                health=HttpCheck()))
+    app = ("import atexit\natexit.register(lambda: open({out!r} + '/clean-exit', 'w').close())\n"
+           + OK_APP)
+    servers.append(start_server(app, handoff=True))
+
+# Started from a worker thread that then ends: a parent-death signal bound to
+# that thread would kill the servers here already.
+worker = threading.Thread(target=launch)
+worker.start()
+worker.join()
+grandchildren = []
+for line in servers[0].output().splitlines():
+    if line.startswith("grandchildren"):
+        grandchildren = [int(p) for p in line.split()[1:]]
+pids = [s.pid for s in servers] + grandchildren
+print(json.dumps({{"pids": pids, "dirs": [os.path.dirname(s.log_path) for s in servers]}}),
+      flush=True)
+{then}
+'''
+
+
+def runner_code(then: str, out: str) -> str:
+    return RUNNER.format(servers=os.path.dirname(server_argv("x")[1]), ok_app=OK_APP, out=out,
+                         then=then)
+
+
+def wait_dead(pids: list, seconds: float) -> list:
+    """Pids still alive after up to ``seconds`` (polled: this is a test)."""
+    end = time.monotonic() + seconds
+    left = [p for p in pids if pid_alive(p)]
+    while left and time.monotonic() < end:
+        time.sleep(0.01)
+        left = [p for p in left if pid_alive(p)]
+    return left
+
+
+class RunnerDeathTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.out = tempfile.mkdtemp()
+        self.addCleanup(self._cleanup_out)
+
+    def _cleanup_out(self) -> None:
+        for name in os.listdir(self.out):
+            os.unlink(os.path.join(self.out, name))
+        os.rmdir(self.out)
+
+    def run_runner(self, then: str) -> tuple:
+        proc = spawn_python(runner_code(then, self.out))
+        self.addCleanup(proc.wait)
+        self.addCleanup(proc.stderr.close)
+        self.addCleanup(proc.stdout.close)
+        self.addCleanup(proc.stdin.close)
+        line = proc.stdout.readline()
+        if not line:
+            self.fail("runner failed: " + proc.stderr.read())
+        info = json.loads(line)
+        pids = info["pids"]
+        self.assertEqual(len(pids), 4)
+        self.assertTrue(all(pid_alive(p) for p in pids), "servers run while the runner lives")
+        return proc, pids, info["dirs"]
+
+    def test_sigkill_of_runner_leaves_no_survivor(self) -> None:
+        proc, pids, dirs = self.run_runner("threading.Event().wait()")
+        proc.kill()
+        proc.wait()
+        started = time.monotonic()
+        left = wait_dead(pids, HANG)
+        elapsed = time.monotonic() - started
+        self.assertEqual(left, [], "servers (or escaped grandchildren) outlived a SIGKILLed runner")
+        sys.stderr.write(f"[all dead {elapsed * 1000:.0f} ms after the runner's SIGKILL] ")
+        # the watchdog also removes the runner's temp dirs
+        end = time.monotonic() + HANG
+        while any(os.path.exists(d) for d in dirs) and time.monotonic() < end:
+            time.sleep(0.01)
+        self.assertEqual([d for d in dirs if os.path.exists(d)], [])
+
+    def test_sigterm_of_runner_stops_servers_gracefully(self) -> None:
+        proc, pids, dirs = self.run_runner("threading.Event().wait()")
+        proc.terminate()
+        self.assertEqual(proc.wait(HANG), -signal.SIGTERM, "the runner still dies by SIGTERM")
+        self.assertEqual(wait_dead(pids, HANG), [])
+        self.assertEqual(os.listdir(self.out), ["clean-exit"], "app server shut down gracefully")
+        self.assertFalse(any(os.path.exists(d) for d in dirs))
+
+    def test_sigint_of_runner_stops_servers(self) -> None:
+        proc, pids, dirs = self.run_runner("threading.Event().wait()")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(HANG)
+        self.assertIn("KeyboardInterrupt", proc.stderr.read())
+        self.assertEqual(wait_dead(pids, HANG), [])
+        self.assertEqual(os.listdir(self.out), ["clean-exit"])
+        self.assertFalse(any(os.path.exists(d) for d in dirs))
+
+    def test_interpreter_exit_stops_forgotten_servers(self) -> None:
+        proc, pids, dirs = self.run_runner("sys.stdin.readline()")
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        self.assertEqual(proc.wait(HANG), 0)
+        self.assertEqual(wait_dead(pids, HANG), [])
+        self.assertFalse(any(os.path.exists(d) for d in dirs))
+        self.assertEqual(os.listdir(self.out), ["clean-exit"])
+
+
+class HygieneTest(NoLeftoversMixin, unittest.TestCase):
+    CYCLES = 200
+
+    def snapshot(self) -> tuple:
+        from harness.ports import held_ports
+        children = {p for p in _procinfo.descendants(os.getpid()) if pid_alive(p)}
+        children.discard(_watchdog.watchdog_pid())
+        return open_fds(), children, held_ports()
+
+    def test_200_start_stop_cycles_leave_nothing(self) -> None:
+        sleeper = [sys.executable, "-S", "-c", "import signal; signal.pause()"]
+        if os.path.exists("/bin/sleep"):
+            sleeper = ["/bin/sleep", "600"]
+        start_server(argv=sleeper, health=lambda s: True).stop()  # starts the watchdog
+        before = self.snapshot()
+        for i in range(self.CYCLES):
+            if i % 20 == 0:  # a real HTTP server now and then, both ways of binding
+                server = start_server(OK_APP, handoff=bool(i % 40), health=HttpCheck())
+            else:
+                server = start_server(argv=sleeper, handoff=bool(i % 2), health=lambda s: True)
+            self.assertTrue(server.running)
+            server.stop()
+            self.assertFalse(pid_alive(server.pid))
+        self.assertEqual(self.snapshot(), before)
+
+
+if __name__ == "__main__":
+    unittest.main()
