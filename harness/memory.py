@@ -248,7 +248,7 @@ class LeakReport:
         for label, value in ([(f"w{i}", v) for i, v in enumerate(self.warmup_samples, 1)] +
                              [(str(i), v) for i, v in enumerate(self.samples, 1)]):
             change = "" if previous is None else f"{(value - previous) / kib:+,.1f}"
-            lines.append(f"{label:>6} {value / kib:>14,.1f} {change:>12}")
+            lines.append(f"{label:>6} {value / kib:>14,.1f} {change:>12}".rstrip())
             previous = value
         lines.append(f"slope {self.slope / kib:+,.1f} KiB/round (95% CI {low / kib:+,.1f} .. "
                      f"{high / kib:+,.1f}), threshold {self.threshold / kib:,.1f} KiB/round")
