@@ -28,7 +28,7 @@ import sys
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from . import _kill, _launch, _marker, _orphans, _procinfo, _watchdog
+from . import _kill, _launch, _listeners, _marker, _orphans, _procinfo, _watchdog
 from ._config import scaled, timeout_factor
 from ._validate import check_port, check_port_range, check_positive_int, check_timeout
 from ._wait import Deadline
@@ -255,8 +255,8 @@ class ServerProcess:
             _write_private(self._boot_path, _launch.BOOT)
 
     def _take_port(self) -> None:
-        from .ports import PortAllocator
-        allocator = PortAllocator(self._port_range, self.host)
+        from .ports import _allocator  # shared per (host, range): one shuffle, not one per server
+        allocator = _allocator(self.host, self._port_range)
         if self._fixed_port is not None:
             self._lease = allocator.acquire_port(self._fixed_port)
         else:
@@ -344,12 +344,20 @@ class ServerProcess:
                           stop_on=lambda outcome: outcome.label.startswith("port answered by"))
 
     def _verify_listener(self) -> Optional[Outcome]:
-        """A failing outcome if the listener on our port is not the server's own."""
+        """A failing outcome if the listener on our port is not the server's own.
+
+        Not needed with handoff: harness bound that socket itself.
+        """
         assert self.port is not None and self.pid is not None
-        inodes = _listen_inodes(self.port)
+        if self.handoff:
+            return None
+        table = _listeners.listening(_family(self.host))
+        inodes = {inode for inode, port in (table or {}).items() if port == self.port}
         if not inodes:
-            return None  # cannot tell (no /proc, or another network namespace)
-        for member in [self.pid] + _procinfo.descendants(self.pid):
+            return None  # cannot tell (not Linux, or another network namespace)
+        if inodes.intersection(_procinfo._socket_inodes(self.pid)):
+            return None
+        for member in _procinfo.descendants(self.pid):
             if inodes.intersection(_procinfo._socket_inodes(member)):
                 return None
         owners = [pid for pid in _procinfo.all_pids()
@@ -383,7 +391,7 @@ class ServerProcess:
         elapsed = deadline.elapsed()
         other: set = set()
         if result.reason != "exited" and self.pid is not None and self.check.uses_port:
-            other = _tree_listen_ports(self.pid) - {self.port}
+            other = _tree_listen_ports(self.pid, self.host) - {self.port}
         self._stop_locked(grace=min(scaled(self.stop_timeout), scaled(1.0)), keep=True)
         if result.reason == "exited":
             rc = self.returncode
@@ -657,35 +665,22 @@ def _has_exited(proc: subprocess.Popen) -> bool:
     return proc.poll() is not None
 
 
-def _listen_inodes(port: int) -> set:
-    """Inodes of LISTEN sockets on ``port`` (Linux /proc; empty elsewhere)."""
-    if not _procinfo.HAVE_PROC:
-        return set()
-    return {inode for inode, state in _procinfo._proc_net_tcp(port).items()
-            if state == "LISTEN"}
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _tree_listen_ports(pid: int) -> set:
+def _tree_listen_ports(pid: int, host: str) -> set:
     """TCP ports that ``pid`` or its descendants listen on (Linux; else empty)."""
-    if not _procinfo.HAVE_PROC:
+    table = _listeners.listening(_family(host))
+    if not table:
         return set()
     inodes = set()
     for member in [pid] + _procinfo.descendants(pid):
         inodes.update(_procinfo._socket_inodes(member))
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.readlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] == "0A" and int(fields[9]) in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+    return {port for inode, port in table.items() if inode in inodes}
 
 
 _orphans.install()
+
 
 __all__ = ["ServerProcess", "start_server", "describe_exit"]
