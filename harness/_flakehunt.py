@@ -35,6 +35,9 @@ Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 TERM_GRACE = 2.0
 # How long to wait for a stack dump (SIGUSR1) of a timed-out run.
 DUMP_WAIT = 1.0
+# How long killed leftovers of a run may take to disappear.
+GROUP_GONE_WAIT = 5.0
+_IDLE = threading.Event()  # never set: waiting on it is a pause between polls
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -60,7 +63,9 @@ def wilson_interval(failures: int, runs: int, z: float = Z_95) -> Tuple[float, f
     denominator = 1 + z2 / runs
     centre = (p + z2 / (2 * runs)) / denominator
     half = z * math.sqrt(p * (1 - p) / runs + z2 / (4 * runs * runs)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if failures == 0 else max(0.0, centre - half)
+    high = 1.0 if failures == runs else min(1.0, centre + half)
+    return low, high
 
 
 # ---------------------------------------------------------------- failure kinds
@@ -229,6 +234,7 @@ class _Run:
                     self._kill_leftovers()
                     self._reaped = True
                     returncode = self.proc.wait()
+                self._wait_group_gone()
             else:  # pragma: no cover - platforms without waitid
                 for pause in _wait.backoff():
                     with self._lock:
@@ -239,9 +245,29 @@ class _Run:
                 seconds = time.monotonic() - self.started
                 self.exited.set()
                 returncode = self.proc.returncode
+                self._wait_group_gone()
         finally:
             timer.cancel()
         return returncode, seconds
+
+    def _wait_group_gone(self) -> None:
+        """Return once every process of the run's group has died and been reaped.
+
+        SIGKILL is asynchronous: a killed helper lives on for a moment.  The
+        group id cannot be reused while the group has members (POSIX), so
+        probing it with signal 0 after the leader was reaped is still safe.
+        """
+        deadline = _wait.Deadline(_config.scaled(GROUP_GONE_WAIT))
+        for pause in _wait.backoff():
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            except PermissionError:  # a member changed its uid: not ours to wait for
+                return
+            if deadline.expired:
+                return
+            _IDLE.wait(deadline.cap(pause))
 
     def _kill_leftovers(self) -> None:
         """Anything the test left running in its process group dies with the run."""
@@ -314,8 +340,11 @@ class Hunt:
                 self.results.append(result)
                 self._changed.notify_all()
 
-    def stop(self, reason: str) -> None:
-        """Launch nothing more; stop the runs in flight (they are not counted)."""
+    def stop(self, reason: Optional[str]) -> None:
+        """Launch nothing more; stop the runs in flight (they are not counted).
+
+        ``reason`` is shown in the summary (``None``: a normal end).
+        """
         with self._lock:
             if not self._stopped:
                 self._stopped = True
@@ -354,14 +383,23 @@ class Hunt:
 # ---------------------------------------------------------------- reporting
 
 
+def counted(results: List[RunResult]) -> List[RunResult]:
+    """Runs that count: all but those stopped by Ctrl-C or --until-fail.
+
+    A load error counts as a failure here: the hunt stops before counting
+    when the test cannot be loaded at all, so one that is counted failed to
+    load only sometimes (a flaky import).
+    """
+    return sorted((r for r in results if r.outcome != "interrupted"), key=lambda r: r.index)
+
+
 class Summary:
-    """Counts and failure kinds of the counted (pass/fail) runs."""
+    """Counts and failure kinds of the counted runs."""
 
     def __init__(self, results: List[RunResult]) -> None:
-        counted = sorted((r for r in results if r.outcome in ("pass", "fail")),
-                         key=lambda r: r.index)
-        self.runs = len(counted)
-        self.failed = [r for r in counted if r.outcome == "fail"]
+        done = counted(results)
+        self.runs = len(done)
+        self.failed = [r for r in done if r.outcome != "pass"]
         self.failures = len(self.failed)
         self.kinds: Dict[str, List[RunResult]] = {}
         for result in self.failed:
@@ -396,15 +434,16 @@ class Progress:
         self.live = bool(stream is not None and stream.isatty())
         self.total = total
         self.step = max(1, total // 10)
-        self.reported = 0
+        self.reported = 0  # counted runs covered by the last progress line
+        self.seen = 0  # results (in arrival order) already looked at
         self.width = 0
 
     def update(self, results: List[RunResult], elapsed: float) -> None:
         if self.stream is None:
             return
-        counted = [r for r in results if r.outcome in ("pass", "fail")]
-        done = len(counted)
-        failed = sum(1 for r in counted if r.outcome == "fail")
+        done_runs = counted(results)
+        done = len(done_runs)
+        failed = sum(1 for r in done_runs if r.outcome != "pass")
         rate = failed / done if done else 0.0
         left = (elapsed / done * (self.total - done)) if done else None
         line = (f"[{done}/{self.total}] failures {failed} ({_pct(rate)})"
@@ -414,9 +453,10 @@ class Progress:
             self.stream.write("\r" + line.ljust(self.width))
             self.width = len(line)
         else:
-            for result in counted[self.reported:]:
-                if result.outcome == "fail":
+            for result in results[self.seen:]:  # arrival order: runs finish out of order
+                if result.outcome not in ("pass", "interrupted"):
                     self.stream.write(f"run {result.index}: FAIL {result.kind}\n")
+            self.seen = len(results)
             if done // self.step > self.reported // self.step or (
                     done == self.total and self.reported < done):
                 self.stream.write(line + "\n")
@@ -429,13 +469,13 @@ class Progress:
             self.stream.flush()
 
 
-def render(test_id: str, summary: Summary, hunt: Hunt, interrupted: bool) -> str:
+def render(test_id: str, summary: Summary, hunt: Hunt) -> str:
     low, high = summary.interval
-    lines = [
-        f"flakehunt {test_id}: {summary.failures} of {summary.runs} runs failed"
-        f" (-j {hunt.jobs}, {_duration(time.monotonic() - hunt.started)})"
-        + (f"; stopped early: {hunt.stop_reason}" if hunt.stop_reason else ""),
-    ]
+    counts = (f"{summary.failures} of {summary.runs} runs failed" if summary.runs
+              else "no run finished")
+    stopped = f"; stopped early: {hunt.stop_reason}" if hunt.stop_reason else ""
+    lines = [f"flakehunt {test_id}: {counts} (-j {hunt.jobs}, "
+             f"{_duration(time.monotonic() - hunt.started)}){stopped}"]
     if summary.runs:
         lines.append(f"failure rate {_pct(summary.rate)}, 95% interval "
                      f"{_pct(low)} to {_pct(high)} (Wilson)")
@@ -517,6 +557,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"flakehunt: running {args.test_id}{where} {args.runs} times, "
               f"{args.jobs} at a time", file=progress.stream, flush=True)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_int = signal.getsignal(signal.SIGINT)
     interrupted: Optional[int] = None
     load_error: Optional[RunResult] = None
     try:
@@ -531,7 +572,8 @@ def run(args: argparse.Namespace) -> int:
                 if bad and not any(r.outcome == "pass" for r in results):
                     load_error = bad[0]
                     hunt.stop("the test could not be loaded")
-                elif args.until_fail and any(r.outcome == "fail" for r in results):
+                elif args.until_fail and any(r.outcome not in ("pass", "interrupted")
+                                             for r in results):
                     hunt.stop("--until-fail: first failure seen")
         except KeyboardInterrupt:
             interrupted = EXIT_INTERRUPTED
@@ -543,7 +585,8 @@ def run(args: argparse.Namespace) -> int:
             hunt.stop("terminated (SIGTERM)")
     finally:
         signal.signal(signal.SIGTERM, previous)
-        hunt.stop("finished")
+        signal.signal(signal.SIGINT, previous_int)
+        hunt.stop(None)  # a normal end: nothing is running any more
         hunt.close()
         progress.clear()
     if load_error is not None:
@@ -555,8 +598,6 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     summary = Summary(hunt.results)
-    if hunt.stop_reason == "finished":
-        hunt.stop_reason = None
     if args.json:
         data = {"test_id": args.test_id, "jobs": args.jobs, "timeout": timeout,
                 "interrupted": interrupted is not None, "stop_reason": hunt.stop_reason,
@@ -564,7 +605,7 @@ def run(args: argparse.Namespace) -> int:
         data.update(summary.to_json())
         print(json.dumps(data, indent=2))
     else:
-        print(render(args.test_id, summary, hunt, interrupted is not None))
+        print(render(args.test_id, summary, hunt))
     sys.stdout.flush()
     if interrupted is not None:
         return interrupted

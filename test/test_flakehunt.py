@@ -11,6 +11,7 @@ that this interval (for this fixed sequence: 22 of 60) contains 0.3.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from typing import List, Optional, Tuple
 from _support import ROOT, python_env
 
 from harness import _procinfo, _wait
-from harness._flakehunt import failure_kind, normalise, wilson_interval
+from harness._flakehunt import Progress, RunResult, failure_kind, normalise, wilson_interval
 
 FIXTURES = os.path.join(ROOT, "test", "fixtures_cli")
 HANG = 120  # generous hang-catcher for a whole flakehunt command
@@ -115,6 +116,23 @@ class FailureKindTest(unittest.TestCase):
         self.assertIn("status 404", a)  # small numbers (status codes) stay
         self.assertNotEqual(normalise("status 404"), normalise("status 500"))
         self.assertIsNone(failure_kind("...\nRan 3 tests\n\nOK\n"))
+
+
+class ProgressTest(unittest.TestCase):
+    def test_plain_lines_name_each_failure_once_when_runs_finish_out_of_order(self) -> None:
+        stream = io.StringIO()
+        progress = Progress(stream, total=3)
+        self.assertFalse(progress.live)
+        second = RunResult(2, "fail", "test_x: KeyError: 'a'", "", 0.1, 1)
+        first = RunResult(1, "fail", "test_x: KeyError: 'b'", "", 0.1, 1)
+        third = RunResult(3, "pass", None, "", 0.1, 0)
+        progress.update([second], 1.0)
+        progress.update([second, first], 2.0)
+        progress.update([second, first, third], 3.0)
+        lines = stream.getvalue().splitlines()
+        self.assertEqual([line for line in lines if line.startswith("run ")],
+                         ["run 2: FAIL test_x: KeyError: 'a'", "run 1: FAIL test_x: KeyError: 'b'"])
+        self.assertEqual(lines[-1], "[3/3] failures 2 (66.7%)  elapsed 3s  left ~0s")
 
 
 class FlakehuntRunTest(unittest.TestCase):
