@@ -175,7 +175,10 @@ def find_temp_dirs(runner: Optional[int] = None) -> List[Dict[str, object]]:
 def remove_temp_dirs(dirs: List[Dict[str, object]]) -> None:
     for entry in dirs:
         errors: List[str] = []
-        shutil.rmtree(str(entry["path"]), onerror=lambda f, p, e: errors.append(f"{p}: {e[1]}"))
+        if sys.version_info >= (3, 12):  # onerror is deprecated from 3.12
+            shutil.rmtree(str(entry["path"]), onexc=lambda f, p, e: errors.append(f"{p}: {e}"))
+        else:
+            shutil.rmtree(str(entry["path"]), onerror=lambda f, p, e: errors.append(f"{p}: {e[1]}"))
         entry["result"] = "removed" if not errors else "not removed: " + "; ".join(errors[:3])
 
 
