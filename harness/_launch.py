@@ -35,7 +35,9 @@ import sys
 
 def _harness_sigterm(signum, frame):
     # Python dies at once on SIGTERM; raising lets finally, atexit and
-    # coverage's data file run.  The exit code is 128 + 15 = 143.
+    # coverage's data file run.  The exit code is 128 + 15 = 143.  Once only:
+    # a second SIGTERM must not interrupt that clean-up (SIGKILL ends a hang).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 

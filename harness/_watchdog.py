@@ -87,10 +87,14 @@ def send_groups(sig):
         except OSError:
             pass
 
+have_proc = os.path.isdir("/proc/self")
 victims = marked()
 if victims or groups:
-    send(victims, signal.SIGCONT); send_groups(signal.SIGCONT)
-    send(victims, signal.SIGTERM); send_groups(signal.SIGTERM)
+    # One SIGTERM per process: by marker where /proc shows it, else by group.
+    if have_proc:
+        send(victims, signal.SIGCONT); send(victims, signal.SIGTERM)
+    else:
+        send_groups(signal.SIGCONT); send_groups(signal.SIGTERM)
     end = time.monotonic() + 1.0
     delay = 0.002
     while time.monotonic() < end and (marked() if victims else False):

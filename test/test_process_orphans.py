@@ -19,7 +19,10 @@ from harness.process import start_server
 HANG = 30.0  # hang-catcher only; the real figures are in the report / benchmark
 
 RUNNER = r'''
-import json, os, sys, threading
+import json, os, signal, sys, threading
+# A runner started in the background inherits SIGINT ignored; a test runner
+# in a terminal has Python's default handler.  Be the latter.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from harness.process import start_server
 from harness.checks import HttpCheck
 SERVERS = {servers!r}
@@ -78,6 +81,7 @@ class RunnerDeathTest(unittest.TestCase):
     def run_runner(self, then: str) -> tuple:
         proc = spawn_python(runner_code(then, self.out))
         self.addCleanup(proc.wait)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())  # runs first
         self.addCleanup(proc.stderr.close)
         self.addCleanup(proc.stdout.close)
         self.addCleanup(proc.stdin.close)
