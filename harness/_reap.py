@@ -44,12 +44,22 @@ GRACE = 5.0  # seconds between SIGTERM and SIGKILL, times HARNESS_TIMEOUT_FACTOR
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="only list what would be stopped and removed")
-    parser.add_argument("--grace", type=float, default=GRACE, metavar="S",
+    parser.add_argument("--grace", type=_seconds, default=GRACE, metavar="S",
                         help=f"seconds a server gets to exit after SIGTERM before SIGKILL "
                              f"(default {GRACE:g}, times HARNESS_TIMEOUT_FACTOR)")
     parser.add_argument("--runner", type=int, metavar="PID",
                         help="only what the dead test runner with this pid left behind")
     parser.add_argument("--json", action="store_true", help="print what was done as JSON")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _wanted(owner: str, runner: Optional[int]) -> bool:
@@ -241,9 +251,6 @@ def remove_stale_leases(leases: List[Dict[str, object]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (args.grace >= 0):
-        print(f"reap: --grace must be >= 0 seconds, got {args.grace}", file=sys.stderr)
-        return 2
     if not (_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL):
         print("reap: cannot list processes on this platform without psutil "
               "(pip install psutil); only temp dirs and lease files are checked",

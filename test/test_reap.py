@@ -229,7 +229,8 @@ class ReapTest(unittest.TestCase):
         self.assertNotIn(held, out)
 
     def test_bad_arguments_exit_2(self) -> None:
-        for args in (["--grace", "soon"], ["--runner", "me"], ["--bogus"]):
+        for args in (["--grace", "soon"], ["--grace=-1"], ["--grace", "inf"], ["--runner", "me"],
+                     ["--bogus"]):
             code, out, err = reap(*args)
             self.assertEqual(code, 2, args)
             self.assertIn("usage:", err)
