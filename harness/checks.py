@@ -16,6 +16,7 @@ import socket
 from collections import OrderedDict
 from typing import Any, Callable, Dict, NamedTuple, Optional, Pattern, Tuple, Union
 
+from ._config import scaled
 from ._wait import Deadline
 
 # One probe never waits longer than this (or the time left, if less).
@@ -130,7 +131,7 @@ class HttpCheck(Check):
 
     def probe(self, server: Any, timeout: float) -> Outcome:
         conn = http.client.HTTPConnection(server.host, server.port,
-                                          timeout=max(min(timeout, self.timeout), 0.001))
+                                          timeout=max(min(timeout, scaled(self.timeout)), 0.001))
         try:
             conn.request("GET", self.path, headers={"Connection": "close"})
             response = conn.getresponse()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import re
 import socket
 import stat
 import sys
@@ -107,6 +107,36 @@ class LifecycleTest(NoLeftoversMixin, unittest.TestCase):
         self.assertIsNone(info["GONE"])
         self.assertEqual(os.path.realpath(info["cwd"]), os.path.realpath(cwd))
         self.assertEqual(info["stdin"], "")  # /dev/null, never the runner's terminal
+
+    def test_restart_after_stop(self) -> None:
+        server = ServerProcess(OK_APP)
+        with server:
+            first = server.pid
+        with server:
+            self.assertNotEqual(server.pid, first)
+            self.assertEqual(fetch(server)["message"], "ok")
+
+    def test_lost_port_relaunches_on_a_new_one(self) -> None:
+        flag = tempfile.mktemp(prefix="lost-port-")  # only its existence matters
+        self.addCleanup(lambda: os.path.exists(flag) and os.unlink(flag))
+        app = (f"import os, sys\nif not os.path.exists({flag!r}):\n"
+               f"    open({flag!r}, 'w').close()\n"
+               "    sys.exit('OSError: [Errno 98] Address already in use')\n" + OK_APP)
+        with start_server(app) as server:
+            log = server.output()
+            lost = int(re.search(r"\[harness\] port (\d+) was lost", log).group(1))
+            self.assertNotEqual(server.port, lost)
+            self.assertIn("relaunching on a new port (relaunch 1 of 3)", log)
+            self.assertEqual(fetch(server)["message"], "ok")
+
+    def test_lost_fixed_port_is_not_relaunched(self) -> None:
+        app = "import sys\nsys.exit('OSError: [Errno 98] Address already in use')\n"
+        from _support import quiet_window
+        with self.assertRaises(ServerStartError) as ctx:
+            start_server(app, port=quiet_window(1)[0])
+        remove_kept(ctx.exception.log_path)
+        self.assertIn("given explicitly", str(ctx.exception))
+        self.assertNotIn("relaunching", str(ctx.exception))
 
     def test_marker_environment(self) -> None:
         from harness import _marker
