@@ -70,13 +70,8 @@ class HttpCheckTest(unittest.TestCase):
             "/text": (200, b"hello"),
             "/list": (200, b"[1, 2]"),
         })
-        cls.addClassCleanup(cls.server.close) if hasattr(cls, "addClassCleanup") else None
+        cls.addClassCleanup(cls.server.close)
         cls.fake = FakeServer(cls.server.port)
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        if not hasattr(cls, "addClassCleanup"):  # Python 3.7 and older
-            cls.server.close()
 
     def probe(self, check: HttpCheck) -> Outcome:
         return check.probe(self.fake, 5.0)
@@ -255,7 +250,8 @@ class WaitReadyTest(unittest.TestCase):
 
     def test_tally_summary_order_and_counts(self) -> None:
         tally = Tally()
-        for label in ["connection refused"] * 12 + ["HTTP 404"] * 3 + ["JSON missing 'message'"] * 2:
+        labels = ["connection refused"] * 12 + ["HTTP 404"] * 3 + ["JSON missing 'message'"] * 2
+        for label in labels:
             tally.add(Outcome(False, label))
         self.assertEqual(tally.summary(),
                          "connection refused \u00d712, HTTP 404 \u00d73, "

@@ -227,7 +227,8 @@ class HandoffTest(NoLeftoversMixin, unittest.TestCase):
             self.assertEqual(_procinfo.cmdline(server.pid).split()[0], sys.executable)
 
     def test_handoff_server_that_binds_itself_gets_a_hint(self) -> None:
-        app = "import socket, os\ns = socket.socket()\ns.bind(('127.0.0.1', int(os.environ['PORT'])))\n"
+        app = ("import socket, os\ns = socket.socket()\n"
+               "s.bind(('127.0.0.1', int(os.environ['PORT'])))\n")
         with self.assertRaises(ServerStartError) as ctx:
             start_server(app, handoff=True)
         remove_kept(ctx.exception.log_path)

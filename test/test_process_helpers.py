@@ -66,7 +66,8 @@ class NoLeftoversMixin:
         from harness import _marker
         mine = _marker.owner_token()
         return {d for d in os.listdir(self._tmp)
-                if d.startswith("harness-") and _marker.read_owner(os.path.join(self._tmp, d)) == mine}
+                if d.startswith("harness-")
+                and _marker.read_owner(os.path.join(self._tmp, d)) == mine}
 
     def tearDown(self) -> None:
         watchdog = self._watchdog.watchdog_pid()

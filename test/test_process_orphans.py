@@ -10,7 +10,8 @@ import time
 import unittest
 
 from _support import open_fds, spawn_python
-from test_process_helpers import OK_APP, NoLeftoversMixin, pid_alive, server_argv
+from test_process_helpers import (OK_APP, NoLeftoversMixin, pid_alive, remove_kept,
+                                  server_argv)
 
 from harness import _procinfo, _watchdog
 from harness.checks import HttpCheck
@@ -134,6 +135,31 @@ class RunnerDeathTest(unittest.TestCase):
         self.assertEqual(wait_dead(pids, HANG), [])
         self.assertFalse(any(os.path.exists(d) for d in dirs))
         self.assertEqual(os.listdir(self.out), ["clean-exit"])
+
+
+class TerminateTreeTest(unittest.TestCase):
+    """harness._kill.terminate_tree, which `python -m harness reap` uses."""
+
+    def test_ends_tree_and_escapees_but_not_a_reused_pid(self) -> None:
+        from harness import _kill
+        server = start_server(argv=server_argv("escaping_children.py"), health=HttpCheck())
+        self.addCleanup(server.stop)
+        line = [ln for ln in server.output().splitlines() if ln.startswith("grandchildren")][0]
+        pids = [server.pid] + [int(p) for p in line.split()[1:]]
+        token = _procinfo.identity(server.pid)
+        self.assertIsNotNone(token)
+        wrong = f"{server.pid}:1"  # same pid, other start time: a reused pid
+        self.assertEqual(_kill.terminate_tree(server.pid, wrong, grace=0.1), [])
+        self.assertTrue(all(pid_alive(p) for p in pids), "a reused pid is never signalled")
+        self.assertEqual(_kill.terminate_tree(server.pid, token, server_id=server.server_id,
+                                              grace=5.0), [])
+        self.assertEqual([p for p in pids if pid_alive(p)], [])
+        import io
+        import contextlib
+        with contextlib.redirect_stderr(io.StringIO()) as note:
+            self.assertEqual(server.stop(), -signal.SIGTERM)
+        self.assertIn("before stop(); its log is kept at", note.getvalue())
+        remove_kept(server.log_path)
 
 
 class HygieneTest(NoLeftoversMixin, unittest.TestCase):
