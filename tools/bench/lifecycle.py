@@ -10,8 +10,10 @@ its routes exist, so the physical floor is known per round:
     floor = routes-exist timestamp - launch time + one request
 
 Approaches: harness with a leased port, harness with handoff (argv and
-app_code), the write-up's approach (sleep 0.5 s, poll every 0.5 s, three
-checks, 2 s sleep after stop), mirakuru's HTTPExecutor (GET) when installed.
+app_code), mirakuru's HTTPExecutor (GET) when installed, a hand-written 1 ms
+TCP-connect loop, the write-up's first band-aid (sleep 0.2 s, one check) and
+its final approach (sleep 0.5 s, poll every 0.5 s, three checks, 2 s sleep
+after stop).
 After each "ready" verdict one GET /health is made: a 404 there is an early
 (wrong) verdict, counted in the "early" column.
 """
@@ -128,6 +130,47 @@ class Bench:
         server.stop()
         return Round(ready, time.monotonic() - started, floor, early)
 
+    def _plain(self, wait_ready: Callable[[int], None]) -> Round:
+        """Popen, ``wait_ready(port)``, then terminate+wait: the usual hand-written way."""
+        from harness.ports import find_free_port, release_port
+        self._reset()
+        port = find_free_port()
+        env = dict(os.environ, PORT=str(port))
+        launched = time.monotonic()
+        proc = subprocess.Popen(self.argv(), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        wait_ready(port)
+        ready = time.monotonic() - launched
+        early = _get(port) != 200
+        floor = _routes_at(self.stamp) - launched + _request_cost(port)
+        started = time.monotonic()
+        proc.terminate()
+        proc.wait()
+        release_port(port)
+        return Round(ready, time.monotonic() - started, floor, early)
+
+    def tcp_poll(self) -> Round:
+        """A hand-written loop: TCP connect every 1 ms until it succeeds."""
+        import socket
+
+        def wait(port: int) -> None:
+            while True:
+                with socket.socket() as sock:
+                    if sock.connect_ex(("127.0.0.1", port)) == 0:
+                        return
+                time.sleep(0.001)
+        return self._plain(wait)
+
+    def fixed_sleep(self) -> Round:
+        """The write-up's first band-aid: sleep 0.2 s, then one check (port open)."""
+        import socket
+
+        def wait(port: int) -> None:
+            time.sleep(0.2)
+            with socket.socket() as sock:
+                sock.connect_ex(("127.0.0.1", port))
+        return self._plain(wait)
+
     def writeup(self) -> Round:
         """The incident write-up: sleep, poll every 0.5 s, 3 checks, 2 s after stop."""
         from harness.ports import find_free_port, release_port
@@ -218,6 +261,8 @@ def main() -> None:
             approaches.append(("mirakuru HTTPExecutor GET", lambda b: b.mirakuru()))
         except ImportError:
             print("(mirakuru not installed: skipped)")
+        approaches.append(("hand-written 1 ms TCP poll", lambda b: b.tcp_poll()))
+        approaches.append(("sleep 0.2 s + one check", lambda b: b.fixed_sleep()))
         if not args.quick:
             approaches.append(("write-up (sleep+0.5 s polls)", lambda b: b.writeup()))
         print(f"{args.rounds} rounds each, interleaved; times in ms; "
