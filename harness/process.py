@@ -263,14 +263,25 @@ class ServerProcess:
             self._lease = allocator.acquire()
         self.port = self._lease.port
 
+    def _take_port_and_socket(self) -> Optional[socket.socket]:
+        """Lease the port; with handoff also bind it (a new lease if a stranger took it)."""
+        from .ports import listening_socket
+        for attempt in range(MAX_RELAUNCHES + 1):
+            self._take_port()
+            assert self.port is not None
+            if not self.handoff:
+                return None
+            try:
+                return listening_socket(self.host, self.port)
+            except PortUnavailable:
+                self._release_port()
+                if self._fixed_port is not None or attempt == MAX_RELAUNCHES:
+                    raise
+        raise AssertionError("unreachable")
+
     def _launch(self) -> None:
         assert self.log_path is not None
-        self._take_port()
-        assert self.port is not None
-        listener: Optional[socket.socket] = None
-        if self.handoff:
-            from .ports import listening_socket
-            listener = listening_socket(self.host, self.port)
+        listener = self._take_port_and_socket()
         self.server_id = _marker.new_server_id()
         marker = {_marker.OWNER_ENV: _marker.owner_token(), _marker.SERVER_ID_ENV: self.server_id}
         env = _launch.environment(self._env, host=self.host, port=self.port, marker=marker,
@@ -297,8 +308,7 @@ class ServerProcess:
                 raise ServerStartError(
                     f"could not launch server {self.name!r}: {exc}\n  command: "
                     f"{_shown(self.command)}\n  cwd: {self.cwd or os.getcwd()}\n"
-                    f"  fix the command (is the program installed and executable?)",
-                    log_path=self.log_path) from exc
+                    f"  fix the command (is the program installed and executable?)") from exc
         finally:
             os.close(log_fd)
             if listener is not None:
@@ -452,7 +462,9 @@ class ServerProcess:
     def _stop_locked(self, kill_now: bool = False, keep: bool = False,
                      reuse_dir: bool = False, grace: Optional[float] = None) -> Optional[int]:
         proc = self._proc
-        if proc is None:
+        if proc is None:  # never launched, or already stopped
+            _orphans.discard(self)
+            self._release_port()
             self._cleanup_dir(keep=keep, reuse=reuse_dir)
             return self.returncode
         died_alone = self._exited(0)

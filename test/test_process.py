@@ -162,6 +162,15 @@ class LifecycleTest(NoLeftoversMixin, unittest.TestCase):
             start_server(OK_APP, port=sock.getsockname()[1])
         self.assertIn(str(sock.getsockname()[1]), str(ctx.exception))
 
+    def test_unknown_program_fails_at_once_and_cleans_up(self) -> None:
+        from harness.ports import held_ports
+        before = held_ports()
+        with self.assertRaises(ServerStartError) as ctx:
+            start_server(argv=["/nonexistent/server-binary", "{port}"])
+        self.assertIn("could not launch", str(ctx.exception))
+        self.assertIn("/nonexistent/server-binary", str(ctx.exception))
+        self.assertEqual(held_ports(), before, "the lease is released")
+
     def test_fixed_port_and_range(self) -> None:
         from _support import quiet_window
         window = quiet_window(4)
