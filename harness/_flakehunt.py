@@ -245,6 +245,8 @@ class _Run:
                 seconds = time.monotonic() - self.started
                 self.exited.set()
                 returncode = self.proc.returncode
+                # Safe after the reap: a group id is not reused while it has members.
+                self._kill_leftovers()
                 self._wait_group_gone()
         finally:
             timer.cancel()

@@ -264,6 +264,23 @@ class FlakehuntHangTest(unittest.TestCase):
         self.assert_all_gone(tokens)
         self.assertEqual(harness_dirs_of(proc.pid), [])
 
+    def test_without_waitid_hangs_are_still_killed_with_their_group(self) -> None:
+        """The portable path (macOS has no os.waitid): poll, reap, then end the group."""
+        code = ("import os, sys\ndel os.waitid\nfrom harness.__main__ import main\n"
+                "sys.exit(main(sys.argv[1:]))\n")
+        proc = subprocess.run([sys.executable, "-c", code, "flakehunt", "flaky_fixture.Hangs",
+                               "-n", "1", "-j", "1", "--timeout", "3", "--json",
+                               "--start-dir", FIXTURES],
+                              cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True, timeout=HANG)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        data = json.loads(proc.stdout)
+        self.assertEqual([(k["kind"], k["count"]) for k in data["kinds"]],
+                         [("timeout: no result within 3s", 1)])
+        tokens = self.tokens()
+        self.assertEqual(len(tokens), 2, "the run should have reached the hang within 3 s")
+        self.assert_all_gone(tokens)
+
     def test_ctrl_c_stops_cleanly_and_prints_the_summary_so_far(self) -> None:
         proc = subprocess.Popen(flakehunt_cmd("flaky_fixture.HangsAfterTwo", "-n", "10", "-j",
                                               "2", "--timeout", "600"),
