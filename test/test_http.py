@@ -9,6 +9,7 @@ import unittest
 
 from _http_servers import Handler, serve
 from _support import ipv6_available, open_fds
+from harness._config import scaled
 from harness.errors import HarnessError, RequestFailed, ResponseInvalid
 from harness.http import IDEMPOTENT_METHODS, Response, RetryPolicy, error_kind, request
 
@@ -235,11 +236,11 @@ class RetryTest(unittest.TestCase):
             request("GET", url + "/slow", timeout=1.0, deadline=1.5, retry=FAST)
         took = time.monotonic() - started
         # attempts x timeout would be 5 s; the deadline keeps it near 1.5 s.
-        self.assertLess(took, 4.5)
+        self.assertLess(took, scaled(4.5))
         kinds = [error_kind(e) for e in caught.exception.errors]
         self.assertIn(len(kinds), (1, 2))
         self.assertEqual(set(kinds), {"timeout"})
-        self.assertIn("deadline of 1.500s was reached", str(caught.exception))
+        self.assertIn(f"deadline of {scaled(1.5):.3f}s was reached", str(caught.exception))
 
     def test_diagnostics_are_appended_to_errors(self):
         def do_GET(self):

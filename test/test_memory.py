@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import random
-import sys
+import signal
+import time
 import unittest
 from unittest import mock
 
@@ -30,6 +31,12 @@ sys.stdin.read()
 child.stdin.close()
 child.wait()
 """
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return stat[stat.rfind(")") + 2:][:1]
 
 
 def _quiet_tree(test: unittest.TestCase):
@@ -63,10 +70,17 @@ class ReadingTest(unittest.TestCase):
 
     @unittest.skipUnless(memory.HAVE_PSUTIL and memory.HAVE_PROC, "needs psutil and /proc")
     def test_proc_fallback_agrees_with_psutil(self):
-        tree = _quiet_tree(self)  # idle: its memory does not move
+        tree = _quiet_tree(self)
+        # Stopped, our child cannot touch a page between the two readings.
+        os.kill(tree.pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, tree.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while _state(tree.pid) != "T":
+            self.assertLess(time.monotonic(), deadline, "the child never stopped")
+            time.sleep(0.001)
         with mock.patch.object(memory, "HAVE_PSUTIL", False):
-            by_proc = (rss(tree.pid), uss(tree.pid))
-        self.assertEqual(by_proc, (rss(tree.pid), uss(tree.pid)))
+            by_proc = (rss(tree.pid, children=False), uss(tree.pid, children=False))
+        self.assertEqual(by_proc, (rss(tree.pid, children=False), uss(tree.pid, children=False)))
 
     def test_gone_process(self):
         with self.assertRaises(ProcessLookupError) as caught:
