@@ -48,11 +48,11 @@ class LoadTest(unittest.TestCase):
 
     def setUp(self):
         before = open_fds()
-        threads = threading.active_count()
+        threads = set(threading.enumerate())
 
         def nothing_left() -> None:  # runs last, after the server is stopped
             self.assertEqual(open_fds(), before, "fds left open")
-            self.assertEqual(threading.active_count(), threads, "threads left running")
+            self.assertEqual(set(threading.enumerate()) - threads, set(), "threads left running")
 
         self.addCleanup(nothing_left)
 
