@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
 from ._config import scaled
 from ._httpcore import (ExpectStatus, Target, check_expect_status, check_method, encode_body,

@@ -383,14 +383,19 @@ def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json
                          f"({type(failure.error).__name__}: {failure.error})")
             wait = policy.delay(attempt)
             stop = _why_stop(policy, method, attempt, budget, sent=failure.sent, wait=wait)
+            if stop:
+                raise _with_diagnostics(RequestFailed(
+                    f"{method} {target.url} failed after {attempt} "
+                    f"attempt{'s' if attempt > 1 else ''} in {budget.elapsed():.3f}s; {stop}:\n  "
+                    + "\n  ".join(lines), errors=errors), diagnostics)
         else:
             response = Response(method=method, url=target.url, status=status, reason=reason,
                                 headers=resp_headers, body=data, attempts=attempt)
-            stop = "final"
-            if status in policy.retry_on_status:
+            retried = status in policy.retry_on_status
+            if retried:
                 wait = policy.delay(attempt, _retry_after(resp_headers))
-                stop = _why_stop(policy, method, attempt, budget, sent=True, wait=wait) or ""
-            if stop:
+                retried = _why_stop(policy, method, attempt, budget, sent=True, wait=wait) is None
+            if not retried:  # the answer: validate it
                 response.elapsed = budget.elapsed()
                 note = f" after {attempt} attempts" if attempt > 1 else ""
                 try:
@@ -400,11 +405,6 @@ def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json
                 return response
             errors.append(ResponseInvalid(f"{status} {reason} (retried)", response=response))
             lines.append(f"attempt {attempt} at {started:.3f}s: status {status} {reason}")
-        if stop:
-            raise _with_diagnostics(RequestFailed(
-                f"{method} {target.url} failed after {attempt} "
-                f"attempt{'s' if attempt > 1 else ''} in {budget.elapsed():.3f}s; {stop}:\n  "
-                + "\n  ".join(lines), errors=errors), diagnostics)
         if wait > 0:
             # A computed backoff, already checked to end before the deadline.
             time.sleep(wait)

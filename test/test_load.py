@@ -1,7 +1,6 @@
 """load(): many requests over keep-alive connections, failures counted by kind."""
 from __future__ import annotations
 
-import http.server
 import socket
 import threading
 import unittest
