@@ -6,7 +6,7 @@ import threading
 import unittest
 
 from _http_servers import Handler, serve
-from _support import open_fds
+from _support import ipv6_available, open_fds
 from harness._config import scaled
 from harness.http import LoadResult, load
 
@@ -171,6 +171,13 @@ class LoadTest(unittest.TestCase):
                 with self.assertRaises(error) as caught:
                     load(*args, **kwargs)
                 self.assertIn(name, str(caught.exception))
+
+    @unittest.skipUnless(ipv6_available(), "no IPv6 loopback here")
+    def test_ipv6_loopback(self):
+        url = serve(self, self.handler(CountingHandler), host="::1")
+        result = load(url + "/", requests=40, concurrency=4)
+        self.assertEqual((result.ok, result.connections), (40, 4), str(result))
+        self.assertIn("[::1]", str(result))
 
     def test_loopback_names_are_accepted(self):
         url = serve(self, self.handler(CountingHandler))
