@@ -18,6 +18,7 @@ from harness.memory import LeakReport, measure_leak, rss, uss
 KIB = 1024
 MIB = 1024 * KIB
 NO_SUCH_PID = 2 ** 31 - 1  # above any pid_max: never a live process
+CAN_READ = memory.HAVE_PSUTIL or memory.HAVE_PROC
 
 # A parent that starts a child holding 32 MiB of touched memory, then waits for stdin EOF.
 TREE = """
@@ -55,12 +56,14 @@ def _quiet_tree(test: unittest.TestCase):
 
 class ReadingTest(unittest.TestCase):
 
+    @unittest.skipUnless(CAN_READ, "needs psutil or /proc")
     def test_rss_and_uss_of_this_process(self):
         me = os.getpid()
         self.assertGreater(rss(me), 1 * MIB)
         self.assertGreater(uss(me, children=False), 1 * MIB)
         self.assertLessEqual(uss(me, children=False), rss(me, children=False) + 64 * KIB)
 
+    @unittest.skipUnless(CAN_READ, "needs psutil or /proc")
     def test_children_are_included(self):
         tree = _quiet_tree(self)
         alone = rss(tree.pid, children=False)
@@ -82,6 +85,7 @@ class ReadingTest(unittest.TestCase):
             by_proc = (rss(tree.pid, children=False), uss(tree.pid, children=False))
         self.assertEqual(by_proc, (rss(tree.pid, children=False), uss(tree.pid, children=False)))
 
+    @unittest.skipUnless(CAN_READ, "needs psutil or /proc")
     def test_gone_process(self):
         with self.assertRaises(ProcessLookupError) as caught:
             rss(NO_SUCH_PID)
@@ -182,6 +186,7 @@ class VerdictTest(unittest.TestCase):
         self.assertEqual(report.rounds, 4)
 
 
+@unittest.skipUnless(CAN_READ, "needs psutil or /proc")
 class MeasureLeakTest(unittest.TestCase):
 
     def server(self, mode: str):
