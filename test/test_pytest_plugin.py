@@ -1,0 +1,163 @@
+"""The pytest plugin: ``harness_server`` (a factory), ``free_port`` and
+``harness_server_defaults``, run by a real pytest in a subprocess on a
+generated test file; and the packaging facts (entry point, pytest imported
+only by the plugin)."""
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import unittest
+
+from _support import ROOT, python_env
+from test_testcase import APP
+from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run
+
+TESTS = '''
+import pytest
+from harness import _procinfo
+from harness.ports import held_ports
+
+APP = {app!r}
+SEEN = {{}}
+
+
+def test_1_failing_test_reports_the_log_tail(harness_server):
+    server = harness_server(APP)
+    SEEN["failing"] = _procinfo.identity(server.pid)
+    server.get("/MARK-plugin-failing")
+    assert server.get("/health").json()["message"] == "not ready"
+
+
+def test_2_its_server_is_gone():
+    assert SEEN["failing"] is not None
+    assert not _procinfo.is_alive(SEEN["failing"])
+
+
+def test_3_free_port_is_leased_and_taken_over(free_port, harness_server):
+    low, high = {window}
+    assert low <= free_port <= high
+    assert free_port in held_ports()
+    server = harness_server(APP, port=free_port)
+    assert server.port == free_port
+    assert server.get("/health").json()["message"] == "ready"
+    SEEN["port"] = free_port
+
+
+def test_4_lease_ended_with_the_test():
+    assert SEEN["port"] not in held_ports()
+
+
+def test_5_defaults_from_conftest(harness_server):
+    server = harness_server(APP)
+    low, high = {window}
+    assert low <= server.port <= high
+    assert server.name == "test_5_defaults_from_conftest"
+    assert server.ready_successes == 1
+    named = harness_server(APP, name="second")
+    assert named.name == "second" and named.pid != server.pid
+'''
+
+CONFTEST = '''
+import pytest
+
+
+@pytest.fixture
+def harness_server_defaults():
+    return {{"port_range": {window}, "ready_successes": 1}}
+'''
+
+EXPECTED = {
+    "test_plugin.test_1_failing_test_reports_the_log_tail": "failed",
+    "test_plugin.test_2_its_server_is_gone": "passed",
+    "test_plugin.test_3_free_port_is_leased_and_taken_over": "passed",
+    "test_plugin.test_4_lease_ended_with_the_test": "passed",
+    "test_plugin.test_5_defaults_from_conftest": "passed",
+}
+
+
+@unittest.skipUnless(HAVE_PYTEST, "pytest is not installed")
+class PluginTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="t5-plugin-")
+        self.addCleanup(_rmtree, self.dir)
+        with open(os.path.join(self.dir, "pytest.ini"), "w") as f:
+            f.write("[pytest]\n")
+        from _support import quiet_window
+        window = quiet_window(8)
+        self.window = (window[0], window[-1])
+
+    def write(self, name: str, text: str) -> None:
+        with open(os.path.join(self.dir, name), "w") as f:
+            f.write(text.format(app=APP, window=self.window))
+
+    def pytest(self, *args: str):
+        return run(["-m", "pytest", "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
+                    "-rA"] + list(args), self.dir)
+
+    def test_fixtures(self):
+        self.write("test_plugin.py", TESTS)
+        self.write("conftest.py", CONFTEST)
+        code, output = self.pytest("test_plugin.py")
+        self.assertEqual(code, 1, output)
+        verdicts = {k.replace("test_plugin.py.", "test_plugin."): v
+                    for k, v in _function_verdicts(output).items()}
+        self.assertEqual(verdicts, EXPECTED, output)
+        # The failure report has a section with the server's log tail.
+        self.assertRegex(output, r"-+ harness: log tail of the servers \(last \d+ lines each\) -+")
+        self.assertIn("/MARK-plugin-failing", output)
+        self.assertIn("--- test server 'test_1_failing_test_reports_the_log_tail'", output)
+
+    @unittest.skipUnless(HAVE_XDIST, "pytest-xdist is not installed")
+    def test_fixtures_under_xdist(self):
+        self.write("test_plugin.py", TESTS.replace("def test_2", "@pytest.mark.skip\ndef test_2")
+                   .replace("def test_4", "@pytest.mark.skip\ndef test_4"))
+        self.write("conftest.py", CONFTEST)
+        code, output = self.pytest("-n", "2", "test_plugin.py")
+        self.assertEqual(code, 1, output)
+        self.assertIn("1 failed, 2 passed, 2 skipped", output)
+        self.assertIn("/MARK-plugin-failing", output)
+
+    def test_bad_defaults_are_named(self):
+        self.write("test_plugin.py", "def test_it(harness_server):\n    harness_server('x=1')\n")
+        self.write("conftest.py", "import pytest\n\n@pytest.fixture\ndef harness_server_defaults():"
+                                  "\n    return {{'prot': 1}}\n")
+        code, output = self.pytest("test_plugin.py")
+        self.assertEqual(code, 1, output)
+        self.assertIn("harness_server_defaults: 'prot' is not a ServerProcess argument", output)
+
+
+def _function_verdicts(output: str):
+    verdicts = {}
+    for word, node in re.findall(r"^(PASSED|FAILED|ERROR) (\S+)", output, re.M):
+        module, _, name = node.partition("::")
+        verdicts[f"{module[:-3]}.{name}"] = "passed" if word == "PASSED" else "failed"
+    return verdicts
+
+
+class PackagingTest(unittest.TestCase):
+    def test_entry_point_is_declared(self):
+        config = configparser.ConfigParser()
+        config.read(os.path.join(ROOT, "setup.cfg"))
+        lines = [line.strip() for line in
+                 config["options.entry_points"]["pytest11"].strip().splitlines()]
+        self.assertIn("harness.pytest_plugin = harness.pytest_plugin", lines)
+
+    def test_only_the_plugin_imports_pytest(self):
+        code = ("import sys, harness, harness.testcase, harness.http, harness.memory, "
+                "harness.process\nprint('pytest' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", code], env=python_env(),
+                             stdout=subprocess.PIPE, universal_newlines=True, timeout=60)
+        self.assertEqual(out.stdout.strip(), "False")
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
