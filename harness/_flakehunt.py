@@ -43,11 +43,15 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Runs a test id exactly like `python -m unittest TEST_ID`, plus a stack dump
 # of every thread on SIGUSR1, so a run that times out shows where it hung.
+# faulthandler dumps at once, even if the test is stuck in C code, then chains
+# to the Python handler, which marks the dump complete when it gets to run.
+DUMP_END = b"--- flakehunt: end of the stack dump, the run is stopped now ---"
 _BOOTSTRAP = (
-    "import faulthandler, signal, sys, unittest\n"
-    "faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+    "import faulthandler, os, signal, sys, unittest\n"
+    "signal.signal(signal.SIGUSR1, lambda *_: os.write(2, b'\\n%s\\n'))\n"
+    "faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True)\n"
     "unittest.main(module=None, argv=['python -m unittest'] + sys.argv[1:])\n"
-)
+) % DUMP_END.decode()
 
 
 def wilson_interval(failures: int, runs: int, z: float = Z_95) -> Tuple[float, float]:
@@ -190,7 +194,6 @@ class _Run:
             return
         self.killed = self.killed or reason
         if dump and hasattr(signal, "SIGUSR1"):
-            size = self._output_size()
             with self._lock:
                 if not self._reaped:
                     try:
@@ -199,18 +202,20 @@ class _Run:
                         pass
             deadline = _wait.Deadline(_config.scaled(DUMP_WAIT))
             for pause in _wait.backoff():
-                if self._output_size() != size or deadline.expired or self.exited.is_set():
+                if self._dump_complete() or deadline.expired or self.exited.is_set():
                     break
                 self.exited.wait(deadline.cap(pause))
         self.signal_group(signal.SIGTERM)
         if not self.exited.wait(_config.scaled(TERM_GRACE)):
             self.signal_group(signal.SIGKILL)
 
-    def _output_size(self) -> int:
+    def _dump_complete(self) -> bool:
         try:
-            return os.stat(self.out_path).st_size
+            with open(self.out_path, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 2 * len(DUMP_END)))
+                return DUMP_END in f.read()
         except OSError:
-            return 0
+            return False
 
     def wait(self, timeout: float) -> Tuple[int, float]:
         """Wait for the run (stopping it at ``timeout``); return (returncode, seconds)."""

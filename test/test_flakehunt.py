@@ -27,7 +27,7 @@ from typing import List, Optional, Tuple
 from _support import ROOT, python_env
 
 from harness import _procinfo, _wait
-from harness._flakehunt import Progress, RunResult, failure_kind, normalise, wilson_interval
+from harness._flakehunt import DUMP_END, Progress, RunResult, failure_kind, normalise, wilson_interval
 
 FIXTURES = os.path.join(ROOT, "test", "fixtures_cli")
 HANG = 120  # generous hang-catcher for a whole flakehunt command
@@ -258,7 +258,11 @@ class FlakehuntHangTest(unittest.TestCase):
         self.assertEqual([(k["kind"], k["count"]) for k in data["kinds"]],
                          [("timeout: no result within 3s", 2)])
         # The stack dump taken before the kill shows where the test hung.
-        self.assertIn("in test_hang", data["kinds"][0]["first_output"])
+        output = data["kinds"][0]["first_output"]
+        self.assertIn("in test_hang", output)
+        # The dump was complete before the run was stopped.
+        self.assertIn(DUMP_END.decode(), output)
+        self.assertLess(output.index("in test_hang"), output.index(DUMP_END.decode()))
         tokens = self.tokens()
         self.assertEqual(len(tokens), 4, "both runs should have reached the hang within 3 s")
         self.assert_all_gone(tokens)
