@@ -37,7 +37,8 @@ from ._procinfo import HAVE_PROC, HAVE_PSUTIL, psutil
 from ._wait import Deadline, backoff
 from .errors import HarnessError
 
-__all__ = ["rss", "uss", "memory", "measure_leak", "LeakReport", "DEFAULT_THRESHOLD"]
+__all__ = ["rss", "uss", "memory", "uss_available", "measure_leak", "LeakReport",
+           "MemoryUnavailable", "DEFAULT_THRESHOLD"]
 
 #: Default leak threshold: growth per round (bytes) below this is never a leak.
 DEFAULT_THRESHOLD = 64 * 1024
