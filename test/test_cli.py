@@ -28,6 +28,11 @@ def harness(*args: str, env: dict = None) -> Tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def window_of(size: int) -> range:
+    """Free ports in 2000-3999: apart from the windows other test modules pick (4000+)."""
+    return quiet_window(size, low=2000, high=3999)
+
+
 def listen(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -84,7 +89,7 @@ class PortCommandTest(unittest.TestCase):
         self.assertTrue(low <= port <= high, (port, low, high))
 
     def test_skips_held_ports_in_the_range(self) -> None:
-        window = quiet_window(3)
+        window = window_of(3)
         held = [listen(p) for p in window[:2]]
         try:
             code, out, err = harness("port", "--range", f"{window[0]}-{window[-1]}", "--json")
@@ -95,7 +100,7 @@ class PortCommandTest(unittest.TestCase):
         self.assertEqual(json.loads(out), {"port": window[2], "host": "127.0.0.1"})
 
     def test_exhausted_range_exits_1_and_says_what_to_do(self) -> None:
-        window = quiet_window(2)
+        window = window_of(2)
         held = [listen(p) for p in window]
         try:
             code, out, err = harness("port", "--range", f"{window[0]}-{window[-1]}")
@@ -142,7 +147,7 @@ class WhoCommandTest(unittest.TestCase):
         return proc, int(proc.stdout.readline())
 
     def test_free_port(self) -> None:
-        port = quiet_window(1)[0]
+        port = window_of(1)[0]
         code, out, err = harness("who", str(port))
         self.assertEqual(code, 0, err)
         self.assertEqual(out.strip(), f"port {port} is free (nothing listens on or holds it, "
@@ -195,7 +200,7 @@ class WhoCommandTest(unittest.TestCase):
 
     @unittest.skipUnless(sys.platform.startswith("linux"), "abstract-socket leases are Linux's")
     def test_names_the_holder_of_a_lease(self) -> None:
-        with ports.PortAllocator(port_range=quiet_window(1)).acquire() as lease:
+        with ports.PortAllocator(port_range=window_of(1)).acquire() as lease:
             code, out, err = harness("who", str(lease.port))
         self.assertEqual(code, 1, err)
         self.assertIn(f"port {lease.port} is leased by harness to:\n  pid {os.getpid()} ", out)
