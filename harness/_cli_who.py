@@ -108,11 +108,12 @@ def run(args: argparse.Namespace) -> int:
         info["state"] = holder.status
         processes.append(info)
     leases = [describe_process(pid) for pid in lessees]
+    time_wait = _procinfo.time_wait_count(port)
     held = in_use or bool(processes) or bool(leases)
     if args.json:
         print(json.dumps({"port": port, "free": not held, "in_use": in_use,
                           "holders": processes, "lease_holders": leases,
-                          "holders_visible": visible}, indent=2))
+                          "time_wait": time_wait, "holders_visible": visible}, indent=2))
         return 1 if held else 0
     if not held:
         print(f"port {port} is free (nothing listens on or holds it, and no harness lease)")
@@ -120,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     lines: List[str] = []
     if processes:
         lines.append(f"port {port} is held by:")
+    elif in_use and time_wait:
+        lines.append(f"port {port} is held by no process, but {time_wait} recently closed "
+                     f"connection(s) on it are in TIME_WAIT: a server that sets SO_REUSEADDR "
+                     f"can bind it now, others within a minute or so")
     elif in_use:
         if visible:
             lines.append(f"port {port} is in use, but the holder is not visible to this user "

@@ -246,6 +246,34 @@ def _proc_net_tcp(port: int) -> Dict[int, str]:
     return found
 
 
+def time_wait_count(port: int) -> int:
+    """How many TCP connections on local ``port`` are in TIME_WAIT (held by no process).
+
+    They make a ``bind()`` without ``SO_REUSEADDR`` fail for up to a minute
+    after a server closed its connections first; 0 when unknown.
+    """
+    count = 0
+    if HAVE_PROC:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    lines = f.readlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "06" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    elif HAVE_PSUTIL:
+        try:
+            conns = psutil.net_connections(kind="tcp")
+        except (psutil.Error, OSError):
+            return 0
+        count = sum(1 for c in conns if c.laddr and c.laddr.port == port
+                    and c.status == psutil.CONN_TIME_WAIT)
+    return count
+
+
 def port_holders(port: int) -> List[SocketHolder]:
     """Processes that have a TCP socket bound to local ``port``, listeners first.
 

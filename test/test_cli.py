@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import List, Tuple
 
 from _support import ROOT, ipv6_available, python_env, quiet_window
 
-from harness import _marker, _procinfo, ports
+from harness import _marker, _procinfo, _wait, ports
 
 HANG = 60
 COMMANDS = ["port", "who", "reap", "flakehunt"]
@@ -197,6 +198,27 @@ class WhoCommandTest(unittest.TestCase):
         code, out, _ = harness("who", str(orphan_port))
         self.assertIn(f"test runner pid {gone.pid}, which is gone: an orphan; "
                       f"`python -m harness reap` stops it", out)
+
+    @unittest.skipUnless(_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL, "states not visible")
+    def test_explains_a_port_blocked_by_time_wait(self) -> None:
+        """The classic "address already in use" after a restart: no process, only TIME_WAIT."""
+        with listen(window_of(1)[0]) as listener:  # outside the ephemeral range
+            port = listener.getsockname()[1]
+            client = socket.create_connection(("127.0.0.1", port))
+            server_side, _ = listener.accept()
+            server_side.close()  # the server closes first: its end goes to TIME_WAIT
+            self.assertEqual(client.recv(1), b"")
+            client.close()
+        deadline = _wait.Deadline(HANG)
+        for pause in _wait.backoff():
+            if _procinfo.time_wait_count(port) or deadline.expired:
+                break
+            select.select([], [], [], pause)
+        self.assertGreaterEqual(_procinfo.time_wait_count(port), 1)
+        code, out, _ = harness("who", str(port))
+        self.assertEqual(code, 1, out)
+        self.assertIn(f"port {port} is held by no process, but", out)
+        self.assertIn("in TIME_WAIT: a server that sets SO_REUSEADDR can bind it now", out)
 
     @unittest.skipUnless(sys.platform.startswith("linux"), "abstract-socket leases are Linux's")
     def test_names_the_holder_of_a_lease(self) -> None:
