@@ -67,21 +67,20 @@ def _wanted(owner: str, runner: Optional[int]) -> bool:
 
 
 def _owner_alive(token: str) -> bool:
-    """Whether a runner token names a live process; unknown counts as alive (be safe)."""
+    """Whether a runner token names a live process; when unsure, alive (be safe)."""
     pid_text, _, start = token.partition(":")
     if not pid_text.isdigit():
         return False  # not a token harness writes: nobody can be its owner
-    if start in ("", "?"):  # written without /proc or psutil: only the pid is known
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            return False
-        except OSError:
-            return True
+    if start not in ("", "?") and (_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL):
+        return _procinfo.is_alive(token)
+    # Without a start time to compare, only "no such pid" is certain.
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
         return True
-    if not (_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL):
-        return True
-    return _procinfo.is_alive(token)
+    return True
 
 
 def _protected() -> set:
@@ -252,9 +251,9 @@ def remove_stale_leases(leases: List[Dict[str, object]]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not (_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL):
-        print("reap: cannot list processes on this platform without psutil "
-              "(pip install psutil); only temp dirs and lease files are checked",
-              file=sys.stderr)
+        print("reap: without psutil this platform cannot list processes, so no server is "
+              "stopped (pip install psutil); temp dirs of runners whose pid is gone and "
+              "stale lease files are still removed", file=sys.stderr)
     orphans = find_orphans(args.runner)
     dirs = find_temp_dirs(args.runner)
     leases = find_stale_leases()
