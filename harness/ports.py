@@ -547,6 +547,18 @@ def release_port(port: int) -> None:
         lease.release()
 
 
+def own_lease(port: int) -> Optional[PortLease]:
+    """This process's live lease on ``port``, or ``None``.
+
+    A server started on a port this process leased (``find_free_port()``,
+    then ``ServerProcess(port=...)``) takes the lease over: releasing it and
+    leasing it again would open a window in which another process gets it.
+    """
+    with _registry_lock:
+        lease = _registry.get(port)
+    return lease if lease is not None and not lease.released else None
+
+
 def held_ports() -> List[int]:
     """Ports this process holds leases on."""
     with _registry_lock:

@@ -258,7 +258,8 @@ class ServerProcess:
         from .ports import _allocator  # shared per (host, range): one shuffle, not one per server
         allocator = _allocator(self.host, self._port_range)
         if self._fixed_port is not None:
-            self._lease = allocator.acquire_port(self._fixed_port)
+            from .ports import own_lease  # a port this process leased: take the lease over
+            self._lease = own_lease(self._fixed_port) or allocator.acquire_port(self._fixed_port)
         else:
             self._lease = allocator.acquire()
         self.port = self._lease.port
