@@ -22,7 +22,6 @@ import pytest
 from .testcase import LOG_TAIL_LINES, _check_arguments, _server_block
 
 _SERVERS_ATTR = "_harness_servers"
-_LEASES_ATTR = "_harness_leases"
 
 
 def _node_list(node: Any, attr: str) -> List[Any]:
@@ -49,7 +48,6 @@ def harness_server(request: Any,
                         f"ServerProcess arguments, got {harness_server_defaults!r}")
     _check_arguments("harness_server_defaults", harness_server_defaults)
     servers = _node_list(request.node, _SERVERS_ATTR)
-    leases = _node_list(request.node, _LEASES_ATTR)
 
     def start(app_code: Optional[str] = None, **kwargs: Any) -> Any:
         _check_arguments("harness_server()", kwargs)
@@ -62,10 +60,8 @@ def harness_server(request: Any,
             arguments["app_code"] = app_code
         if arguments.get("port") is not None:
             arguments.pop("port_range", None)  # a default range does not apply to a fixed port
-            for lease in list(leases):  # a port from free_port: the server takes it over
-                if lease.port == arguments["port"]:
-                    leases.remove(lease)
-                    lease.release()
+            # A port from free_port: the server takes its lease over (no window
+            # in which another process could lease it).
         arguments.setdefault("name", request.node.name)
         server = ServerProcess(**arguments)
         servers.append(server)
@@ -87,7 +83,6 @@ def free_port(request: Any, harness_server_defaults: Dict[str, Any]) -> Iterator
     """A free port leased to this test (from ``harness_server_defaults["port_range"]``)."""
     from .ports import PortAllocator
     lease = PortAllocator(harness_server_defaults.get("port_range")).acquire()
-    _node_list(request.node, _LEASES_ATTR).append(lease)
     try:
         yield lease.port
     finally:

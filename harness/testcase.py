@@ -259,8 +259,7 @@ class ServerTestMixin:
         arguments = self._harness_arguments(app_code, kwargs, self._testMethodName)  # type: ignore[attr-defined]
         state = self._harness_state()
         port = arguments.get("port")
-        if port in state.leases:  # a port from get_next_port(): the server takes it over
-            state.leases.pop(port).release()
+        state.leases.pop(port, None)  # a port from get_next_port(): the server takes the lease over
         server = ServerProcess(**arguments)
         state.servers.append(server)
         self.addCleanup(self._harness_stop, server)  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ import tempfile
 import unittest
 
 from _support import ROOT, python_env
-from test_testcase import APP
+from test_testcase import APP, reserve_window
 from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run
 
 TESTS = '''
@@ -86,8 +86,7 @@ class PluginTest(unittest.TestCase):
         self.addCleanup(_rmtree, self.dir)
         with open(os.path.join(self.dir, "pytest.ini"), "w") as f:
             f.write("[pytest]\n")
-        from _support import quiet_window
-        window = quiet_window(8)
+        window = reserve_window(self, 8)
         self.window = (window[0], window[-1])
 
     def write(self, name: str, text: str) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import io
 import os
+import socket
 import stat
 import sys
 import unittest
@@ -22,7 +23,7 @@ from typing import Any, List
 
 from harness import _procinfo
 from harness.http import Response
-from harness.ports import PortAllocator, held_ports
+from harness.ports import PortAllocator, held_ports, release_port
 from harness.process import ServerProcess
 from harness.testcase import ServerTestCase, ServerTestMixin
 from harness.errors import PortUnavailable, ServerStartError
@@ -425,7 +426,7 @@ class ConfigurationTest(unittest.TestCase):
     """server_defaults, port_range and get_next_port."""
 
     def test_server_defaults_and_port_range_apply_and_calls_override(self):
-        window = _free_window(6)
+        window = reserve_window(self, 6)
         seen: List[Any] = []
 
         class Case(ServerTestCase):
@@ -463,6 +464,18 @@ class ConfigurationTest(unittest.TestCase):
         result = run_case(Case)
         self.assertTrue(result.wasSuccessful(), reports(result))
         self.assertNotIn(seen[0], held_ports())
+
+    def test_a_port_from_find_free_port_is_taken_over_by_its_server(self):
+        from harness import find_free_port
+        port = find_free_port()
+        self.addCleanup(release_port, port)
+        server = ServerProcess(APP, port=port).start()
+        try:
+            self.assertEqual(server.port, port)
+            self.assertIn(port, held_ports())  # still leased: no window for anyone else
+        finally:
+            server.stop()
+        self.assertNotIn(port, held_ports())
 
     def test_next_port_is_leased_against_other_harness_users(self):
         class Case(ServerTestCase):
@@ -545,9 +558,36 @@ class AssertionsTest(unittest.TestCase):
             case.assertResponse(make_response(200, b"{}"), status=[999])
 
 
-def _free_window(size: int) -> range:
+def reserve_window(test: unittest.TestCase, size: int) -> range:
+    """``size`` consecutive free ports for ``test`` alone, until it ends.
+
+    Taken above the ephemeral range (and harness's default range), where
+    nobody else's ports are, and reserved with one abstract Unix socket per
+    port, so this suite's tests running in parallel processes never pick
+    overlapping windows.
+    """
     from _support import quiet_window
-    return quiet_window(size)
+    from harness import is_port_free
+    for _ in range(200):
+        window = quiet_window(size, low=61000, high=64999)
+        locks: List[Any] = []
+        try:
+            if sys.platform.startswith("linux"):
+                for port in window:
+                    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    locks.append(lock)
+                    lock.bind(f"\0test-suite-port-window-{port}")
+            if all(is_port_free(port) for port in window):
+                for lock in locks:
+                    test.addCleanup(lock.close)
+                locks = []
+                return window
+        except OSError:
+            pass
+        finally:
+            for lock in locks:
+                lock.close()
+    raise RuntimeError(f"no free window of {size} ports in 61000-64999")
 
 
 if __name__ == "__main__":
