@@ -11,7 +11,8 @@ import tempfile
 import unittest
 import urllib.request
 
-from test_process_helpers import OK_APP, NoLeftoversMixin, pid_alive, remove_kept, server_argv
+from test_process_helpers import (OK_APP, NoLeftoversMixin, my_harness_dirs, pid_alive,
+                                  remove_kept, server_argv)
 
 from harness import _procinfo
 from harness.checks import HttpCheck, LogCheck, TcpCheck
@@ -28,10 +29,10 @@ class ArgumentTest(unittest.TestCase):
     """Bad arguments raise before anything is started (nothing to clean up)."""
 
     def assertRejected(self, exc: type, pattern: str, *args: object, **kwargs: object) -> None:
-        before = set(os.listdir(tempfile.gettempdir()))
+        before = my_harness_dirs()
         with self.assertRaisesRegex(exc, pattern):
             ServerProcess(*args, **kwargs)  # type: ignore[arg-type]
-        self.assertEqual(set(os.listdir(tempfile.gettempdir())) - before, set())
+        self.assertEqual(my_harness_dirs() - before, set())
 
     def test_exactly_one_of_app_code_and_argv(self) -> None:
         self.assertRejected(ValueError, "exactly one of app_code.*neither")

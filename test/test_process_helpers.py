@@ -44,6 +44,15 @@ def pid_alive(pid: int) -> bool:
     return token is not None and _procinfo.is_alive(token)
 
 
+def my_harness_dirs() -> set:
+    """harness temp dirs created by this process (other processes make theirs)."""
+    import tempfile
+    from harness import _marker
+    tmp, mine = tempfile.gettempdir(), _marker.owner_token()
+    return {d for d in os.listdir(tmp)
+            if d.startswith("harness-") and _marker.read_owner(os.path.join(tmp, d)) == mine}
+
+
 def remove_kept(log_path: Optional[str]) -> None:
     """Remove the temp dir harness kept for a failed server's log."""
     if log_path:
@@ -55,24 +64,15 @@ class NoLeftoversMixin:
 
     def setUp(self) -> None:
         super().setUp()  # type: ignore[misc]
-        import tempfile
-        self._tmp = tempfile.gettempdir()
-        self._dirs_before = self._harness_dirs()
+        self._dirs_before = my_harness_dirs()
         from harness import _watchdog
         self._children_before = set(_procinfo.descendants(os.getpid()))
         self._watchdog = _watchdog
-
-    def _harness_dirs(self) -> set:
-        from harness import _marker
-        mine = _marker.owner_token()
-        return {d for d in os.listdir(self._tmp)
-                if d.startswith("harness-")
-                and _marker.read_owner(os.path.join(self._tmp, d)) == mine}
 
     def tearDown(self) -> None:
         watchdog = self._watchdog.watchdog_pid()
         children = set(_procinfo.descendants(os.getpid())) - self._children_before - {watchdog}
         children = {p for p in children if pid_alive(p)}
         self.assertEqual(children, set(), "child processes left behind")
-        self.assertEqual(self._harness_dirs() - self._dirs_before, set(), "temp dirs left behind")
+        self.assertEqual(my_harness_dirs() - self._dirs_before, set(), "temp dirs left behind")
         super().tearDown()  # type: ignore[misc]

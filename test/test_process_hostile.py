@@ -3,18 +3,40 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import unittest
+from typing import Any
 
 from test_process_helpers import NoLeftoversMixin, pid_alive, remove_kept, server_argv
 
 from harness import _procinfo
-from harness.checks import HttpCheck, LogCheck
+from harness.checks import Check, HttpCheck, Outcome, TcpCheck
 from harness.errors import ServerNotReady, ServerStartError
 from harness.process import ServerProcess, start_server
 
 # A generous hang-catcher: these servers fail fast or never; the deadline is
 # only there so a regression cannot hang CI.
 LONG = 60.0
+
+
+class AfterLog(Check):
+    """Waits (bounded) until ``text`` is in the log, then probes with ``inner``.
+
+    Lets a test with a short start_timeout still see what the server does
+    once it runs, however loaded the machine is.
+    """
+
+    def __init__(self, text: str, inner: Check) -> None:
+        self.text, self.inner, self.uses_port = text, inner, inner.uses_port
+
+    def probe(self, server: Any, timeout: float) -> Outcome:
+        end = time.monotonic() + LONG
+        while self.text not in server.output() and time.monotonic() < end:
+            time.sleep(0.005)
+        return self.inner.probe(server, timeout)
+
+    def __repr__(self) -> str:
+        return repr(self.inner)
 
 
 class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
@@ -56,6 +78,7 @@ class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
 
     def test_never_listens(self) -> None:
         error = self.expect_failure(ServerNotReady, server_argv("never_listens.py"),
+                                    health=AfterLog("never listening", TcpCheck()),
                                     start_timeout=0.5)
         self.assertIn("not ready within 0.5 s", str(error))
         self.assertIn("connection refused \u00d7", str(error))
@@ -78,14 +101,16 @@ class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
 
     def test_late_routes_forever_lists_404s(self) -> None:
         error = self.expect_failure(ServerNotReady, server_argv("late_routes.py"),
-                                    env={"LATE_REQUESTS": "-1"}, start_timeout=0.5)
+                                    env={"LATE_REQUESTS": "-1"}, start_timeout=0.5,
+                                    health=AfterLog("listening", HttpCheck()))
         self.assertRegex(str(error), r"HTTP 404 \u00d7\d+")
         self.assertEqual(error.outcomes.get("connection refused", 0) + error.outcomes["HTTP 404"],
                          sum(error.outcomes.values()))
 
     def test_json_missing_message(self) -> None:
         error = self.expect_failure(ServerNotReady, server_argv("json_missing.py"),
-                                    health=HttpCheck(json={"message": str}), start_timeout=0.5)
+                                    health=AfterLog("listening", HttpCheck(json={"message": str})),
+                                    start_timeout=0.5)
         self.assertRegex(str(error), r"JSON missing 'message' \u00d7\d+")
         self.assertIn("starting", str(error))  # the body excerpt
 
@@ -124,6 +149,7 @@ class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
 
     def test_wrong_port(self) -> None:
         error = self.expect_failure(ServerNotReady, server_argv("wrong_port.py"),
+                                    health=AfterLog("listening", HttpCheck()),
                                     start_timeout=0.5)
         self.assertIn("connection refused", str(error))
         if _procinfo.HAVE_PROC:
