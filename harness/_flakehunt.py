@@ -27,7 +27,7 @@ import threading
 import time
 from typing import IO, Dict, List, Optional, Tuple
 
-from . import _config, _marker, _wait
+from . import _config, _marker, _procinfo, _wait
 
 RUN_ENV = "HARNESS_FLAKEHUNT_RUN"
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -158,6 +158,23 @@ def classify(index: int, returncode: int, output: str, seconds: float,
 # ---------------------------------------------------------------- one run
 
 
+def _group_has_live_member(pgid: int) -> bool:
+    """True if a process of group ``pgid`` is alive (zombies are dead); True if unknown."""
+    pids = _procinfo.all_pids()
+    if not pids:
+        return True
+    for pid in pids:
+        try:
+            if os.getpgid(pid) != pgid:
+                continue
+        except OSError:
+            continue
+        token = _procinfo.identity(pid)  # None: it is gone already
+        if token is not None and _procinfo.is_alive(token):
+            return True
+    return False
+
+
 class _Run:
     """One fresh interpreter running the test, in its own session (process group).
 
@@ -272,8 +289,8 @@ class _Run:
                 return
             except PermissionError:  # a member changed its uid: not ours to wait for
                 return
-            if deadline.expired:
-                return
+            if not _group_has_live_member(self.proc.pid) or deadline.expired:
+                return  # only zombies left: dead, waiting for init to reap them
             _IDLE.wait(deadline.cap(pause))
 
     def _kill_leftovers(self) -> None:

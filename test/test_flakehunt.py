@@ -268,6 +268,15 @@ class FlakehuntHangTest(unittest.TestCase):
         self.assert_all_gone(tokens)
         self.assertEqual(harness_dirs_of(proc.pid), [])
 
+    def test_processes_a_passing_run_leaves_in_its_group_are_ended(self) -> None:
+        code, out, err = flakehunt("flaky_fixture.LeavesHelper", "-n", "2", "-j", "2",
+                                   env=self.env)
+        self.assertEqual(code, 0, out + err)
+        self.assertIn("0 of 2 runs failed", out)
+        tokens = self.tokens()
+        self.assertEqual(len(tokens), 4)
+        self.assert_all_gone(tokens)
+
     def test_without_waitid_hangs_are_still_killed_with_their_group(self) -> None:
         """The portable path (macOS has no os.waitid): poll, reap, then end the group."""
         code = ("import os, sys\ndel os.waitid\nfrom harness.__main__ import main\n"

@@ -43,7 +43,14 @@ def _run_number() -> int:
 
 
 def _hang_with_helper() -> None:
-    """Start a helper in this process group, record both identities, then hang.
+    """Start a helper in this process group, record both identities, then hang."""
+    _start_helper()
+    while True:
+        time.sleep(60)
+
+
+def _start_helper() -> None:
+    """Start a helper in this process group and record both identities.
 
     The identity tokens (pid + start time, from this checkout's harness)
     let the test check that both died without mistaking a reused pid.
@@ -57,8 +64,6 @@ def _hang_with_helper() -> None:
     with open(path + ".tmp", "w") as f:
         f.write(" ".join(str(t) for t in tokens) + "\n")
     os.rename(path + ".tmp", path)  # atomic: the test sees both tokens or nothing
-    while True:
-        time.sleep(60)
 
 
 class Hangs(unittest.TestCase):
@@ -71,6 +76,11 @@ class HangsAfterTwo(unittest.TestCase):
         if _run_number() <= 2:
             self.fail("quick failure before the hangs")
         _hang_with_helper()
+
+
+class LeavesHelper(unittest.TestCase):
+    def test_passes_but_leaves_a_process(self) -> None:
+        _start_helper()
 
 
 class FailsOnThird(unittest.TestCase):
