@@ -228,11 +228,21 @@ class WhoCommandTest(unittest.TestCase):
         self.assertIn(f"port {lease.port} is leased by harness to:\n  pid {os.getpid()} ", out)
 
 
-@unittest.skipIf(importlib.util.find_spec("harness._demo") is not None, "the demo exists")
-class DemoStubTest(unittest.TestCase):
+HAVE_DEMO = importlib.util.find_spec("harness._demo") is not None
+
+
+class DemoDispatchTest(unittest.TestCase):
+    @unittest.skipIf(HAVE_DEMO, "the demo exists")
     def test_demo_says_it_is_not_available(self) -> None:
         code, out, err = harness("demo")
         self.assertEqual((code, out, err.strip()), (1, "", "demo not available yet"))
+
+    @unittest.skipUnless(HAVE_DEMO, "no demo yet")
+    def test_demo_gets_its_arguments(self) -> None:
+        code, out, err = harness("demo", "--help")
+        self.assertEqual(code, 0, err)
+        self.assertIn("usage:", out)
+        self.assertIn("demo", out.splitlines()[0])
 
 
 if __name__ == "__main__":
