@@ -127,6 +127,33 @@ class RunnerDeathTest(unittest.TestCase):
         self.assertEqual(os.listdir(self.out), ["clean-exit"])
         self.assertFalse(any(os.path.exists(d) for d in dirs))
 
+    def test_sigterm_chains_to_the_runners_own_handler(self) -> None:
+        app = (f"import atexit\natexit.register(lambda: open({self.out!r} + '/clean-exit', "
+               "'w').close())\n" + OK_APP)
+        code = (
+            "import os, signal, sys, threading\n"
+            "def mine(sig, frame):\n"
+            f"    open({self.out!r} + '/runner-handler', 'w').close()\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, mine)\n"
+            "from harness.process import start_server\n"
+            f"server = start_server({app!r})\n"
+            "print(server.pid, flush=True)\n"
+            "threading.Event().wait()\n")
+        proc = spawn_python(code)
+        self.addCleanup(proc.wait)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            self.addCleanup(stream.close)
+        line = proc.stdout.readline()
+        if not line:
+            self.fail("runner failed: " + proc.stderr.read())
+        pid = int(line)
+        proc.terminate()
+        self.assertEqual(proc.wait(HANG), 0, proc.stderr.read())
+        self.assertEqual(wait_dead([pid], HANG), [])
+        self.assertEqual(sorted(os.listdir(self.out)), ["clean-exit", "runner-handler"])
+
     def test_interpreter_exit_stops_forgotten_servers(self) -> None:
         proc, pids, dirs = self.run_runner("sys.stdin.readline()")
         proc.stdin.write("go\n")
