@@ -65,8 +65,10 @@ class LoadTest(unittest.TestCase):
         self.assertIsInstance(result, LoadResult)
         self.assertEqual((result.ok, result.failed, result.errors), (500, 0, {}), str(result))
         self.assertEqual(handler.requests, 500)
-        # One keep-alive connection per worker, none dropped.
-        self.assertEqual((result.connections, handler.connections), (16, 16))
+        # At most one keep-alive connection per worker (a worker that starts
+        # after the others took every request opens none): none was dropped.
+        self.assertEqual(result.connections, handler.connections)
+        self.assertTrue(1 <= result.connections <= 16, str(result))
         self.assertEqual(len(result.latencies), 500)
         self.assertEqual(result.latencies, sorted(result.latencies))
         self.assertTrue(0 < result.p50 <= result.p95 <= result.p99 <= result.latencies[-1])
@@ -83,7 +85,8 @@ class LoadTest(unittest.TestCase):
         self.assertEqual(handler.requests, 500)
         self.assertEqual((result.ok, result.failed), (450, 50), str(result))
         self.assertEqual(result.errors, {"reset": 50})
-        # A worker reconnects after a reset when it has another request to send.
+        # A worker reconnects after a reset when it has another request to send:
+        # k workers that took part open k + 50 - (those whose last request was reset).
         self.assertEqual(result.connections, handler.connections)
         self.assertTrue(50 <= result.connections <= 16 + 50, str(result))
         self.assertEqual(len(result.latencies), 450)
@@ -132,10 +135,10 @@ class LoadTest(unittest.TestCase):
         result = load(url + "/", requests=1000, concurrency=4, timeout=30, deadline=0.5)
         self.assertEqual(result.ok, 0)
         self.assertEqual(result.failed, 1000)
-        # Each worker's request timed out at the deadline (a worker may start one more
+        # Each worker that got going timed out at the deadline (it may start one more
         # in the last millisecond); the rest were never sent.
         self.assertEqual(set(result.errors), {"timeout", "not sent (deadline)"}, str(result))
-        self.assertTrue(4 <= result.errors["timeout"] <= 40, str(result))
+        self.assertTrue(1 <= result.errors["timeout"] <= 40, str(result))
         self.assertLess(result.duration, scaled(20))  # hang-catcher: not 30 s per request
 
     def test_post_with_a_json_body(self):
@@ -176,7 +179,8 @@ class LoadTest(unittest.TestCase):
     def test_ipv6_loopback(self):
         url = serve(self, self.handler(CountingHandler), host="::1")
         result = load(url + "/", requests=40, concurrency=4)
-        self.assertEqual((result.ok, result.connections), (40, 4), str(result))
+        self.assertEqual(result.ok, 40, str(result))
+        self.assertTrue(1 <= result.connections <= 4, str(result))
         self.assertIn("[::1]", str(result))
 
     def test_loopback_names_are_accepted(self):
