@@ -166,8 +166,8 @@ class WhoCommandTest(unittest.TestCase):
         self.assertEqual(code, 1, err)
         self.assertIn(f"port {port} is held by:\n  pid {os.getpid()}  user ", out)
         self.assertRegex(out, r"running \d+(s|m\d\ds|h\d\dm|d\d\dh), listen\n")
-        self.assertIn(f"    command: {_procinfo.short_cmdline(_procinfo.cmdline(os.getpid()), 200)}",
-                      out)
+        command = _procinfo.short_cmdline(_procinfo.cmdline(os.getpid()), 200)
+        self.assertIn(f"    command: {command}", out)
         self.assertIn("    started by harness: no", out)
         self.assertEqual(json_code, 1)
         holder = json.loads(json_out)["holders"][0]

@@ -27,7 +27,8 @@ from typing import List, Optional, Tuple
 from _support import ROOT, python_env
 
 from harness import _procinfo, _wait
-from harness._flakehunt import DUMP_END, Progress, RunResult, failure_kind, normalise, wilson_interval
+from harness._flakehunt import (DUMP_END, Progress, RunResult, failure_kind, normalise,
+                                wilson_interval)
 
 FIXTURES = os.path.join(ROOT, "test", "fixtures_cli")
 HANG = 120  # generous hang-catcher for a whole flakehunt command
@@ -316,8 +317,8 @@ class FlakehuntHangTest(unittest.TestCase):
         self.assertEqual(proc.returncode, 130, out + err)
         self.assertIn("flakehunt flaky_fixture.HangsAfterTwo: 2 of 2 runs failed", out)
         self.assertIn("stopped early: interrupted (Ctrl-C)", out)
-        self.assertIn("      2  test_fail_then_hang: AssertionError: quick failure before the hangs",
-                      out)
+        self.assertIn("      2  test_fail_then_hang: AssertionError: quick failure before the "
+                      "hangs", out)
         self.assertNotIn("Traceback", err)
         self.assert_all_gone(self.tokens())
         self.assertEqual(harness_dirs_of(proc.pid), [])

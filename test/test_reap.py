@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -112,7 +111,8 @@ class ReapTest(unittest.TestCase):
         runner.kill()
         runner.wait(HANG)
         self.assertFalse(_procinfo.is_alive(runner_token))
-        self.assertTrue(_procinfo.is_alive(server_token), "the orphan server must outlive its runner")
+        self.assertTrue(_procinfo.is_alive(server_token),
+                        "the orphan server must outlive its runner")
         return server_pid, server_token, port, runner_token
 
     def _kill_token(self, token: str) -> None:
