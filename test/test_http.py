@@ -86,6 +86,19 @@ class RetryPolicyTest(unittest.TestCase):
             self.assertTrue(0.05 <= jittered.delay(1) <= 0.1)
 
 
+class RetryAfterTest(unittest.TestCase):
+
+    def test_seconds_dates_and_garbage(self):
+        from harness.http import _retry_after
+        self.assertEqual(_retry_after({"Retry-After": " 3 "}), 3.0)
+        self.assertEqual(_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}), 0.0)
+        future = _retry_after({"Retry-After": "Fri, 01 Jan 2100 00:00:00 GMT"})
+        self.assertGreater(future, 3600)
+        self.assertEqual(RetryPolicy(max_backoff=1.0).delay(1, future), 1.0)  # capped
+        self.assertIsNone(_retry_after({"Retry-After": "soon"}))
+        self.assertIsNone(_retry_after({}))
+
+
 class RequestArgumentsTest(unittest.TestCase):
     """Every mistake is a TypeError/ValueError naming the argument, before any connection."""
 
