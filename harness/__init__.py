@@ -1,16 +1,34 @@
-"""harness: integration tests that start real servers, fast and never flaky."""
+"""harness: integration tests that start real servers, fast and never flaky.
+
+Everything a test needs is importable from here; see README.rst.
+"""
 from __future__ import annotations
 
+from .checks import HttpCheck, LogCheck, TcpCheck
 from .errors import (HarnessError, PortUnavailable, RequestFailed, ResponseInvalid,
                      ServerNotReady, ServerStartError)
+from .http import LoadResult, Response, RetryPolicy, load, request
+from .memory import LeakReport, MemoryUnavailable, measure_leak, rss, uss
 from .ports import (PortAllocator, PortLease, find_free_port, is_port_free,
                     listening_socket, release_port)
+from .process import ServerProcess, start_server
+from .testcase import ServerTestCase, ServerTestMixin
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # errors
     "HarnessError", "PortUnavailable", "ServerStartError", "ServerNotReady",
-    "RequestFailed", "ResponseInvalid",
+    "RequestFailed", "ResponseInvalid", "MemoryUnavailable",
+    # ports
     "PortAllocator", "PortLease", "find_free_port", "release_port", "is_port_free",
     "listening_socket",
+    # servers
+    "ServerProcess", "start_server", "HttpCheck", "TcpCheck", "LogCheck",
+    # talking to servers
+    "request", "RetryPolicy", "Response", "load", "LoadResult",
+    # memory
+    "rss", "uss", "measure_leak", "LeakReport",
+    # unittest
+    "ServerTestMixin", "ServerTestCase",
 ]
