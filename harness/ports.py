@@ -101,7 +101,15 @@ def is_port_free(port: int, host: str = "127.0.0.1") -> bool:
     return _probe(family, _sockaddr(sockaddr, port))
 
 
-def _probe(family: int, address: tuple) -> bool:
+def _probe(family: int, address: tuple, allow_time_wait: bool = False) -> bool:
+    """The connect-then-bind test of :func:`is_port_free`.
+
+    ``allow_time_wait`` binds with ``SO_REUSEADDR``, which on Linux succeeds
+    past connections in TIME_WAIT but still fails on any listening or bound
+    socket: right for a port the user chose, which their server (like
+    nearly every server) binds with ``SO_REUSEADDR``, and would otherwise
+    stay "taken" for a minute after each stop.
+    """
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.settimeout(_PROBE_TIMEOUT)
         try:
@@ -115,6 +123,9 @@ def _probe(family: int, address: tuple) -> bool:
         else:
             return False
     with socket.socket(family, socket.SOCK_STREAM) as binder:
+        if allow_time_wait and os.name == "posix":
+            # (On Windows SO_REUSEADDR would let us steal a live port.)
+            binder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             binder.bind(address)
         except OSError:
@@ -510,7 +521,7 @@ class PortAllocator:
             raise PortUnavailable(
                 f"port {port} is leased by another harness process: {who or 'unknown holder'}",
                 port=port, holders=[who] if who else [])
-        if not _probe(self._family, _sockaddr(self._sockaddr, port)):
+        if not _probe(self._family, _sockaddr(self._sockaddr, port), allow_time_wait=True):
             handle.close()
             holder = _procinfo.describe_port_holders(port)
             raise PortUnavailable(f"port {port} on {self.host} is in use by {holder}",

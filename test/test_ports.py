@@ -148,6 +148,23 @@ class LeaseTests(unittest.TestCase):
         self.assertIn("listen", message)
         self.assertEqual(caught.exception.port, port)
 
+    def test_fixed_port_of_a_stopped_server_is_leasable_despite_time_wait(self) -> None:
+        # A server (SO_REUSEADDR, as they all set it) that closed a connection
+        # first leaves it in TIME_WAIT on its own port for a minute.
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        conn, _ = server.accept()
+        conn.close()
+        client.close()
+        server.close()
+        self.assertFalse(harness.is_port_free(port))  # strict: a plain bind() would fail
+        with PortAllocator().acquire_port(port) as lease:  # but a real server can bind it
+            self.assertEqual(lease.port, port)
+
     def test_holder_that_cannot_be_found_is_called_unknown(self) -> None:
         from harness import _procinfo
         sock = harness.listening_socket()
