@@ -19,9 +19,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
-from .testcase import LOG_TAIL_LINES, _check_arguments, _server_block
+from .errors import ServerStartError
+from .testcase import LOG_TAIL_LINES, _check_arguments, _server_block, remove_kept_log
 
 _SERVERS_ATTR = "_harness_servers"
+_KEPT_ATTR = "_harness_kept_logs"  # logs kept after a failed start
+_FAILED_ATTR = "_harness_failed"  # a report of the test failed
 
 
 def _node_list(node: Any, attr: str) -> List[Any]:
@@ -65,7 +68,12 @@ def harness_server(request: Any,
         arguments.setdefault("name", request.node.name)
         server = ServerProcess(**arguments)
         servers.append(server)
-        return server.start()
+        try:
+            return server.start()
+        except ServerStartError as exc:
+            if exc.log_path:
+                _node_list(request.node, _KEPT_ATTR).append(exc.log_path)
+            raise
 
     yield start
     errors = []
@@ -74,6 +82,9 @@ def harness_server(request: Any,
             server.stop()
         except Exception as exc:  # stop the others first, then report
             errors.append(exc)
+    if not getattr(request.node, _FAILED_ATTR, False):  # it expected its failed starts
+        for log_path in _node_list(request.node, _KEPT_ATTR):
+            remove_kept_log(log_path)
     if errors:
         raise errors[0]
 
@@ -93,6 +104,8 @@ def free_port(request: Any, harness_server_defaults: Dict[str, Any]) -> Iterator
 def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
+    if report.failed:
+        setattr(item, _FAILED_ATTR, True)
     servers = getattr(item, _SERVERS_ATTR, None)
     if not servers or not report.failed:
         return

@@ -61,6 +61,20 @@ def test_5_defaults_from_conftest(harness_server):
     assert named.name == "second" and named.pid != server.pid
 '''
 
+CRASH_TESTS = '''
+import pytest
+from harness.errors import ServerStartError
+
+
+def test_expects_the_crash(harness_server):
+    with pytest.raises(ServerStartError):
+        harness_server("import sys\\nprint('crash-marker-expected')\\nsys.exit(3)\\n")
+
+
+def test_does_not_expect_it(harness_server):
+    harness_server("import sys\\nprint('crash-marker-unexpected')\\nsys.exit(3)\\n")
+'''
+
 CONFTEST = '''
 import pytest
 
@@ -119,6 +133,21 @@ class PluginTest(unittest.TestCase):
         self.assertEqual(code, 1, output)
         self.assertIn("1 failed, 2 passed, 2 skipped", output)
         self.assertIn("/MARK-plugin-failing", output)
+
+    def test_logs_of_failed_starts_are_kept_only_for_failing_tests(self):
+        self.write("test_crash.py", CRASH_TESTS)
+        tmp = tempfile.mkdtemp(prefix="t5-plugin-tmp-")
+        self.addCleanup(_rmtree, tmp)
+        code, output = run(["-m", "pytest", "-p", "harness.pytest_plugin", "-p",
+                            "no:cacheprovider", "-rA", "test_crash.py"], self.dir,
+                           extra_env={"TMPDIR": tmp})
+        self.assertEqual(code, 1, output)
+        self.assertIn("1 failed, 1 passed", output)
+        left = os.listdir(tmp)
+        self.assertEqual(len(left), 1, (left, output))  # the failing test's log only
+        with open(os.path.join(tmp, left[0], "server.log")) as f:
+            self.assertIn("crash-marker-unexpected", f.read())
+        self.assertIn(os.path.join(tmp, left[0], "server.log"), output)  # its path is shown
 
     def test_bad_defaults_are_named(self):
         self.write("test_plugin.py", "def test_it(harness_server):\n    harness_server('x=1')\n")

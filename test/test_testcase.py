@@ -15,6 +15,8 @@ import contextlib
 import http.client
 import io
 import os
+import re
+import shutil
 import socket
 import stat
 import sys
@@ -191,6 +193,25 @@ class FailureReportTest(unittest.TestCase):
         text = reports(result)
         self.assertIn("ServerStartError", text)
         self.assertEqual(text.count("crash-marker: config missing"), 1, text)
+        # The test failed: the log is kept where the message says.
+        kept = re.search(r"kept at (\S+server\.log)", text).group(1)
+        self.addCleanup(shutil.rmtree, os.path.dirname(kept), True)
+        with open(kept) as f:
+            self.assertIn("crash-marker: config missing", f.read())
+
+    def test_a_start_failure_the_test_expected_leaves_no_log_behind(self):
+        kept: List[str] = []
+
+        class Case(ServerTestCase):
+            def test_expects_the_crash(self):
+                with self.assertRaises(ServerStartError) as caught:
+                    self.start_server(CRASHING_APP, start_timeout=30)
+                kept.append(caught.exception.log_path)
+                self.assertTrue(os.path.exists(kept[0]))  # kept while the test runs
+
+        result = run_case(Case)
+        self.assertTrue(result.wasSuccessful(), reports(result))
+        self.assertFalse(os.path.exists(os.path.dirname(kept[0])))
 
     def test_report_survives_buffered_output(self):
         class Case(ServerTestCase):

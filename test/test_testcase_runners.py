@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from _support import python_env
 from test_testcase import APP
@@ -110,8 +110,10 @@ def child_env() -> Dict[str, str]:
     return env
 
 
-def run(args: List[str], cwd: str) -> Tuple[int, str]:
-    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=child_env(),
+def run(args: List[str], cwd: str, extra_env: Optional[Dict[str, str]] = None) -> Tuple[int, str]:
+    env = child_env()
+    env.update(extra_env or {})
+    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, timeout=HANG)
     return proc.returncode, proc.stdout
