@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f".{module_name}", __package__)
         module.configure(sub)  # type: ignore[attr-defined]
         sub.set_defaults(handler=module.run)  # type: ignore[attr-defined]
-    demo = commands.add_parser("demo", help="a guided tour: start a server, talk to it, stop it",
-                               add_help=False)
+    # prefix_chars="\0": every word after "demo" (--help, --show-failure) goes to the demo.
+    demo = commands.add_parser("demo", help="run a small suite of real servers and compare its "
+                               "time with fixed sleeps", add_help=False, prefix_chars="\0")
     demo.add_argument("args", nargs=argparse.REMAINDER)
     demo.set_defaults(handler=_demo)
     return parser
