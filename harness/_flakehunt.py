@@ -599,6 +599,8 @@ def run(args: argparse.Namespace) -> int:
                 elif args.until_fail and any(r.outcome not in ("pass", "interrupted")
                                              for r in results):
                     hunt.stop("--until-fail: first failure seen")
+            # The last runs may finish together, after the last update above.
+            progress.update(list(hunt.results), time.monotonic() - hunt.started)
         except KeyboardInterrupt:
             interrupted = EXIT_INTERRUPTED
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
