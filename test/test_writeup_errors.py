@@ -60,7 +60,6 @@ Server((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
 SUITE = '''
 import unittest
 from harness.testcase import ServerTestCase
-from test_testcase import reserve_window
 
 APP = {app!r}
 
