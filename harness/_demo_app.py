@@ -40,6 +40,7 @@ def memory_test():
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else each answer waits ~40 ms for a delayed ACK
 
     def do_GET(self):
         route = routes.get(self.path)

@@ -39,6 +39,7 @@ def register_routes():
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else each answer waits ~40 ms for a delayed ACK
 
     def do_GET(self):
         route = routes.get(self.path)
