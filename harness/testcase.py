@@ -140,11 +140,11 @@ class _ReportingResult:
 class _TestState:
     """What one run of one test started: servers, port leases, a temp root."""
 
-    def __init__(self, baseline: Sequence[int]) -> None:
+    def __init__(self, baseline: Sequence[Any]) -> None:
         self.servers: List[Any] = []
         self.leases: Dict[int, Any] = {}
         self.temp_root: Optional[str] = None
-        self.baseline = set(baseline)  # ids of servers alive before the test
+        self.baseline = list(baseline)  # servers alive before the test (held: ids stay theirs)
         self.kept_logs: List[str] = []  # logs harness kept after a failed start
         self.reported = False  # an error or failure of this test was reported
 
@@ -221,7 +221,7 @@ class ServerTestMixin:
     def run(self, result: Any = None) -> Any:
         if result is None:  # direct test.run(): nobody to report to but the default
             return super().run(result)  # type: ignore[misc]
-        self._harness = _TestState(baseline=[id(s) for s in _live_servers()])
+        self._harness = _TestState(baseline=_live_servers())
         # The first cleanup registered runs last, after every server's stop.
         self.addCleanup(self._harness_check_leftovers)  # type: ignore[attr-defined]
         try:
@@ -247,7 +247,7 @@ class ServerTestMixin:
     def _harness_state(self) -> _TestState:
         state = self.__dict__.get("_harness")
         if state is None:  # run() was bypassed (e.g. debug())
-            state = self._harness = _TestState(baseline=[id(s) for s in _live_servers()])
+            state = self._harness = _TestState(baseline=_live_servers())
         return state
 
     # ------------------------------------------------------------ servers
@@ -341,9 +341,8 @@ class ServerTestMixin:
         state = self.__dict__.get("_harness")
         if state is None or not self.check_leftover_servers:
             return
-        shared = {id(s) for s in self._harness_class_servers_of()}
-        left = [s for s in _live_servers()
-                if id(s) not in state.baseline and id(s) not in shared]
+        known = {id(s) for s in state.baseline + self._harness_class_servers_of()}
+        left = [s for s in _live_servers() if id(s) not in known]
         if not left:
             return
         names = []
