@@ -24,7 +24,10 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# tools/bench/http.py would shadow the stdlib's http package: drop this folder.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.join(_HERE, "..", ".."))
 
 import harness  # noqa: E402
 from harness import ports as harness_ports  # noqa: E402
