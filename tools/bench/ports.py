@@ -134,12 +134,17 @@ def _worker(method: str, picks: int, hold: float, gap: float, barrier, noise_sin
             thread.start()
     barrier.wait()
     holds: List[Tuple[int, float, float]] = []
-    failures = 0
+    failures = pick_errors = 0
     pick_time = 0.0
     for _ in range(picks):
         start = time.perf_counter()
-        port = pick()
-        pick_time += time.perf_counter() - start
+        try:
+            port = pick()
+        except Exception:  # a picker that itself lost a race (or ran dry)
+            pick_errors += 1
+            continue
+        finally:
+            pick_time += time.perf_counter() - start
         if gap:
             time.sleep(gap)  # the server is starting up (benchmark workload)
         server = socket.socket()
@@ -162,7 +167,7 @@ def _worker(method: str, picks: int, hold: float, gap: float, barrier, noise_sin
     stop.set()
     for thread in noisers:
         thread.join()
-    results.put((os.getpid(), pick_time, failures, holds))
+    results.put((os.getpid(), pick_time, failures, holds, pick_errors))
 
 
 def _duplicates(per_worker: Dict[int, List[Tuple[int, float, float]]]) -> int:
@@ -213,6 +218,7 @@ def run(method: str, workers: int, picks: int, hold: float, noisy: bool, gap: fl
     return {
         "rate": picks / statistics.median(pick_times) if statistics.median(pick_times) else 0,
         "failures": sum(c[2] for c in collected),
+        "pick_errors": sum(c[4] for c in collected),
         "duplicates": _duplicates({c[0]: c[3] for c in collected}),
         "picks": workers * picks,
     }
@@ -241,7 +247,8 @@ def main() -> None:
           f"harness default range {harness_ports.default_port_range()}")
     print(f"harness single-process leases/s (acquire+release, median of 5 x 2000): "
           f"{single_process_rate():,.0f}")
-    header = f"{'method':28} {'condition':22} {'picks/s/worker':>14} {'bind fail':>10} {'dupes':>6}"
+    header = (f"{'method':28} {'condition':22} {'picks/s/worker':>14} {'pick err':>9} "
+              f"{'bind fail':>10} {'dupes':>6}")
     print(header)
     print("-" * len(header))
     conditions = [("quiet", False, 0.0), ("outgoing conns", True, 0.0),
@@ -253,7 +260,8 @@ def main() -> None:
                 continue
             result = run(method, args.workers, args.picks, args.hold_ms / 1000, noisy, gap)
             print(f"{method:28} {condition:22} {result['rate']:14,.0f} "
-                  f"{result['failures']:10d} {result['duplicates']:6d}")
+                  f"{result['pick_errors']:9d} {result['failures']:10d} "
+                  f"{result['duplicates']:6d}")
 
 
 if __name__ == "__main__":
