@@ -230,6 +230,47 @@ class FailureReportTest(unittest.TestCase):
         self.assertIn("/buffered-run", text)
 
 
+class MinimalResult:
+    """A duck-typed result with no addSubTest and no failure lists (as some runners have)."""
+
+    def __init__(self) -> None:
+        self.events: List[Any] = []
+
+    def startTest(self, test: Any) -> None:
+        self.events.append("start")
+
+    def stopTest(self, test: Any) -> None:
+        self.events.append("stop")
+
+    def addSuccess(self, test: Any) -> None:
+        self.events.append("success")
+
+    def addFailure(self, test: Any, err: Any) -> None:
+        self.events.append(("failure", err[1]))
+
+    def addError(self, test: Any, err: Any) -> None:
+        self.events.append(("error", err[1]))
+
+
+class ResultProxyTest(unittest.TestCase):
+    def test_a_duck_typed_result_gets_the_tail_as_a_note_and_no_fake_methods(self):
+        class Case(ServerTestCase):
+            def test_fails(self):
+                self.start_server(APP).get("/for-the-minimal-result")
+                with self.subTest(n=1):  # without addSubTest, unittest reports it plainly
+                    self.fail("boom")
+
+        result = MinimalResult()
+        Case("test_fails").run(result)
+        failures = [e for e in result.events if isinstance(e, tuple)]
+        self.assertEqual(len(failures), 1, result.events)
+        notes = getattr(failures[0][1], "__notes__", [])
+        self.assertEqual(len(notes), 1)
+        self.assertIn("/for-the-minimal-result", notes[0])
+        self.assertEqual(result.events[0], "start")
+        self.assertEqual(result.events[-1], "stop")
+
+
 class CleanupTest(unittest.TestCase):
     """Servers go away whatever happens to the test."""
 
