@@ -251,6 +251,9 @@ class MinimalResult:
     def addError(self, test: Any, err: Any) -> None:
         self.events.append(("error", err[1]))
 
+    def addDuration(self, test: Any, elapsed: float) -> None:
+        pass  # 3.12+ warns without it
+
 
 class ResultProxyTest(unittest.TestCase):
     def test_a_duck_typed_result_gets_the_tail_as_a_note_and_no_fake_methods(self):
