@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 
 from .errors import ServerStartError
-from .testcase import LOG_TAIL_LINES, _check_arguments, _server_block, remove_kept_log
+from .testcase import (LOG_TAIL_LINES, _check_arguments, _server_block, merge_arguments,
+                       remove_kept_log)
 
 _SERVERS_ATTR = "_harness_servers"
 _KEPT_ATTR = "_harness_kept_logs"  # logs kept after a failed start
@@ -54,18 +55,8 @@ def harness_server(request: Any,
 
     def start(app_code: Optional[str] = None, **kwargs: Any) -> Any:
         _check_arguments("harness_server()", kwargs)
-        arguments = dict(harness_server_defaults)
-        if app_code is not None or "app_code" in kwargs or "argv" in kwargs:
-            arguments.pop("app_code", None)
-            arguments.pop("argv", None)
-        arguments.update(kwargs)
-        if app_code is not None:
-            arguments["app_code"] = app_code
-        if arguments.get("port") is not None:
-            arguments.pop("port_range", None)  # a default range does not apply to a fixed port
-            # A port from free_port: the server takes its lease over (no window
-            # in which another process could lease it).
-        arguments.setdefault("name", request.node.name)
+        # A port from free_port is fine: the server takes its lease over.
+        arguments = merge_arguments(harness_server_defaults, app_code, kwargs, request.node.name)
         server = ServerProcess(**arguments)
         servers.append(server)
         try:

@@ -164,6 +164,26 @@ def _check_arguments(owner: str, kwargs: Mapping[str, Any]) -> None:
                             f"known: {', '.join(known)}")
 
 
+def merge_arguments(defaults: Mapping[str, Any], app_code: Optional[str],
+                    kwargs: Mapping[str, Any], name: str) -> Dict[str, Any]:
+    """``ServerProcess`` arguments: the defaults, overridden by the call.
+
+    The program the call names (``app_code`` or ``argv``) replaces the
+    default one, and a fixed ``port`` replaces a default ``port_range``.
+    """
+    arguments = dict(defaults)
+    if app_code is not None or "app_code" in kwargs or "argv" in kwargs:
+        arguments.pop("app_code", None)
+        arguments.pop("argv", None)
+    if kwargs.get("port") is not None:
+        arguments.pop("port_range", None)
+    arguments.update(kwargs)
+    if app_code is not None:
+        arguments["app_code"] = app_code
+    arguments.setdefault("name", name)
+    return arguments
+
+
 def remove_kept_log(log_path: str) -> None:
     """Remove the private dir harness kept a failed start's log in, if it is ours.
 
@@ -261,18 +281,11 @@ class ServerTestMixin:
                             f"arguments, got {defaults!r}")
         _check_arguments(f"{cls.__name__}.server_defaults", defaults)
         _check_arguments(f"{cls.__name__}.start_server()", kwargs)
-        arguments = dict(defaults)
-        if app_code is not None or "app_code" in kwargs or "argv" in kwargs:
-            arguments.pop("app_code", None)  # the program the call names replaces the default
-            arguments.pop("argv", None)
-        arguments.update(kwargs)
-        if app_code is not None:
-            arguments["app_code"] = app_code
+        arguments = merge_arguments(defaults, app_code, kwargs, default_name)
         if cls.port_range is not None and arguments.get("port") is None \
                 and arguments.get("port_range") is None:
             arguments["port_range"] = check_port_range(cls.port_range,
                                                        f"{cls.__name__}.port_range")
-        arguments.setdefault("name", default_name)
         return arguments
 
     def start_server(self, app_code: Optional[str] = None, **kwargs: Any) -> Any:

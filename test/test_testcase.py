@@ -575,6 +575,20 @@ class ConfigurationTest(unittest.TestCase):
         self.assertIn("BadRange.port_range", reports(run_case(BadRange)))
         self.assertIn("'helth' is not a ServerProcess argument", reports(run_case(BadKeyword)))
 
+    def test_a_fixed_port_in_the_call_replaces_a_default_port_range(self):
+        seen: List[Any] = []
+
+        class Case(ServerTestCase):
+            server_defaults = {"port_range": (61000, 64999)}
+
+            def test_it(self):
+                port = self.get_next_port()
+                seen.append((port, self.start_server(APP, port=port).port))
+
+        result = run_case(Case)
+        self.assertTrue(result.wasSuccessful(), reports(result))
+        self.assertEqual(seen[0][0], seen[0][1])
+
     def test_argv_in_the_call_replaces_an_app_code_default(self):
         seen: List[Any] = []
 
