@@ -39,6 +39,24 @@ def short_cmdline(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _stat_fields(pid: int) -> Optional[List[bytes]]:
+    """Fields 3 on of /proc/<pid>/stat (state first), or ``None`` if it is gone.
+
+    The command name (field 2) may hold spaces and parentheses, so the
+    fields after it are split from the last ')'.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2:].split()
+
+
+# Indexes into _stat_fields (field number - 3).
+_STATE, _PPID, _STARTTIME = 0, 1, 19
+
+
 def identity(pid: int) -> Optional[str]:
     """A token that tells this process apart from a later one with the same pid.
 
@@ -47,15 +65,8 @@ def identity(pid: int) -> Optional[str]:
     psutil or /proc, cannot be looked at).
     """
     if HAVE_PROC:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            return None
-        # The command name (field 2) may hold spaces and parentheses:
-        # fields after it are split from the last ')'.
-        fields = stat[stat.rfind(b")") + 2:].split()
-        return f"{pid}:{fields[19].decode()}"  # field 22: starttime in ticks
+        fields = _stat_fields(pid)
+        return None if fields is None else f"{pid}:{fields[_STARTTIME].decode()}"
     if HAVE_PSUTIL:
         try:
             return f"{pid}:{psutil.Process(pid).create_time():.6f}"
@@ -80,12 +91,8 @@ def is_alive(ident: str) -> bool:
 
 def _is_zombie(pid: int) -> bool:
     if HAVE_PROC:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            return True
-        return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
+        fields = _stat_fields(pid)
+        return fields is None or fields[_STATE] in (b"Z", b"X")
     if HAVE_PSUTIL:
         try:
             return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -156,15 +163,15 @@ def start_time(pid: int) -> Optional[float]:
         except (psutil.Error, OSError):
             return None
     if HAVE_PROC:
+        fields = _stat_fields(pid)
         try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
             with open("/proc/stat", "rb") as f:
                 boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
         except (OSError, StopIteration, ValueError):
             return None
-        ticks = int(stat[stat.rfind(b")") + 2:].split()[19])
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
+        if fields is None:
+            return None
+        return boot + int(fields[_STARTTIME]) / os.sysconf("SC_CLK_TCK")
     return None
 
 
@@ -179,12 +186,8 @@ def all_pids() -> List[int]:
 
 def parent_pid(pid: int) -> Optional[int]:
     if HAVE_PROC:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            return None
-        return int(stat[stat.rfind(b")") + 2:].split()[1])
+        fields = _stat_fields(pid)
+        return None if fields is None else int(fields[_PPID])
     if HAVE_PSUTIL:
         try:
             return psutil.Process(pid).ppid()

@@ -43,14 +43,8 @@ def quiet_window(size: int, low: int = 4000, high: int = 8999) -> range:
 
 
 def ipv6_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
+    from harness._procinfo import has_ipv6_loopback
+    return has_ipv6_loopback()
 
 
 def open_fds() -> List[int]:
