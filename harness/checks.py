@@ -180,7 +180,7 @@ def json_mismatch(body: bytes, spec: JsonSpec) -> str:
 
 
 class LogCheck(Check):
-    """Ready when ``pattern`` (a regex) appears in the server's output.
+    """Ready when ``pattern`` (a regex) appears in a complete line of the server's output.
 
     The log is read incrementally, so a chatty server costs no more per
     probe than what it wrote since the last one.  Once seen, it stays seen
@@ -218,11 +218,18 @@ class LogCheck(Check):
             except OSError as exc:
                 return Outcome(False, f"log unreadable ({type(exc).__name__})", str(exc))
             offset = start + len(chunk)
-            # Search only complete lines plus a tail, so "$" and lines split
-            # across reads behave; keep the last 4 KiB in case a match spans.
+            # Search complete lines only: a line still being written ("port 80"
+            # of "port 8080") must not match early.  The partial line, and the
+            # last few KiB of whole lines for patterns that span lines, are
+            # carried over to the next read.
             text = carry + chunk.decode("utf-8", "replace")
-            matched = self.pattern.search(text) is not None
-            carry = text[-4096:]
+            cut = text.rfind("\n") + 1
+            complete, partial = text[:cut], text[cut:]
+            matched = self.pattern.search(complete) is not None
+            kept = complete[-4096:]
+            if len(complete) > 4096:
+                kept = kept[kept.find("\n") + 1:]  # start at a line boundary
+            carry = kept + partial
         self._state[path] = (launch, offset, carry, matched)
         if matched:
             return Outcome(True, "pattern seen in log")

@@ -175,6 +175,16 @@ class LogCheckTest(unittest.TestCase):
         self.assertTrue(check.probe(server, 1).ok)
         self.assertTrue(check.probe(server, 1).ok)
 
+    def test_a_line_still_being_written_does_not_match(self) -> None:
+        # "port 80" is the start of "port 8080": matching it would report the
+        # wrong port (and a half-written line), so only complete lines count.
+        check = LogCheck(r"port \d+")
+        server = FakeServer(log_path=self.path)
+        self.append("listening on port 80")
+        self.assertFalse(check.probe(server, 1).ok)
+        self.append("80\n")
+        self.assertTrue(check.probe(server, 1).ok)
+
     def test_new_launch_starts_over(self) -> None:
         check = LogCheck("ready")
         server = FakeServer(log_path=self.path)
