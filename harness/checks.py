@@ -16,7 +16,9 @@ import socket
 from collections import OrderedDict
 from typing import Any, Callable, Dict, NamedTuple, Optional, Pattern, Tuple, Union
 
+from . import _jsonspec
 from ._config import scaled
+from ._jsonspec import JsonSpec
 from ._wait import Deadline
 
 # One probe never waits longer than this (or the time left, if less).
@@ -91,14 +93,14 @@ class TcpCheck(Check):
         return "TcpCheck()"
 
 
-JsonSpec = Dict[str, Any]
 
 
 class HttpCheck(Check):
     """Ready when ``GET path`` answers ``status`` and, optionally, the right JSON.
 
-    ``json`` maps required keys to an expected value, a type (``str``) or a
-    predicate (``lambda v: v > 0``).  A 200 whose JSON does not match is
+    ``json`` maps required keys to an expected value, a type (``str``), a
+    nested dict or a predicate (``lambda v: v > 0``), or is a predicate over
+    the whole document: the same spec as ``request(expect_json=...)``.  A 200 whose JSON does not match is
     "not ready yet" -- the incident's ``KeyError: 'message'`` -- and the
     error names the missing or wrong key if it never matches.
     Probes use GET (not HEAD), ``Connection: close`` and the numeric address.
@@ -116,8 +118,7 @@ class HttpCheck(Check):
             raise TypeError(f"status must be an int, got {status!r}")
         if not 100 <= status <= 599:
             raise ValueError(f"status must be an HTTP status 100..599, got {status}")
-        if json is not None and not isinstance(json, dict):
-            raise TypeError(f"json must be a dict of key -> value, type or predicate, got {json!r}")
+        _jsonspec.check_spec(json, "json")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.path = path
@@ -151,32 +152,13 @@ class HttpCheck(Check):
 
 
 def json_mismatch(body: bytes, spec: JsonSpec) -> str:
-    """Why ``body`` does not satisfy ``spec`` (``""`` if it does)."""
+    """Why ``body`` does not satisfy ``spec``, as a countable label (``""`` if it does)."""
     try:
         data = _json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return "body is not JSON"
-    if not isinstance(data, dict):
-        return f"JSON is a {type(data).__name__}, not an object"
-    for key, expected in spec.items():
-        if key not in data:
-            return f"JSON missing {key!r}"
-        value = data[key]
-        if isinstance(expected, type):
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                return (f"JSON {key!r} is {type(value).__name__}, "
-                        f"expected {expected.__name__}")
-        elif callable(expected):
-            try:
-                passed = bool(expected(value))
-            except Exception as exc:  # a predicate's bug is a finding, not a crash
-                return f"JSON {key!r} check raised {type(exc).__name__}"
-            if not passed:
-                name = getattr(expected, "__name__", "predicate")
-                return f"JSON {key!r} failed {name}"
-        elif value != expected:
-            return f"JSON {key!r} is {value!r}, expected {expected!r}"
-    return ""
+    problem = _jsonspec.mismatch(data, spec)
+    return problem.label if problem else ""
 
 
 class LogCheck(Check):

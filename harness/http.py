@@ -22,6 +22,7 @@ import random
 import time
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
+from . import _jsonspec
 from ._config import scaled
 from ._httpcore import (IDEMPOTENT_METHODS, ExpectStatus, Target, check_expect_status,
                         check_method, encode_body, error_kind, is_collection, status_matches,
@@ -199,69 +200,6 @@ class Response:
                 f"{len(self.body)} bytes, {self.attempts} {tries}, {self.elapsed:.3f}s>")
 
 
-def _check_expect_json(value: object) -> ExpectJson:
-    if value is None or isinstance(value, Mapping) or callable(value):
-        return value  # type: ignore[return-value]
-    raise TypeError("expect_json must be a dict of key -> expected value, type or predicate, "
-                    f"or a predicate over the whole document, got {value!r}")
-
-
-def _type_name(expected: Any) -> str:
-    if isinstance(expected, tuple):
-        return " or ".join(_type_name(t) for t in expected)
-    return getattr(expected, "__name__", repr(expected))
-
-
-def _is_type_spec(expected: Any) -> bool:
-    return isinstance(expected, type) or (
-        isinstance(expected, tuple) and expected != () and
-        all(isinstance(t, type) for t in expected))
-
-
-def _instance_of(value: Any, expected: Any) -> bool:
-    """isinstance, except that JSON true/false is not an int or a float."""
-    types = expected if isinstance(expected, tuple) else (expected,)
-    if isinstance(value, bool):
-        return bool in types or object in types
-    return isinstance(value, types)
-
-
-def _same_value(value: Any, expected: Any) -> bool:
-    return value == expected and isinstance(value, bool) == isinstance(expected, bool)
-
-
-def _mismatch(value: Any, expected: Any, where: str) -> Optional[str]:
-    """Why ``value`` (found at ``where``) does not match ``expected``, or None."""
-    if isinstance(expected, Mapping):
-        if not isinstance(value, dict):
-            return (f"{where} should be a JSON object with keys {sorted(map(str, expected))}, "
-                    f"got {type(value).__name__} {value!r:.80}")
-        for key, want in expected.items():
-            inner = f"JSON key {key!r}" if where == "the JSON document" else f"{where}[{key!r}]"
-            if key not in value:
-                present = ", ".join(repr(k) for k in list(value)[:20]) or "none"
-                return f"{inner} is missing (keys present: {present})"
-            problem = _mismatch(value[key], want, inner)
-            if problem:
-                return problem
-        return None
-    if _is_type_spec(expected):
-        if _instance_of(value, expected):
-            return None
-        return (f"{where} should be of type {_type_name(expected)}, "
-                f"got {type(value).__name__} {value!r:.80}")
-    if callable(expected):
-        name = getattr(expected, "__name__", "predicate")
-        try:
-            verdict = expected(value)
-        except Exception as exc:  # a predicate that raises is a "no", with its reason
-            return f"{where} = {value!r:.80} failed the check {name}: {type(exc).__name__}: {exc}"
-        return None if verdict else f"{where} = {value!r:.80} failed the check {name}"
-    if _same_value(value, expected):
-        return None
-    return f"{where} should be {expected!r:.80}, got {value!r:.80}"
-
-
 def _validate(response: Response, expect_status: ExpectStatus, expect_json: ExpectJson,
               note: str) -> None:
     if expect_status is not None and not status_matches(response.status, expect_status):
@@ -275,9 +213,10 @@ def _validate(response: Response, expect_status: ExpectStatus, expect_json: Expe
             f"{response._describe()}, expected status {wanted}{note}; {response.excerpt()}",
             response=response)
     if expect_json is not None:
-        problem = _mismatch(response.json(), expect_json, "the JSON document")
+        problem = _jsonspec.mismatch(response.json(), expect_json)
         if problem:
-            raise ResponseInvalid(f"{response._describe()}, but {problem}; {response.excerpt()}",
+            raise ResponseInvalid(f"{response._describe()}, but {problem.detail}; "
+                                  f"{response.excerpt()}",
                                   response=response)
 
 
@@ -362,7 +301,7 @@ def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json
     total = check_timeout(deadline, "deadline", allow_none=True)
     policy = _check_retry(retry)
     expect_status = check_expect_status(expect_status)
-    expect_json = _check_expect_json(expect_json)
+    expect_json = _jsonspec.check_spec(expect_json, "expect_json")
     if diagnostics is not None and not callable(diagnostics):
         raise TypeError(f"diagnostics must be a callable returning str, got {diagnostics!r}")
 

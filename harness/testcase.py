@@ -442,10 +442,11 @@ class ServerTestMixin:
         type or a predicate; or a predicate over the document).  Returns it.
         """
         from .errors import ResponseInvalid
-        from .http import _check_expect_json, _validate
+        from ._jsonspec import check_spec
+        from .http import _validate
         from ._httpcore import check_expect_status
         expect_status = check_expect_status(status)
-        expect_json = _check_expect_json(json)
+        expect_json = check_spec(json, "json")
         if not (hasattr(response, "status") and hasattr(response, "body")):
             raise TypeError(f"response must be a harness Response, got {response!r}")
         try:

@@ -11,7 +11,7 @@ import unittest
 
 from harness._wait import Deadline
 from harness.checks import (CallableCheck, HttpCheck, LogCheck, Outcome, Tally, TcpCheck,
-                            as_check, json_mismatch, poll_interval, wait_ready)
+                            as_check, poll_interval, wait_ready)
 
 
 class FakeServer:
@@ -69,6 +69,7 @@ class HttpCheckTest(unittest.TestCase):
             "/missing": (200, json.dumps({"status": "starting"}).encode()),
             "/text": (200, b"hello"),
             "/list": (200, b"[1, 2]"),
+            "/nested": (200, json.dumps({"db": {"ready": True, "pool": 4}}).encode()),
         })
         cls.addClassCleanup(cls.server.close)
         cls.fake = FakeServer(cls.server.port)
@@ -100,6 +101,24 @@ class HttpCheckTest(unittest.TestCase):
             return v > 10
         self.assertEqual(self.probe(HttpCheck("/health", json={"n": positive_and_big})).label,
                          "JSON 'n' failed positive_and_big")
+
+    def test_same_spec_language_as_expect_json(self) -> None:
+        # Nested dicts, tuples of types, JSON true not an int, and a predicate
+        # over the whole document: what request(expect_json=...) accepts.
+        self.assertTrue(self.probe(HttpCheck("/nested", json={"db": {"ready": True}})).ok)
+        self.assertTrue(self.probe(HttpCheck("/nested", json={"db": {"pool": (int, float)}})).ok)
+        self.assertEqual(self.probe(HttpCheck("/nested", json={"db": {"ready": int}})).label,
+                         "JSON 'db'['ready'] is bool, expected int")
+        self.assertEqual(self.probe(HttpCheck("/nested", json={"db": {"up": bool}})).label,
+                         "JSON missing 'db'['up']")
+
+        def pool_is_big(doc: dict) -> bool:
+            return doc["db"]["pool"] > 10
+        self.assertEqual(self.probe(HttpCheck("/nested", json=pool_is_big)).label,
+                         "JSON failed pool_is_big")
+        with self.assertRaises(TypeError) as caught:
+            HttpCheck(json=["message"])  # type: ignore[arg-type]
+        self.assertIn("json must be", str(caught.exception))
 
     def test_not_json_and_not_object(self) -> None:
         self.assertEqual(self.probe(HttpCheck("/text", json={"a": 1})).label, "body is not JSON")

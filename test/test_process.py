@@ -15,7 +15,7 @@ from test_process_helpers import (OK_APP, NoLeftoversMixin, my_harness_dirs, pid
                                   remove_kept, server_argv)
 
 from harness import _procinfo
-from harness.checks import HttpCheck, LogCheck, TcpCheck
+from harness.checks import HttpCheck, LogCheck
 from harness.errors import HarnessError, PortUnavailable, ServerNotReady, ServerStartError
 from harness.process import ServerProcess, start_server
 
@@ -287,12 +287,6 @@ class TimeoutFactorTest(NoLeftoversMixin, unittest.TestCase):
 
 
 class HttpWrapperTest(NoLeftoversMixin, unittest.TestCase):
-    def setUp(self) -> None:
-        super().setUp()
-        try:
-            import harness.http  # noqa: F401
-        except ImportError:
-            self.skipTest("harness.http not available yet")
 
     def test_get_and_error_carries_log_tail(self) -> None:
         app = "print('a line from the server log', flush=True)\n" + OK_APP
@@ -303,10 +297,6 @@ class HttpWrapperTest(NoLeftoversMixin, unittest.TestCase):
             self.assertIn("a line from the server log", str(ctx.exception))
 
     def test_memory(self) -> None:
-        try:
-            import harness.memory  # noqa: F401
-        except ImportError:
-            self.skipTest("harness.memory not available yet")
         with start_server(OK_APP) as server:
             self.assertGreater(server.memory(), 1 << 20)
 

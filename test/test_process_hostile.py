@@ -97,7 +97,7 @@ class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
             # ready only after the two passes that followed the five 404s
             self.assertEqual(hits[-2:], ["HTTP 200", "HTTP 200"])
             self.assertEqual(hits.count("HTTP 404"), 5)
-            self.assertEqual(server.get("/health").status, 200) if _has_http() else None
+            self.assertEqual(server.get("/health").status, 200)
 
     def test_late_routes_forever_lists_404s(self) -> None:
         error = self.expect_failure(ServerNotReady, server_argv("late_routes.py"),
@@ -160,7 +160,6 @@ class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
         # its answers must never count as "ready".
         if not _procinfo.HAVE_PROC:
             self.skipTest("listener ownership is proven through /proc")
-        import socket
         import threading
         import http.server
         import sys
@@ -187,14 +186,6 @@ class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
             server.start()
         remove_kept(ctx.exception.log_path)
         self.assertIn(f"port answered by another process: pid {os.getpid()}", str(ctx.exception))
-
-
-def _has_http() -> bool:
-    try:
-        import harness.http  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

@@ -632,7 +632,7 @@ class AssertionsTest(unittest.TestCase):
         case = ServerTestCase()
         with self.assertRaisesRegex(TypeError, "response"):
             case.assertResponse({"status": 200})
-        with self.assertRaisesRegex(TypeError, "expect_json"):
+        with self.assertRaisesRegex(TypeError, "json must be"):
             case.assertResponse(make_response(200, b"{}"), json=["message"])
         with self.assertRaisesRegex(ValueError, "HTTP status"):
             case.assertResponse(make_response(200, b"{}"), status=[999])
