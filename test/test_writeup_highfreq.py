@@ -54,7 +54,10 @@ class HighFrequencyTest(ServerTestCase):
                       expect_status=200)
         self.assertEqual((result.ok, result.failed), (500, 0), str(result))
         self.assertEqual(result.errors, {})
-        self.assertEqual(result.connections, 16)  # keep-alive: no connection per request
+        # Keep-alive: at most one connection per worker, never one per request.
+        # (Fewer than 16 when a fast worker took a late worker's share before
+        # it connected: workers connect lazily.)
+        self.assertTrue(1 <= result.connections <= 16, str(result))
 
     def test_the_server_still_answers_after_the_burst(self):
         load(self.server.url + "/ping", requests=200, concurrency=8)
