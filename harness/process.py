@@ -427,10 +427,11 @@ class ServerProcess:
                                                      if self.handoff else ""),
                  f"  readiness {self.check!r}, {self.ready_successes} passes in a row needed: "
                  f"{result.tally.summary()}"]
-        for label in list(result.tally.counts)[-1:]:
-            detail = result.tally.details.get(label)
-            if detail:
-                lines.append(f"  last answer ({label}): {detail[:200]!r}")
+        # What each kind of outcome looked like, the most frequent first: the
+        # last probe is often just the one the deadline cut short.
+        by_count = sorted(result.tally.counts, key=lambda lbl: -result.tally.counts[lbl])
+        for label in [lbl for lbl in by_count if result.tally.details.get(lbl)][:4]:
+            lines.append(f"  last {label}: {result.tally.details[label][:200]!r}")
         if other:
             lines.append(f"  the server listens on port {', '.join(map(str, sorted(other)))} "
                              f"instead of {self.port}: make it use $PORT (or '{{port}}' in argv)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
 import sys
 from typing import List
@@ -26,18 +27,41 @@ def spawn_python(code: str, **kwargs) -> subprocess.Popen:
                             universal_newlines=True, **kwargs)
 
 
+# The window handed out last, locked against this suite in other processes.
+_window_locks: List[socket.socket] = []
+
+
 def quiet_window(size: int, low: int = 4000, high: int = 8999) -> range:
-    """A random window of ``size`` ports below harness's default range, all free now.
+    """A random window of ``size`` free ports below harness's default range.
 
     Tests that exhaust a range use one nobody else's leases fall into
-    (harness's default range starts at 10000).
+    (harness's default range starts at 10000).  "Free now" is not enough when
+    this suite runs in several processes at once (seen: two of them picked
+    overlapping windows and one found its window exhausted), so each port
+    of the window is also locked with an abstract Unix socket (Linux) that
+    other copies of this function respect.  The locks are held until the
+    next call in this process, i.e. for the rest of the test that asked.
     """
     from harness import is_port_free
+    for lock in _window_locks:
+        lock.close()
+    del _window_locks[:]
     for _ in range(200):
         start = random.randint(low, high - size)
         window = range(start, start + size)
-        if all(is_port_free(p) for p in window):
-            return window
+        try:
+            if sys.platform.startswith("linux"):
+                for port in window:
+                    lock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    _window_locks.append(lock)
+                    lock.bind(f"\0harness-test-window-{port}")
+            if all(is_port_free(p) for p in window):
+                return window
+        except OSError:  # another process of this suite holds part of it
+            pass
+        for lock in _window_locks:
+            lock.close()
+        del _window_locks[:]
     raise RuntimeError(f"no free window of {size} ports in {low}-{high}")
 
 
