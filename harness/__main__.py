@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 from typing import List, Optional
@@ -57,11 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec(f"{__package__}._demo") is None:
-        print("demo not available yet", file=sys.stderr)
-        return 1
-    module = importlib.import_module("._demo", __package__)
-    return int(module.main(args.args) or 0)
+    from . import _demo  # imported only when asked for: it brings the bundled servers
+    return int(_demo.main(args.args) or 0)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

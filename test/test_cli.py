@@ -1,10 +1,9 @@
-"""``python -m harness``: help, usage errors, ``port``, ``who`` and the ``demo`` stub.
+"""``python -m harness``: help, usage errors, ``port``, ``who`` and the ``demo`` dispatch.
 
 Every command runs as a subprocess, as a user would run it.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import select
@@ -228,16 +227,9 @@ class WhoCommandTest(unittest.TestCase):
         self.assertIn(f"port {lease.port} is leased by harness to:\n  pid {os.getpid()} ", out)
 
 
-HAVE_DEMO = importlib.util.find_spec("harness._demo") is not None
 
 
 class DemoDispatchTest(unittest.TestCase):
-    @unittest.skipIf(HAVE_DEMO, "the demo exists")
-    def test_demo_says_it_is_not_available(self) -> None:
-        code, out, err = harness("demo")
-        self.assertEqual((code, out, err.strip()), (1, "", "demo not available yet"))
-
-    @unittest.skipUnless(HAVE_DEMO, "no demo yet")
     def test_demo_gets_its_arguments(self) -> None:
         code, out, err = harness("demo", "--help")
         self.assertEqual(code, 0, err)
