@@ -27,6 +27,27 @@ def spawn_python(code: str, **kwargs) -> subprocess.Popen:
                             universal_newlines=True, **kwargs)
 
 
+class ChildProcessesMixin:
+    """Processes a test appends to ``self.procs`` are killed, reaped and their
+    pipes closed when the test ends, whatever happened in it."""
+
+    procs: List[subprocess.Popen]
+
+    def setUp(self) -> None:
+        super().setUp()  # type: ignore[misc]
+        self.procs = []
+        self.addCleanup(self._end_procs)  # type: ignore[attr-defined]
+
+    def _end_procs(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(60)
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
 # The window handed out last, locked against this suite in other processes.
 _window_locks: List[socket.socket] = []
 

@@ -13,7 +13,7 @@ import sys
 import unittest
 from typing import List, Tuple
 
-from _support import ROOT, ipv6_available, python_env, quiet_window
+from _support import ChildProcessesMixin, ROOT, ipv6_available, python_env, quiet_window
 
 from harness import _marker, _procinfo, _wait, ports
 
@@ -121,20 +121,7 @@ class PortCommandTest(unittest.TestCase):
         self.assertTrue(ports.is_port_free(data["port"], "::1"))
 
 
-class WhoCommandTest(unittest.TestCase):
-    def setUp(self) -> None:
-        self.procs: List[subprocess.Popen] = []
-        self.addCleanup(self._end_procs)
-
-    def _end_procs(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(HANG)
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    stream.close()
-
+class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
     def marked_server(self, owner: str) -> Tuple[subprocess.Popen, int]:
         """A listening process with HARNESS_OWNER=owner; returns it and its port."""
         env = python_env()

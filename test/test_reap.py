@@ -17,9 +17,9 @@ import subprocess
 import sys
 import tempfile
 import unittest
-from typing import List, Tuple
+from typing import Tuple
 
-from _support import ROOT, python_env
+from _support import ChildProcessesMixin, ROOT, python_env
 
 from harness import _marker, _procinfo, is_port_free
 
@@ -77,20 +77,7 @@ def reap(*args: str, env: dict = None) -> Tuple[int, str, str]:
 @unittest.skipUnless(_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL,
                      "reap needs /proc or psutil to see processes")
 @unittest.skipUnless(hasattr(os, "killpg"), "POSIX only")
-class ReapTest(unittest.TestCase):
-    def setUp(self) -> None:
-        self.procs: List[subprocess.Popen] = []
-        self.addCleanup(self._end_procs)
-
-    def _end_procs(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(HANG)
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
-
+class ReapTest(ChildProcessesMixin, unittest.TestCase):
     def spawn(self, code: str, env: dict, *args: str) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-c", code] + list(args), env=env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
