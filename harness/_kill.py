@@ -50,15 +50,6 @@ def signal_token(token: str, sig: int) -> bool:
     return True
 
 
-def _proc_stat(pid: str) -> Optional[List[bytes]]:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    return raw[raw.rfind(b")") + 2:].split()
-
-
 def find_marked(name: str, value: str, started_after: Optional[int] = None) -> List[str]:
     """Tokens of live processes whose environment has ``name=value``.
 
@@ -74,10 +65,10 @@ def find_marked(name: str, value: str, started_after: Optional[int] = None) -> L
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == me:
                 continue
-            fields = _proc_stat(entry)
-            if fields is None or fields[0] in (b"Z", b"X"):
+            fields = _procinfo._stat_fields(int(entry))
+            if fields is None or fields[_procinfo._STATE] in (b"Z", b"X"):
                 continue
-            start = int(fields[19])
+            start = int(fields[_procinfo._STARTTIME])
             if started_after is not None and start < started_after:
                 continue
             try:

@@ -6,7 +6,8 @@ import random
 import socket
 import subprocess
 import sys
-from typing import List
+import unittest
+from typing import List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,7 +53,8 @@ class ChildProcessesMixin:
 _window_locks: List[socket.socket] = []
 
 
-def quiet_window(size: int, low: int = 4000, high: int = 8999) -> range:
+def quiet_window(size: int, low: int = 4000, high: int = 8999,
+                 test: Optional[unittest.TestCase] = None) -> range:
     """A random window of ``size`` free ports below harness's default range.
 
     Tests that exhaust a range use one nobody else's leases fall into
@@ -61,7 +63,8 @@ def quiet_window(size: int, low: int = 4000, high: int = 8999) -> range:
     overlapping windows and one found its window exhausted), so each port
     of the window is also locked with an abstract Unix socket (Linux) that
     other copies of this function respect.  The locks are held until the
-    next call in this process, i.e. for the rest of the test that asked.
+    next call in this process, i.e. for the rest of the test that asked;
+    with ``test``, until that test's cleanup instead.
     """
     from harness import is_port_free
     for lock in _window_locks:
@@ -77,6 +80,10 @@ def quiet_window(size: int, low: int = 4000, high: int = 8999) -> range:
                     _window_locks.append(lock)
                     lock.bind(f"\0harness-test-window-{port}")
             if all(is_port_free(p) for p in window):
+                if test is not None:  # the test owns these locks, not the next call
+                    for lock in _window_locks:
+                        test.addCleanup(lock.close)
+                    del _window_locks[:]
                 return window
         except OSError:  # another process of this suite holds part of it
             pass

@@ -17,7 +17,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import stat
 import sys
 import unittest
@@ -642,32 +641,11 @@ def reserve_window(test: unittest.TestCase, size: int) -> range:
     """``size`` consecutive free ports for ``test`` alone, until it ends.
 
     Taken above the ephemeral range (and harness's default range), where
-    nobody else's ports are, and reserved with one abstract Unix socket per
-    port, so this suite's tests running in parallel processes never pick
-    overlapping windows.
+    nobody else's ports are, and locked against this suite's tests running
+    in parallel processes (see ``quiet_window``).
     """
     from _support import quiet_window
-    from harness import is_port_free
-    for _ in range(200):
-        window = quiet_window(size, low=61000, high=64999)
-        locks: List[Any] = []
-        try:
-            if sys.platform.startswith("linux"):
-                for port in window:
-                    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    locks.append(lock)
-                    lock.bind(f"\0test-suite-port-window-{port}")
-            if all(is_port_free(port) for port in window):
-                for lock in locks:
-                    test.addCleanup(lock.close)
-                locks = []
-                return window
-        except OSError:
-            pass
-        finally:
-            for lock in locks:
-                lock.close()
-    raise RuntimeError(f"no free window of {size} ports in 61000-64999")
+    return quiet_window(size, low=61000, high=64999, test=test)
 
 
 if __name__ == "__main__":
