@@ -57,6 +57,11 @@ LEASE_NAME_PREFIX = "harness-port-"
 PORTSERVER_VAR = "PORTSERVER_ADDRESS"
 _PROBE_TIMEOUT = 0.5
 _USE_ABSTRACT = sys.platform.startswith("linux")
+# On Linux SO_REUSEADDR lets a bind() past connections in TIME_WAIT and
+# nothing else: a port with a listening or merely bound socket still gives
+# EADDRINUSE.  BSD and macOS also let a specific address share a port bound
+# on the wildcard, so there harness never sets it for ports it chooses.
+_REUSE_ONLY_SKIPS_TIME_WAIT = sys.platform.startswith("linux")
 
 
 # --------------------------------------------------------------------------
@@ -475,19 +480,35 @@ class PortAllocator:
                 self._cursor = index + 1
             yield order[index % len(order)]
 
-    def _try(self, port: int) -> Optional[PortLease]:
+    def _try(self, port: int, time_wait: Optional[List[int]] = None,
+             allow_time_wait: bool = False) -> Optional[PortLease]:
+        """Lease ``port`` if it is free; a port that is free but for connections
+        in TIME_WAIT is appended to ``time_wait`` instead (when given)."""
         if port in _registry:  # ours already; the abstract socket would say so too
             return None
         handle = _take_lease(port, self.lease_dir)
         if handle is None:
             return None
-        if not _probe(self._family, _sockaddr(self._sockaddr, port)):
+        address = _sockaddr(self._sockaddr, port)
+        if not _probe(self._family, address, allow_time_wait=allow_time_wait):
             handle.close()
+            if time_wait is not None and _REUSE_ONLY_SKIPS_TIME_WAIT \
+                    and _probe(self._family, address, allow_time_wait=True):
+                time_wait.append(port)
             return None
         return _register(PortLease(port, self.host, handle))
 
     def acquire(self) -> PortLease:
-        """Lease a free port; :class:`PortUnavailable` at once if the range has none."""
+        """Lease a free port; :class:`PortUnavailable` at once if the range has none.
+
+        Ports without any connection come first.  Only when the range has none
+        left does a port whose old connections are still in TIME_WAIT (about a
+        minute after each stop: a tight range churned by many short-lived
+        servers) qualify: every server that sets ``SO_REUSEADDR`` can bind it
+        (nearly all do, and harness's own handed-off sockets do on Linux);
+        one that does not reports "address already in use" and is relaunched
+        on another port.
+        """
         address = os.environ.get(PORTSERVER_VAR)
         if address and not self.explicit_range:
             port = _ask_portserver(address)
@@ -496,9 +517,14 @@ class PortAllocator:
                 if lease is not None:
                     return lease
         tried = 0
+        time_wait: List[int] = []
         for port in self._candidates():
             tried += 1
-            lease = self._try(port)
+            lease = self._try(port, time_wait)
+            if lease is not None:
+                return lease
+        for port in time_wait:
+            lease = self._try(port, allow_time_wait=True)
             if lease is not None:
                 return lease
         low, high = self.port_range
@@ -586,7 +612,9 @@ def listening_socket(host: str = "127.0.0.1", port: int = 0, backlog: int = 128)
     Made for handing to a server process (``pass_fds`` or fd 3 by the
     systemd convention): connections queue in the kernel from this moment,
     so the server cannot lose the port and clients cannot be refused.
-    No ``SO_REUSEADDR``: we want the bind to fail if anyone has the port.
+    The bind fails if anyone has the port: ``SO_REUSEADDR`` is set only on
+    Linux, where all it does is let the bind past connections of a stopped
+    server still in TIME_WAIT (elsewhere it can share a wildcard-bound port).
     """
     check_port(port, allow_zero=True)
     if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
@@ -594,6 +622,8 @@ def listening_socket(host: str = "127.0.0.1", port: int = 0, backlog: int = 128)
     family, sockaddr = _resolve(host)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        if _REUSE_ONLY_SKIPS_TIME_WAIT:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(_sockaddr(sockaddr, port))
         sock.listen(backlog)
     except OSError as exc:

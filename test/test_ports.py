@@ -39,6 +39,27 @@ sys.stdin.read()
 """
 
 
+def _leave_time_wait(test: unittest.TestCase, port: int) -> None:
+    """Leave a connection in TIME_WAIT on ``port``, as a stopped server does
+    when it closed a connection first (it lasts about a minute)."""
+    from harness import _procinfo, _wait
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen(1)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            conn, _ = server.accept()
+            conn.close()  # the server side closes first: its end goes to TIME_WAIT
+            test.assertEqual(client.recv(1), b"")
+    if _procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL:
+        deadline = _wait.Deadline(30.0)
+        for pause in _wait.backoff():
+            if _procinfo.time_wait_count(port) or deadline.expired:
+                break
+            time.sleep(pause)
+        test.assertGreaterEqual(_procinfo.time_wait_count(port), 1)
+
+
 class ProbeTests(unittest.TestCase):
     def check_probe(self, host: str, family: int) -> None:
         listener = socket.socket(family, socket.SOCK_STREAM)
@@ -164,6 +185,28 @@ class LeaseTests(unittest.TestCase):
         self.assertFalse(harness.is_port_free(port))  # strict: a plain bind() would fail
         with PortAllocator().acquire_port(port) as lease:  # but a real server can bind it
             self.assertEqual(lease.port, port)
+
+    @unittest.skipUnless(LINUX, "SO_REUSEADDR only skips TIME_WAIT on Linux")
+    def test_time_wait_ports_are_used_last_and_only_when_nothing_else_is_left(self) -> None:
+        # A tight range churned by short-lived servers: every stop leaves the
+        # port in TIME_WAIT for a minute.  Such a port is still fine for any
+        # server that sets SO_REUSEADDR, so it is handed out rather than
+        # failing, but only after every port without connections.
+        window = quiet_window(2, test=self)
+        waiting, clean = window
+        _leave_time_wait(self, waiting)
+        self.assertFalse(harness.is_port_free(waiting))  # the strict check still says taken
+        for _ in range(10):  # random order: the clean port 10 times in a row is the tier
+            with PortAllocator(window).acquire() as lease:
+                self.assertEqual(lease.port, clean)
+        with PortAllocator(window).acquire() as first:
+            with PortAllocator(window).acquire() as second:
+                self.assertEqual((first.port, second.port), (clean, waiting))
+                # handoff binds it too: SO_REUSEADDR passes TIME_WAIT, and only that
+                with harness.listening_socket(port=waiting) as sock:
+                    self.assertEqual(sock.getsockname()[1], waiting)
+                    with self.assertRaises(PortUnavailable):
+                        harness.listening_socket(port=waiting)  # a live listener still wins
 
     def test_holder_that_cannot_be_found_is_called_unknown(self) -> None:
         from harness import _procinfo
@@ -299,7 +342,8 @@ class ListeningSocketTests(unittest.TestCase):
         host, port = sock.getsockname()[:2]
         self.assertEqual(host, "127.0.0.1")
         self.assertTrue(sock.get_inheritable())
-        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR), 0)
+        with self.assertRaises(PortUnavailable):  # nobody can share it, SO_REUSEADDR or not
+            harness.listening_socket(port=port)
         with socket.create_connection((host, port), timeout=5):
             pass  # accepted by the kernel's queue: it listens
 

@@ -9,11 +9,12 @@ range, run at the same time in several processes, and still never collide;
 a range is optional (``port_range`` on the class) and a port held by a
 stranger is skipped, or named in the error when asked for explicitly.
 
-Note what a range must hold: a stopped server's port keeps its connections
-in TIME_WAIT for about a minute, and harness does not hand out such a port
-again (a server that binds without SO_REUSEADDR would fail on it).  So a
-range needs about one port per server started per minute, not one per
-server running at once.
+A stopped server's port keeps its connections in TIME_WAIT for about a
+minute (the write-up's "insufficient time for the OS to release ports",
+which no 2 s sleep fixes).  harness prefers ports without any, and hands
+out such a port only when a range has nothing else left: a server that
+sets SO_REUSEADDR binds it at once, and one that does not is relaunched on
+another port.
 """
 from __future__ import annotations
 
