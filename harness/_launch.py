@@ -32,6 +32,17 @@ import os
 import signal
 import sys
 
+if os.environ.get("COVERAGE_PROCESS_START"):
+    # Measure the app, as coverage's own .pth file does (coverage >= 7.10;
+    # older ones, e.g. Python 3.8's, have none); a no-op if it already ran.
+    # Before our SIGTERM handler, so a handler of coverage's cannot replace it.
+    try:
+        import coverage
+    except ImportError:
+        pass
+    else:
+        coverage.process_startup()
+
 
 def _harness_sigterm(signum, frame):
     # Python dies at once on SIGTERM; raising lets finally, atexit and
