@@ -24,10 +24,11 @@ COMMANDS = [
      "  python -m harness reap\n\n"
      "exit code: 0 done (or nothing to do), 1 something could not be cleaned up;\n"
      "with --dry-run: 0 nothing to reap, 1 there is something to reap"),
-    ("flakehunt", "_flakehunt", "rerun one unittest test in fresh processes; failure rate "
-     "with a 95%% interval",
-     "example (prove a test is no longer flaky):\n"
-     "  python -m harness flakehunt test_api.ApiTest.test_health -n 200 -j 2 --start-dir test\n\n"
+    ("flakehunt", "_flakehunt", "rerun unittest tests (or the whole suite) in fresh processes; "
+     "failure rate with a 95%% interval",
+     "examples (prove a test, then the whole suite, is no longer flaky):\n"
+     "  python -m harness flakehunt test_api.ApiTest.test_health -n 200 -j 2 --start-dir test\n"
+     "  python -m harness flakehunt -n 20 -j 1 --timeout 600 --start-dir test\n\n"
      "exit code: 0 no run failed, 1 some run failed, 2 bad usage or the test cannot be\n"
      "loaded, 130 interrupted by Ctrl-C (the summary so far is printed first)"),
 ]

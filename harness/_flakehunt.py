@@ -1,8 +1,9 @@
-"""``python -m harness flakehunt``: rerun one test in fresh processes and measure its failure rate.
+"""``python -m harness flakehunt``: rerun a test in fresh processes and measure its failure rate.
 
 A flaky test is a coin with an unknown bias; "it passed 5 times" says
 little.  flakehunt reruns the test ``n`` times, each in a new interpreter
-(``python -m unittest TEST_ID``, in its own session so a hang can be
+(``python -m unittest TEST_ID...``, or ``python -m unittest discover`` for
+the whole suite when no id is given, in its own session so a hang can be
 killed with everything it started), ``jobs`` at a time, and reports the
 failure rate with a 95% Wilson interval, the distinct failure kinds and
 the full output of the first failure of each kind.  With zero failures
@@ -307,9 +308,9 @@ class _Run:
 class Hunt:
     """Runs the test ``runs`` times, ``jobs`` at a time; results arrive on a queue."""
 
-    def __init__(self, test_id: str, runs: int, jobs: int, timeout: float, start_dir: str,
+    def __init__(self, test_ids: List[str], runs: int, jobs: int, timeout: float, start_dir: str,
                  until_fail: bool) -> None:
-        self.test_id, self.runs, self.jobs = test_id, runs, jobs
+        self.test_ids, self.runs, self.jobs = list(test_ids), runs, jobs
         self.timeout, self.until_fail = timeout, until_fail
         self.start_dir = os.path.abspath(start_dir)
         self.results: List[RunResult] = []
@@ -339,7 +340,8 @@ class Hunt:
             self._threads.append(thread)
 
     def _worker(self) -> None:
-        argv = [sys.executable, "-c", _BOOTSTRAP, self.test_id]
+        # No id: the whole suite, discovered in the start dir (the runs' cwd).
+        argv = [sys.executable, "-c", _BOOTSTRAP] + (self.test_ids or ["discover"])
         while True:
             with self._lock:
                 if self._stopped or self._next > self.runs:
@@ -521,8 +523,10 @@ def render(test_id: str, summary: Summary, hunt: Hunt) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("test_id", metavar="TEST_ID",
-                        help="a unittest id: module, module.Class or module.Class.test_method")
+    parser.add_argument("test_ids", metavar="TEST_ID", nargs="*",
+                        help="unittest ids: module, module.Class or module.Class.test_method; "
+                             "several run together in each run; none: the whole suite, "
+                             "discovered in --start-dir as by 'python -m unittest discover'")
     parser.add_argument("-n", "--runs", type=_positive_int, default=200,
                         help="how many runs (default 200)")
     parser.add_argument("-j", "--jobs", type=_positive_int, default=2,
@@ -574,11 +578,12 @@ def run(args: argparse.Namespace) -> int:
               f"directory the test module is imported from", file=sys.stderr)
         return EXIT_USAGE
     timeout = _config.scaled(args.timeout)
-    hunt = Hunt(args.test_id, args.runs, args.jobs, timeout, args.start_dir, args.until_fail)
+    hunt = Hunt(args.test_ids, args.runs, args.jobs, timeout, args.start_dir, args.until_fail)
+    label = " ".join(args.test_ids) or f"the suite in {hunt.start_dir}"
     progress = Progress(sys.stderr if args.json else sys.stdout, args.runs)
     if progress.live or progress.stream is sys.stdout:
-        where = "" if args.start_dir == "." else f" from {hunt.start_dir}"
-        print(f"flakehunt: running {args.test_id}{where} {args.runs} times, "
+        where = "" if args.start_dir == "." or not args.test_ids else f" from {hunt.start_dir}"
+        print(f"flakehunt: running {label}{where} {args.runs} times, "
               f"{args.jobs} at a time", file=progress.stream, flush=True)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     previous_int = signal.getsignal(signal.SIGINT)
@@ -595,7 +600,7 @@ def run(args: argparse.Namespace) -> int:
                 bad = [r for r in results if r.outcome in ("load_error", "no_tests")]
                 if bad and not any(r.outcome == "pass" for r in results):
                     load_error = bad[0]
-                    hunt.stop("the test could not be loaded")
+                    hunt.stop("the tests could not be loaded")
                 elif args.until_fail and any(r.outcome not in ("pass", "interrupted")
                                              for r in results):
                     hunt.stop("--until-fail: first failure seen")
@@ -618,20 +623,22 @@ def run(args: argparse.Namespace) -> int:
     if load_error is not None:
         reason = ("names no test" if load_error.outcome == "no_tests"
                   else f"could not be loaded: {load_error.kind}")
-        print(f"flakehunt: {args.test_id!r} {reason}. Check the id (module, module.Class "
+        what = repr(label) if args.test_ids else label
+        print(f"flakehunt: {what} {reason}. Check the id (module, module.Class "
               f"or module.Class.test_method) and --start-dir ({hunt.start_dir}).\n"
               f"Output of run {load_error.index}:\n{load_error.output.rstrip()}",
               file=sys.stderr)
         return EXIT_USAGE
     summary = Summary(hunt.results)
     if args.json:
-        data = {"test_id": args.test_id, "jobs": args.jobs, "timeout": timeout,
+        data = {"test_id": label, "test_ids": args.test_ids, "jobs": args.jobs,
+                "timeout": timeout,
                 "interrupted": interrupted is not None, "stop_reason": hunt.stop_reason,
                 "seconds": time.monotonic() - hunt.started}
         data.update(summary.to_json())
         print(json.dumps(data, indent=2))
     else:
-        print(render(args.test_id, summary, hunt))
+        print(render(label, summary, hunt))
     sys.stdout.flush()
     if interrupted is not None:
         return interrupted

@@ -187,6 +187,42 @@ class FlakehuntRunTest(unittest.TestCase):
         self.assertIn(f"fails in fewer than {100 * wilson(0, 5)[1]:.1f}% of runs", out)
         self.assertNotIn("failure kinds", out)
 
+    def test_without_an_id_the_whole_suite_runs_in_each_run(self) -> None:
+        # Written at run time: a test*.py fixture would be collected by pytest.
+        suite = tempfile.mkdtemp(prefix="flakehunt-suite-")
+        self.addCleanup(shutil.rmtree, suite)
+        files = {
+            "test_first.py": "import unittest\n"
+                             "class First(unittest.TestCase):\n"
+                             "    def test_ok(self):\n"
+                             "        pass\n",
+            "test_second.py": "import os, unittest\n"
+                              "class Second(unittest.TestCase):\n"
+                              "    def test_every_third_run(self):\n"
+                              "        run = int(os.environ['HARNESS_FLAKEHUNT_RUN'])\n"
+                              "        self.assertNotEqual(run % 3, 0, 'third run')\n",
+        }
+        for name, text in files.items():
+            with open(os.path.join(suite, name), "w") as f:
+                f.write(text)
+        command = [sys.executable, "-m", "harness", "flakehunt", "--start-dir", suite]
+        proc = subprocess.run(command + ["-n", "6", "-j", "2"], cwd=ROOT, env=python_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=HANG)
+        self.assertEqual(proc.returncode, 1, proc.stdout + proc.stderr)
+        self.assertIn(f"flakehunt the suite in {suite}: 2 of 6 runs failed", proc.stdout)
+        self.assertIn("      2  test_every_third_run: AssertionError: 0 == 0 : third run\n",
+                      proc.stdout)
+        self.assertIn("Ran 2 tests", proc.stdout)  # both modules, in every run
+        # Several ids run together in each run.
+        proc = subprocess.run(command + ["test_first", "test_second.Second", "-n", "2", "--json"],
+                              cwd=ROOT, env=python_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True, timeout=HANG)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        data = json.loads(proc.stdout)
+        self.assertEqual(data["test_ids"], ["test_first", "test_second.Second"])
+        self.assertEqual((data["runs"], data["failures"]), (2, 0))
+
     def test_until_fail_stops_at_the_first_failure(self) -> None:
         code, out, err = flakehunt("flaky_fixture.FailsOnThird", "-n", "50", "-j", "1",
                                    "--until-fail", "--json")
@@ -352,7 +388,6 @@ class FlakehuntUsageTest(unittest.TestCase):
             (["flaky_fixture.Steady", "-j", "two"], "must be a whole number"),
             (["flaky_fixture.Steady", "--timeout", "-1"], "positive number of seconds"),
             (["flaky_fixture.Steady", "--timeout", "nan"], "positive number of seconds"),
-            ([], "TEST_ID"),
         ]
         for args, message in cases:
             code, out, err = flakehunt(*args)
