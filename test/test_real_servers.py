@@ -188,13 +188,11 @@ class RealServerTestCase(unittest.TestCase):
         """``server.stop()``, then prove every trace of the server is gone; its exit code."""
         assert server.log_path is not None and server.port is not None
         private_dir = os.path.dirname(server.log_path)
-        deadline = Deadline(scaled(server.stop_timeout))
+        # Whether SIGTERM sufficed shows in the exit code the caller checks:
+        # harness's SIGKILL after stop_timeout would make it -9.
         returncode = server.stop()
         self.assertIsNotNone(returncode)
         assert returncode is not None
-        self.assertFalse(deadline.expired,
-                         f"stop took {deadline.elapsed():.2f} s: SIGTERM did not end it, "
-                         f"harness had to SIGKILL; log:\n{server.log_tail()}")
         self.assertEqual(server.returncode, returncode)
         self.assertFalse(server.running)
         survivors = {pid: token for pid, token in tree.items() if _procinfo.is_alive(token)}
