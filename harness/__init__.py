@@ -4,7 +4,7 @@ Everything a test needs is importable from here; see README.rst.
 """
 from __future__ import annotations
 
-from .checks import HttpCheck, LogCheck, TcpCheck
+from .checks import AllChecks, HttpCheck, LogCheck, TcpCheck
 from .errors import (HarnessError, PortUnavailable, RequestFailed, ResponseInvalid,
                      ServerNotReady, ServerStartError)
 from .http import LoadResult, Response, RetryPolicy, load, request
@@ -24,7 +24,7 @@ __all__ = [
     "PortAllocator", "PortLease", "find_free_port", "release_port", "is_port_free",
     "listening_socket",
     # servers
-    "ServerProcess", "start_server", "HttpCheck", "TcpCheck", "LogCheck",
+    "ServerProcess", "start_server", "HttpCheck", "TcpCheck", "LogCheck", "AllChecks",
     # talking to servers
     "request", "RetryPolicy", "Response", "load", "LoadResult",
     # memory

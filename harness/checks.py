@@ -14,7 +14,7 @@ import json as _json
 import re
 import socket
 from collections import OrderedDict
-from typing import Any, Callable, Dict, NamedTuple, Optional, Pattern, Tuple, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Pattern, Sequence, Tuple, Union
 
 from . import _jsonspec
 from ._config import scaled
@@ -237,13 +237,45 @@ class CallableCheck(Check):
         return Outcome(False, f"check returned {result!r}"[:200])
 
 
-HealthSpec = Union[None, str, Check, Callable[[Any], Any]]
+class AllChecks(Check):
+    """Ready when every check passes, in order, within one probe (``health=[a, b]``).
+
+    For servers where one question is not enough: a ``TcpCheck`` and then a
+    protocol-level ping, or an ``HttpCheck`` and a ``LogCheck`` for a line
+    printed after the routes are up.  A probe stops at the first check that
+    fails, and that check's outcome is the one counted, so the error says
+    which step never passed.  Items are anything ``health`` accepts.
+    """
+
+    def __init__(self, *checks: "HealthSpec") -> None:
+        if not checks:
+            raise ValueError("AllChecks needs at least one check (health=[] checks nothing)")
+        self.checks: Tuple[Check, ...] = tuple(as_check(check) for check in checks)
+        self.uses_port = any(check.uses_port for check in self.checks)
+
+    def __repr__(self) -> str:
+        return f"AllChecks({', '.join(map(repr, self.checks))})"
+
+    def probe(self, server: Any, timeout: float) -> Outcome:
+        deadline = Deadline(timeout)  # one probe's budget, shared by its steps
+        passed = []
+        for check in self.checks:
+            outcome = check.probe(server, max(deadline.remaining(), 0.001))
+            if not outcome.ok:
+                return outcome
+            passed.append(outcome.label)
+        return Outcome(True, " + ".join(passed))
+
+
+HealthSpec = Union[None, str, Check, Callable[[Any], Any], Sequence[Any]]
 
 
 def as_check(health: HealthSpec) -> Check:
     """Turn the ``health`` argument of ``ServerProcess`` into a :class:`Check`."""
     if health is None:
         return TcpCheck()
+    if isinstance(health, (list, tuple)):
+        return AllChecks(*health)
     if isinstance(health, str):
         if not health.startswith("/"):
             raise ValueError(f"health must be a path starting with '/', a check or None, "
@@ -253,8 +285,8 @@ def as_check(health: HealthSpec) -> Check:
         return health
     if callable(health):
         return CallableCheck(health)
-    raise TypeError(f"health must be a path string, a check object, a callable or None, "
-                    f"got {type(health).__name__} {health!r}")
+    raise TypeError(f"health must be a path string, a check object, a callable, a list of "
+                    f"those or None, got {type(health).__name__} {health!r}")
 
 
 class Tally:

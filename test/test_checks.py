@@ -10,8 +10,8 @@ import threading
 import unittest
 
 from harness._wait import Deadline
-from harness.checks import (CallableCheck, HttpCheck, LogCheck, Outcome, Tally, TcpCheck,
-                            as_check, poll_interval, wait_ready)
+from harness.checks import (AllChecks, CallableCheck, HttpCheck, LogCheck, Outcome, Tally,
+                            TcpCheck, as_check, poll_interval, wait_ready)
 
 
 class FakeServer:
@@ -242,6 +242,46 @@ class AsCheckTest(unittest.TestCase):
         self.assertEqual(CallableCheck(broken).probe(None, 1).label, "RuntimeError: db down")
         self.assertEqual(CallableCheck(lambda s: 0).probe(None, 1).label, "check returned 0")
         self.assertTrue(CallableCheck(lambda s: "yes").probe(None, 1).ok)
+
+
+class AllChecksTest(unittest.TestCase):
+    def test_every_check_in_order_and_the_first_failure_is_the_outcome(self) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        self.addCleanup(sock.close)
+        server = FakeServer(sock.getsockname()[1])
+        calls = []
+
+        def ping(srv: object) -> bool:
+            calls.append(srv)
+            return len(calls) >= 2  # "loading" on the first call, ready after
+
+        check = as_check([None, ping])  # health=[TcpCheck(), ping], as a list
+        self.assertIsInstance(check, AllChecks)
+        self.assertTrue(check.uses_port)
+        self.assertEqual(check.probe(server, 1.0).label, "check returned False")
+        outcome = check.probe(server, 1.0)
+        self.assertEqual((outcome.ok, outcome.label), (True, "connected + check passed"))
+        self.assertEqual(calls, [server, server])
+        # A failing first step stops the probe: the ping is not even tried.
+        port, holder = closed_port()
+        self.addCleanup(holder.close)
+        self.assertEqual(check.probe(FakeServer(port), 1.0).label, "connection refused")
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(repr(check), "AllChecks(TcpCheck(), CallableCheck('ping'))")
+
+    def test_a_log_line_alone_does_not_use_the_port(self) -> None:
+        self.assertFalse(AllChecks(LogCheck("ready"), lambda s: True).uses_port)
+        self.assertTrue(AllChecks(LogCheck("ready"), "/health").uses_port)
+
+    def test_bad_lists_are_refused_naming_health(self) -> None:
+        with self.assertRaisesRegex(ValueError, r"health=\[\]"):
+            as_check([])
+        with self.assertRaisesRegex(TypeError, "health must be .* got int 42"):
+            as_check([TcpCheck(), 42])
+        with self.assertRaisesRegex(ValueError, "health must be a path"):
+            as_check(("ready",))
 
 
 class WaitReadyTest(unittest.TestCase):

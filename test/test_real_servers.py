@@ -315,16 +315,14 @@ class RedisTest(RealServerTestCase):
     """A server that does not speak HTTP, ready when it answers PING."""
 
     def test_redis_from_argv(self) -> None:
-        # harness has no way to require several checks at once (health is one
-        # check or callable), so the callable does connect + PING, and the
-        # TCP-level check is asserted separately below.
+        # Ready = accepts TCP, then answers PING (a list: every check, in order).
         workdir = self.project({})
         server = self.launch(argv=["redis-server", "--port", "{port}", "--bind", "{host}",
                                    "--save", "", "--appendonly", "no"],
-                             cwd=workdir, health=redis_ping)
+                             cwd=workdir, health=[TcpCheck(), redis_ping])
+        self.assertEqual(repr(server.check), "AllChecks(TcpCheck(), CallableCheck('redis_ping'))")
         tree = self.process_tree(server)
         self.assertListensInTree(server, tree)
-        self.assertTrue(TcpCheck().probe(server, scaled(2.0)).ok)
         with socket.create_connection((server.host, server.port), timeout=scaled(5.0)) as conn:
             self.assertEqual(redis_call(conn, "PING"), PONG)
             self.assertEqual(redis_call(conn, "SET", "greeting", "hello"), b"+OK\r\n")
