@@ -33,10 +33,13 @@ class StressToolTest(unittest.TestCase):
     def test_small_run_classifies_every_failure_and_leaves_nothing(self) -> None:
         stress = _load_stress()
         workers, per_worker = 3, 4
-        # The first seed whose schedule has both kinds of expected failure.
-        seed = next(s for s in range(1, 1000)
-                    if {"crash", "wrong_json"} <= {kind for w in range(workers)
-                                                   for kind, _ in stress.plan(s, w, per_worker)})
+        # The first seed whose schedule has both kinds of expected failure, and
+        # servers with and without the socket handed over.
+        def covers(seed: int) -> bool:
+            steps = [step for w in range(workers) for step in stress.plan(seed, w, per_worker)]
+            return ({"crash", "wrong_json"} <= {kind for kind, _, _ in steps}
+                    and {True, False} == {handoff for _, _, handoff in steps})
+        seed = next(s for s in range(1, 1000) if covers(s))
         window = quiet_window(5, test=self)
         proc = subprocess.run(
             [sys.executable, STRESS, "--workers", str(workers),
@@ -52,6 +55,7 @@ class StressToolTest(unittest.TestCase):
         self.assertGreaterEqual(summary["must_fail"], 2)
         self.assertEqual(summary["classified"], summary["must_fail"])
         self.assertEqual(summary["ok"] + summary["must_fail"], workers * per_worker)
+        self.assertTrue(0 < summary["handoff"] < workers * per_worker, summary["handoff"])
         for what in ("leftover_processes", "leftover_files", "leases_held", "fds_leaked"):
             self.assertEqual(summary[what], 0, (what, summary["leftover_details"]))
 

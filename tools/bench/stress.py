@@ -22,9 +22,10 @@ time.  The servers are a mix (the same seeded schedule for both approaches):
 Each server puts a per-lifecycle token in its answers, so an answer from
 another lifecycle's server (a port race) is caught, not mistaken for success.
 
-"harness" is ``ServerProcess`` with leased ports and an ``HttpCheck`` of the
-JSON; a crash must be a ``ServerStartError`` with the exit code, a wrong
-JSON a ``ServerNotReady`` naming the missing key ("classified").
+"harness" is ``ServerProcess`` with leased ports (half of the lifecycles
+with ``handoff=True``) and an ``HttpCheck`` of the JSON; a crash must be a
+``ServerStartError`` with the exit code, a wrong JSON a ``ServerNotReady``
+naming the missing key ("classified").
 "write-up" is the incident write-up's approach: a random port in the range
 checked with connect + bind (no lease), the script written to
 ``test_server_{port}_{time}.py``, output to a pipe read only on failure, a
@@ -89,7 +90,7 @@ WRITEUP_RETRIES, WRITEUP_RETRY_DELAY = 5, 0.1
 LEFTOVER_WAIT = 10.0      # how long exiting processes (watchdogs) may take to go
 
 SERVER = r'''
-import json, os, sys, time
+import json, os, socket, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 kind, token = os.environ["STRESS_KIND"], os.environ["STRESS_TOKEN"]
@@ -129,7 +130,12 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write("request: " + fmt % args + "\n")
 
 
-server = ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler)
+handed_off = os.environ.get("LISTEN_FDS") == "1"  # harness's handoff=True: the socket is fd 3
+server = ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler,
+                             bind_and_activate=not handed_off)
+if handed_off:
+    server.socket.close()
+    server.socket = socket.socket(fileno=3)
 listening_since = time.monotonic()
 server.serve_forever()
 '''
@@ -145,10 +151,11 @@ class Outcome:
 
     def __init__(self, kind: str, result: str, why: str = "", seconds: float = 0.0) -> None:
         self.kind, self.result, self.why, self.seconds = kind, result, why, seconds
+        self.handoff = False
 
     def to_json(self) -> Dict[str, Any]:
         return {"kind": self.kind, "result": self.result, "why": self.why,
-                "seconds": round(self.seconds, 4)}
+                "seconds": round(self.seconds, 4), "handoff": self.handoff}
 
 
 def _first_line(error: BaseException) -> str:
@@ -159,13 +166,14 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {line[:140]}"
 
 
-def harness_lifecycle(kind: str, delay: float, port_range: Tuple[int, int]) -> Outcome:
+def harness_lifecycle(kind: str, delay: float, handoff: bool,
+                      port_range: Tuple[int, int]) -> Outcome:
     token = secrets.token_hex(8)
     expected = KINDS[kind][1]
     start = time.monotonic()
     server = ServerProcess(
         SERVER, env={"STRESS_KIND": kind, "STRESS_TOKEN": token, "STRESS_DELAY": f"{delay:.3f}"},
-        port_range=port_range, name=f"stress-{kind}",
+        port_range=port_range, handoff=handoff, name=f"stress-{kind}",
         health=HttpCheck("/health", json={"message": "ok", "token": token}),
         start_timeout=WRONG_JSON_TIMEOUT if kind == "wrong_json" else START_TIMEOUT)
     try:
@@ -239,7 +247,9 @@ def _writeup_get(port: int, path: str, token: str) -> None:
         raise _WriteupFailure("answered by another lifecycle's server (port race)")
 
 
-def writeup_lifecycle(kind: str, delay: float, port_range: Tuple[int, int]) -> Outcome:
+def writeup_lifecycle(kind: str, delay: float, handoff: bool,
+                      port_range: Tuple[int, int]) -> Outcome:
+    """(``handoff`` is harness's; the write-up has no such thing.)"""
     token = secrets.token_hex(8)
     expected = KINDS[kind][1]
     start = time.monotonic()
@@ -265,8 +275,12 @@ def writeup_lifecycle(kind: str, delay: float, port_range: Tuple[int, int]) -> O
             detected = time.monotonic() - start
             code = proc.poll()  # "better error reporting with full process output"
             why = f"server exited with code {code}" if code is not None else f"health: {error}"
-            if code is not None and b"Address already in use" in proc.communicate()[0]:
+            output = proc.communicate()[0] if code is not None else b""
+            if b"Address already in use" in output:
                 why += " (Address already in use)"
+            elif code == 0 and not output:  # the server never returns: it ran an empty file
+                why += (" at once, silently: its script, named by port and second, "
+                        "was being rewritten by another lifecycle")
         if not why:
             for i in range(REQUESTS):
                 for attempt in range(WRITEUP_RETRIES):
@@ -312,12 +326,16 @@ def _open_fds() -> Optional[set]:
         return None
 
 
-def plan(seed: int, worker: int, count: int) -> List[Tuple[str, float]]:
-    """The same (kind, delay) schedule for a worker under either approach."""
+def plan(seed: int, worker: int, count: int) -> List[Tuple[str, float, bool]]:
+    """The same (kind, delay, handoff) schedule for a worker under either approach.
+
+    Half of harness's lifecycles hand the listening socket over (fd 3), half
+    let the server bind the leased port itself.
+    """
     rng = random.Random(f"{seed}/{worker}")
     names = list(KINDS)
     kinds = rng.choices(names, weights=[KINDS[n][0] for n in names], k=count)
-    return [(kind, round(rng.uniform(0.2, 0.9), 3)) for kind in kinds]
+    return [(kind, round(rng.uniform(0.2, 0.9), 3), rng.random() < 0.5) for kind in kinds]
 
 
 def worker_main(approach: str, seed: int, worker: int, count: int,
@@ -325,11 +343,13 @@ def worker_main(approach: str, seed: int, worker: int, count: int,
     lifecycle = harness_lifecycle if approach == "harness" else writeup_lifecycle
     fds_before = _open_fds()
     outcomes = []
-    for kind, delay in plan(seed, worker, count):
+    for kind, delay, handoff in plan(seed, worker, count):
         try:
-            outcomes.append(lifecycle(kind, delay, port_range))
+            outcome = lifecycle(kind, delay, handoff, port_range)
         except Exception as error:  # a bug in the lifecycle itself: counted, never hidden
-            outcomes.append(Outcome(kind, "unexpected", f"worker: {_first_line(error)}"))
+            outcome = Outcome(kind, "unexpected", f"worker: {_first_line(error)}")
+        outcome.handoff = handoff and approach == "harness"
+        outcomes.append(outcome)
     fds_after = _open_fds()
     leaked = set() if fds_before is None or fds_after is None else fds_after - fds_before
     leaked.discard(str(_watchdog._wfd))  # the runner's watchdog pipe lives as long as the runner
@@ -438,6 +458,7 @@ def summarise(result: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "approach": result["approach"], "range": result["range"],
         "lifecycles": len(outcomes), "ok": by["ok"],
+        "handoff": sum(1 for o in outcomes if o["handoff"]),
         "unexpected": by["unexpected"], "must_fail": len(must_fail),
         "classified": by["expected"], "unclassified": by["unclassified"],
         "p50_ok": statistics.median(ok_times) if ok_times else None,
@@ -470,6 +491,10 @@ def render(summaries: List[Dict[str, Any]], args: argparse.Namespace) -> str:
             f"{s['must_fail']:13} {s['classified']:10} {_ms(s['p50_ok']):>9} "
             f"{_ms(s['p50_crash']):>13} {s['leftover_processes']:11} {s['leftover_files']:5} "
             f"{s['leases_held']:6} {s['fds_leaked']:4} {s['wall']:7.1f}")
+    for s in summaries:
+        if s["handoff"]:
+            lines.append(f"({s['approach']}: {s['handoff']} of {s['lifecycles']} lifecycles "
+                         f"with handoff=True, the rest on a leased port)")
     if len(summaries) == 2 and all(s["p50_ok"] for s in summaries):
         h, w = summaries
         lines.append(f"\nmedian successful lifecycle: {w['approach']} / {h['approach']} = "
