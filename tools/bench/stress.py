@@ -55,7 +55,6 @@ import random  # noqa: E402
 import re  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -67,9 +66,10 @@ from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from harness import HttpCheck, ServerProcess  # noqa: E402
+from harness import HttpCheck, ServerProcess, is_port_free  # noqa: E402
 from harness import _procinfo, _watchdog  # noqa: E402
 from harness.errors import HarnessError, ServerNotReady, ServerStartError  # noqa: E402
+from harness._wait import Deadline, backoff  # noqa: E402
 from harness.ports import held_ports, lease_holders  # noqa: E402
 
 # kind: (weight in the mix, the failure it must produce or None)
@@ -211,20 +211,6 @@ def harness_lifecycle(kind: str, delay: float, handoff: bool,
     return Outcome(kind, "unexpected" if why else "ok", why, time.monotonic() - start)
 
 
-def _probe_free(port: int) -> bool:
-    """The write-up's check: connect refused and bind succeeds."""
-    with socket.socket() as s:
-        s.settimeout(1.0)
-        if s.connect_ex(("127.0.0.1", port)) == 0:
-            return False
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class _WriteupFailure(Exception):
     pass
 
@@ -255,7 +241,9 @@ def writeup_lifecycle(kind: str, delay: float, handoff: bool,
     start = time.monotonic()
     lo, hi = port_range
     rng = random.SystemRandom()
-    port = next((p for p in (rng.randint(lo, hi) for _ in range(100)) if _probe_free(p)), None)
+    # The write-up's check is exactly is_port_free (connect refused, plain bind
+    # succeeds); what it lacks is the lease that keeps the port ours afterwards.
+    port = next((p for p in (rng.randint(lo, hi) for _ in range(100)) if is_port_free(p)), None)
     if port is None:
         return Outcome(kind, "unexpected", "no free port found in 100 tries", 0.0)
     script = os.path.join(tempfile.gettempdir(), f"test_server_{port}_{int(time.time())}.py")
@@ -380,14 +368,13 @@ def _leftover_processes(tmpdir: str) -> List[str]:
 
 def _wait_no_leftovers(tmpdir: str) -> List[str]:
     """Exiting processes (each runner's watchdog) may take a moment to go."""
-    deadline = time.monotonic() + LEFTOVER_WAIT
-    pause = 0.001
-    while True:
+    deadline = Deadline(LEFTOVER_WAIT)
+    for pause in backoff():
         found = _leftover_processes(tmpdir)
-        if not found or time.monotonic() >= deadline:
-            return found
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
+        if not found or deadline.expired:
+            break
+        time.sleep(deadline.cap(pause))
+    return found
 
 
 def run_approach(approach: str, port_range: Tuple[int, int], args: argparse.Namespace,
