@@ -32,8 +32,8 @@ import sys
 import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
-from . import _procinfo
-from ._procinfo import HAVE_PROC, HAVE_PSUTIL, psutil
+from ._os import procinfo
+from ._os.procinfo import HAVE_PROC, HAVE_PSUTIL, psutil
 from ._wait import Deadline, backoff
 from .errors import HarnessError
 
@@ -129,7 +129,7 @@ def memory(pid: int, children: bool = True, metric: str = "rss") -> int:
         raise ValueError(f"metric must be 'rss' or 'uss', got {metric!r}")
     total = _one(pid, metric)
     if children:
-        for child in _procinfo.descendants(pid):
+        for child in procinfo.descendants(pid):
             try:
                 total += _one(child, metric)
             except ProcessLookupError:

@@ -30,7 +30,8 @@ import tempfile
 import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import _config, _procinfo
+from . import _config
+from ._os import procinfo
 from ._validate import PortRange, check_port, check_port_range
 from .errors import HarnessError, PortUnavailable
 
@@ -350,8 +351,8 @@ def lease_holders(port: int) -> List[int]:
               if len(line.split()) >= 8 and line.split()[7] == name}
     if not inodes:
         return []
-    return [pid for pid in _procinfo.all_pids()
-            if inodes.intersection(_procinfo._socket_inodes(pid))]
+    return [pid for pid in procinfo.all_pids()
+            if inodes.intersection(procinfo._socket_inodes(pid))]
 
 
 # Every lease this process holds, by port: keeps the kernel objects alive
@@ -542,14 +543,14 @@ class PortAllocator:
         handle = _take_lease(port, self.lease_dir)
         if handle is None:
             pids = lease_holders(port)
-            who = ", ".join(f"pid {pid} ({_procinfo.short_cmdline(_procinfo.cmdline(pid))})"
+            who = ", ".join(f"pid {pid} ({procinfo.short_cmdline(procinfo.cmdline(pid))})"
                             for pid in pids)
             raise PortUnavailable(
                 f"port {port} is leased by another harness process: {who or 'unknown holder'}",
                 port=port, holders=[who] if who else [])
         if not _probe(self._family, _sockaddr(self._sockaddr, port), allow_time_wait=True):
             handle.close()
-            holder = _procinfo.describe_port_holders(port)
+            holder = procinfo.describe_port_holders(port)
             raise PortUnavailable(f"port {port} on {self.host} is in use by {holder}",
                                   port=port, holders=[holder])
         return _register(PortLease(port, self.host, handle))
@@ -629,7 +630,7 @@ def listening_socket(host: str = "127.0.0.1", port: int = 0, backlog: int = 128)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            holder = _procinfo.describe_port_holders(port)
+            holder = procinfo.describe_port_holders(port)
             raise PortUnavailable(f"port {port} on {host} is in use by {holder}",
                                   port=port, holders=[holder]) from None
         raise

@@ -28,7 +28,8 @@ import sys
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from . import _kill, _launch, _listeners, _marker, _orphans, _procinfo, _watchdog
+from ._os import kill, sockets, procinfo
+from ._server import launch, marker, safety_net, watchdog
 from ._config import scaled, timeout_factor
 from ._validate import check_port, check_port_range, check_positive_int, check_timeout
 from ._wait import Deadline
@@ -212,9 +213,9 @@ class ServerProcess:
             if self._proc is not None:
                 return self
             deadline = Deadline(scaled(self.start_timeout))
-            _watchdog.ensure()
-            self._dir = _marker.make_private_dir()
-            _watchdog.register_dir(self._dir)
+            watchdog.ensure()
+            self._dir = marker.make_private_dir()
+            watchdog.register_dir(self._dir)
             try:
                 self._prepare_files()
             except BaseException:
@@ -252,7 +253,7 @@ class ServerProcess:
             self._app_path = os.path.join(self._dir, "app.py")
             self._boot_path = os.path.join(self._dir, "boot.py")
             _write_private(self._app_path, self.app_code)
-            _write_private(self._boot_path, _launch.BOOT)
+            _write_private(self._boot_path, launch.BOOT)
 
     def _take_port(self) -> None:
         from .ports import _allocator  # shared per (host, range): one shuffle, not one per server
@@ -283,28 +284,28 @@ class ServerProcess:
     def _launch(self) -> None:
         assert self.log_path is not None
         listener = self._take_port_and_socket()
-        self.server_id = _marker.new_server_id()
-        marker = {_marker.OWNER_ENV: _marker.owner_token(), _marker.SERVER_ID_ENV: self.server_id}
-        env = _launch.environment(self._env, host=self.host, port=self.port, marker=marker,
+        self.server_id = marker.new_server_id()
+        markers = {marker.OWNER_ENV: marker.owner_token(), marker.SERVER_ID_ENV: self.server_id}
+        env = launch.environment(self._env, host=self.host, port=self.port, marker=markers,
                                   handoff=self.handoff, fd_name=re.sub(r"[^\w.-]", "_", self.name))
         if self.app_code is not None:
-            self.command = _launch.app_command(self._boot_path, self._app_path, self.handoff)
+            self.command = launch.app_command(self._boot_path, self._app_path, self.handoff)
         else:
             assert self.argv is not None
             argv = [a.replace("{port}", str(self.port)).replace("{host}", self.host)
                     for a in self.argv]
-            self.command = _launch.command(argv, self.handoff)
-        _watchdog.ensure()
-        _orphans.add(self)
+            self.command = launch.command(argv, self.handoff)
+        watchdog.ensure()
+        safety_net.add(self)
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
         try:
             self.log_offset = os.fstat(log_fd).st_size
             self.launch_id += 1
             try:
-                self._proc = _launch.spawn(self.command, env=env, cwd=self.cwd, log_fd=log_fd,
+                self._proc = launch.spawn(self.command, env=env, cwd=self.cwd, log_fd=log_fd,
                                            listen_fd=listener.fileno() if listener else None)
             except OSError as exc:
-                _orphans.discard(self)
+                safety_net.discard(self)
                 self._release_port()
                 raise ServerStartError(
                     f"could not launch server {self.name!r}: {exc}\n  command: "
@@ -316,8 +317,8 @@ class ServerProcess:
                 listener.close()  # the server has its copy; ours would keep the port open
         self.pid = self._proc.pid
         self.returncode = None
-        self._token = _procinfo.identity(self.pid)
-        _watchdog.register(self.pid)
+        self._token = procinfo.identity(self.pid)
+        watchdog.register(self.pid)
         self._pidfd = None
         if hasattr(os, "pidfd_open"):
             try:
@@ -346,7 +347,7 @@ class ServerProcess:
                 return True
             if deadline.expired:
                 return False
-            _kill._pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
+            kill._pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
 
     def _wait(self, deadline: Deadline) -> Ready:
         verify = self._verify_listener if self.check.uses_port else None
@@ -362,18 +363,18 @@ class ServerProcess:
         assert self.port is not None and self.pid is not None
         if self.handoff:
             return None
-        table = _listeners.listening(_family(self.host))
+        table = sockets.listening(_family(self.host))
         inodes = {inode for inode, port in (table or {}).items() if port == self.port}
         if not inodes:
             return None  # cannot tell (not Linux, or another network namespace)
-        if inodes.intersection(_procinfo._socket_inodes(self.pid)):
+        if inodes.intersection(procinfo._socket_inodes(self.pid)):
             return None
-        for member in _procinfo.descendants(self.pid):
-            if inodes.intersection(_procinfo._socket_inodes(member)):
+        for member in procinfo.descendants(self.pid):
+            if inodes.intersection(procinfo._socket_inodes(member)):
                 return None
-        owners = [pid for pid in _procinfo.all_pids()
-                  if inodes.intersection(_procinfo._socket_inodes(pid))]
-        who = "; ".join(f"pid {pid} ({_procinfo.cmdline(pid)[:80]})" for pid in owners)
+        owners = [pid for pid in procinfo.all_pids()
+                  if inodes.intersection(procinfo._socket_inodes(pid))]
+        who = "; ".join(f"pid {pid} ({procinfo.cmdline(pid)[:80]})" for pid in owners)
         return Outcome(False, f"port answered by another process: {who or 'unknown holder'}")
 
     def _lost_port(self, result: Ready) -> str:
@@ -465,7 +466,7 @@ class ServerProcess:
                      reuse_dir: bool = False, grace: Optional[float] = None) -> Optional[int]:
         proc = self._proc
         if proc is None:  # never launched, or already stopped
-            _orphans.discard(self)
+            safety_net.discard(self)
             self._release_port()
             self._cleanup_dir(keep=keep, reuse=reuse_dir)
             return self.returncode
@@ -479,9 +480,9 @@ class ServerProcess:
             if self._pidfd is not None:
                 os.close(self._pidfd)
                 self._pidfd = None
-            _watchdog.unregister(proc.pid)
+            watchdog.unregister(proc.pid)
             self._proc = None
-            _orphans.discard(self)
+            safety_net.discard(self)
         still_open = self._port_accepts()
         self._release_port()
         if died_alone and not keep and not reuse_dir:
@@ -493,7 +494,7 @@ class ServerProcess:
         if still_open:
             raise HarnessError(
                 f"port {self.port} still accepts connections after server {self.name!r} was "
-                f"stopped: held by {_procinfo.describe_port_holders(self.port or 0)}")
+                f"stopped: held by {procinfo.describe_port_holders(self.port or 0)}")
         return self.returncode
 
     def _terminate(self, proc: subprocess.Popen, grace: float) -> None:
@@ -506,25 +507,25 @@ class ServerProcess:
             _killpg(pgid, signal.SIGTERM)
         else:
             _killpg(pgid, signal.SIGKILL)
-        members = _kill.find_marked(_marker.SERVER_ID_ENV, self.server_id, started_after=start)
+        members = kill.find_marked(marker.SERVER_ID_ENV, self.server_id, started_after=start)
         others = [t for t in members if _pgid(t) != pgid]
         for sig in ((signal.SIGCONT, signal.SIGTERM) if grace > 0 else (signal.SIGKILL,)):
             for token in others:
-                _kill.signal_token(token, sig)
+                kill.signal_token(token, sig)
         if grace > 0:
             self._exited(deadline.remaining())
-            survivors = _kill.wait_gone(members, deadline)
+            survivors = kill.wait_gone(members, deadline)
             if not survivors and self._exited(0):
                 _killpg(pgid, signal.SIGKILL)  # stragglers forked during shutdown
                 return
             _killpg(pgid, signal.SIGKILL)
-        survivors = set(_kill.alive(members))
-        survivors.update(_kill.find_marked(_marker.SERVER_ID_ENV, self.server_id,
+        survivors = set(kill.alive(members))
+        survivors.update(kill.find_marked(marker.SERVER_ID_ENV, self.server_id,
                                            started_after=start))
         for token in survivors:
-            _kill.signal_token(token, signal.SIGKILL)
+            kill.signal_token(token, signal.SIGKILL)
         self._exited(scaled(5.0))
-        _kill.wait_gone(survivors, Deadline(scaled(5.0)))
+        kill.wait_gone(survivors, Deadline(scaled(5.0)))
 
     def _emergency_stop(self) -> None:
         """For signal handlers: a normal stop, or SIGKILL if a stop/start is mid-way."""
@@ -537,8 +538,8 @@ class ServerProcess:
         proc = self._proc
         if proc is not None and proc.returncode is None:
             _killpg(proc.pid, signal.SIGKILL)
-            for token in _kill.find_marked(_marker.SERVER_ID_ENV, self.server_id):
-                _kill.signal_token(token, signal.SIGKILL)
+            for token in kill.find_marked(marker.SERVER_ID_ENV, self.server_id):
+                kill.signal_token(token, signal.SIGKILL)
 
     def _reap(self) -> None:
         proc = self._proc
@@ -555,13 +556,13 @@ class ServerProcess:
             return False
         deadline = Deadline(scaled(1.0))
         while True:
-            if not _kill.find_marked(_marker.SERVER_ID_ENV, self.server_id):
+            if not kill.find_marked(marker.SERVER_ID_ENV, self.server_id):
                 return False
             if not self._accepts():
                 return False
             if deadline.expired:
                 return True
-            _kill._pause(deadline.cap(poll_interval(deadline.elapsed())))
+            kill._pause(deadline.cap(poll_interval(deadline.elapsed())))
 
     def _accepts(self) -> bool:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -581,7 +582,7 @@ class ServerProcess:
     def _cleanup_dir(self, keep: bool, reuse: bool = False) -> None:
         if reuse or self._dir is None:
             return
-        _watchdog.unregister_dir(self._dir)  # kept or removed: no longer the watchdog's
+        watchdog.unregister_dir(self._dir)  # kept or removed: no longer the watchdog's
         if not keep:
             try:
                 self._kept_output = self._read_tail(_KEPT_OUTPUT) if self.log_path else ""
@@ -685,16 +686,16 @@ def _family(host: str) -> int:
 
 def _tree_listen_ports(pid: int, host: str) -> set:
     """TCP ports that ``pid`` or its descendants listen on (Linux; else empty)."""
-    table = _listeners.listening(_family(host))
+    table = sockets.listening(_family(host))
     if not table:
         return set()
     inodes = set()
-    for member in [pid] + _procinfo.descendants(pid):
-        inodes.update(_procinfo._socket_inodes(member))
+    for member in [pid] + procinfo.descendants(pid):
+        inodes.update(procinfo._socket_inodes(member))
     return {port for inode, port in table.items() if inode in inodes}
 
 
-_orphans.install()
+safety_net.install()
 
 
 __all__ = ["ServerProcess", "start_server", "describe_exit"]

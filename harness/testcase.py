@@ -24,7 +24,7 @@ import tempfile
 import unittest
 from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Union
 
-from . import _marker
+from ._server import marker
 from ._validate import check_port_range
 from .errors import ServerStartError
 
@@ -150,8 +150,8 @@ class _TestState:
 
 
 def _live_servers() -> List[Any]:
-    from . import _orphans
-    return _orphans.live()
+    from ._server import safety_net
+    return safety_net.live()
 
 
 def _check_arguments(owner: str, kwargs: Mapping[str, Any]) -> None:
@@ -191,8 +191,8 @@ def remove_kept_log(log_path: str) -> None:
     the log only matters to a test that failed, whose report shows its path.
     """
     directory = os.path.dirname(log_path)
-    if os.path.basename(directory).startswith(_marker.TEMP_PREFIX) and \
-            _marker.read_owner(directory) == _marker.owner_token():
+    if os.path.basename(directory).startswith(marker.TEMP_PREFIX) and \
+            marker.read_owner(directory) == marker.owner_token():
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -411,7 +411,7 @@ class ServerTestMixin:
     def _harness_temp_root(self) -> str:
         state = self._harness_state()
         if state.temp_root is None:
-            state.temp_root = _marker.make_private_dir()  # 0700, reaped if the runner dies
+            state.temp_root = marker.make_private_dir()  # 0700, reaped if the runner dies
             self.addCleanup(_remove_tree, state.temp_root)  # type: ignore[attr-defined]
         return state.temp_root
 
@@ -444,7 +444,7 @@ class ServerTestMixin:
         from .errors import ResponseInvalid
         from ._jsonspec import check_spec
         from .http import _validate
-        from ._httpcore import check_expect_status
+        from ._http_wire import check_expect_status
         expect_status = check_expect_status(status)
         expect_json = check_spec(json, "json")
         if not (hasattr(response, "status") and hasattr(response, "body")):

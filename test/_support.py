@@ -94,7 +94,7 @@ def quiet_window(size: int, low: int = 4000, high: int = 8999,
 
 
 def ipv6_available() -> bool:
-    from harness._procinfo import has_ipv6_loopback
+    from harness._os.procinfo import has_ipv6_loopback
     return has_ipv6_loopback()
 
 

@@ -15,7 +15,9 @@ from typing import List, Tuple
 
 from _support import ChildProcessesMixin, ROOT, ipv6_available, python_env, quiet_window
 
-from harness import _marker, _procinfo, _wait, ports
+from harness import _wait, ports
+from harness._os import procinfo as _procinfo
+from harness._server import marker as _marker
 
 HANG = 60
 COMMANDS = ["port", "who", "reap", "flakehunt"]

@@ -18,7 +18,8 @@ import tempfile
 import unittest
 from typing import Dict, List, Optional
 
-from harness import HttpCheck, ServerProcess, _launch
+from harness import HttpCheck, ServerProcess
+from harness._server import launch as _launch
 
 # The user's code lives in a module of their project, so its measured lines
 # are keyed by a path that still exists when the report is made.

@@ -26,8 +26,9 @@ from typing import List, Optional, Tuple
 
 from _support import ROOT, python_env
 
-from harness import _procinfo, _wait
-from harness._flakehunt import (DUMP_END, Progress, RunResult, failure_kind, normalise,
+from harness import _wait
+from harness._os import procinfo as _procinfo
+from harness._cli.flakehunt import (DUMP_END, Progress, RunResult, failure_kind, normalise,
                                 wilson_interval)
 
 FIXTURES = os.path.join(ROOT, "test", "fixtures_cli")
@@ -316,7 +317,7 @@ class FlakehuntHangTest(unittest.TestCase):
 
     def test_without_waitid_hangs_are_still_killed_with_their_group(self) -> None:
         """The portable path (macOS has no os.waitid): poll, reap, then end the group."""
-        code = ("import os, sys\ndel os.waitid\nfrom harness.__main__ import main\n"
+        code = ("import os, sys\ndel os.waitid\nfrom harness._cli import main\n"
                 "sys.exit(main(sys.argv[1:]))\n")
         proc = subprocess.run([sys.executable, "-c", code, "flakehunt", "flaky_fixture.Hangs",
                                "-n", "1", "-j", "1", "--timeout", "3", "--json",

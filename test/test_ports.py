@@ -42,7 +42,8 @@ sys.stdin.read()
 def _leave_time_wait(test: unittest.TestCase, port: int) -> None:
     """Leave a connection in TIME_WAIT on ``port``, as a stopped server does
     when it closed a connection first (it lasts about a minute)."""
-    from harness import _procinfo, _wait
+    from harness import _wait
+    from harness._os import procinfo as _procinfo
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
@@ -209,7 +210,7 @@ class LeaseTests(unittest.TestCase):
                         harness.listening_socket(port=waiting)  # a live listener still wins
 
     def test_holder_that_cannot_be_found_is_called_unknown(self) -> None:
-        from harness import _procinfo
+        from harness._os import procinfo as _procinfo
         sock = harness.listening_socket()
         self.addCleanup(sock.close)
         original = _procinfo.port_holders

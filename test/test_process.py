@@ -11,10 +11,10 @@ import tempfile
 import unittest
 import urllib.request
 
-from test_process_helpers import (OK_APP, NoLeftoversMixin, my_harness_dirs, pid_alive,
+from _process_helpers import (OK_APP, NoLeftoversMixin, my_harness_dirs, pid_alive,
                                   remove_kept, server_argv)
 
-from harness import _procinfo
+from harness._os import procinfo as _procinfo
 from harness.checks import HttpCheck, LogCheck
 from harness.errors import HarnessError, PortUnavailable, ServerNotReady, ServerStartError
 from harness.process import ServerProcess, start_server
@@ -140,7 +140,7 @@ class LifecycleTest(NoLeftoversMixin, unittest.TestCase):
         self.assertNotIn("relaunching", str(ctx.exception))
 
     def test_marker_environment(self) -> None:
-        from harness import _marker
+        from harness._server import marker as _marker
         with start_server(OK_APP) as server:
             env = _procinfo.environ(server.pid)
             if env is None:

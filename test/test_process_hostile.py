@@ -7,9 +7,9 @@ import time
 import unittest
 from typing import Any
 
-from test_process_helpers import NoLeftoversMixin, pid_alive, remove_kept, server_argv
+from _process_helpers import NoLeftoversMixin, pid_alive, remove_kept, server_argv
 
-from harness import _procinfo
+from harness._os import procinfo as _procinfo
 from harness.checks import Check, HttpCheck, Outcome, TcpCheck
 from harness.errors import ServerNotReady, ServerStartError
 from harness.process import ServerProcess, start_server

@@ -10,10 +10,11 @@ import time
 import unittest
 
 from _support import open_fds, spawn_python
-from test_process_helpers import (OK_APP, NoLeftoversMixin, pid_alive, remove_kept,
+from _process_helpers import (OK_APP, NoLeftoversMixin, pid_alive, remove_kept,
                                   server_argv)
 
-from harness import _procinfo, _watchdog
+from harness._os import procinfo as _procinfo
+from harness._server import watchdog as _watchdog
 from harness.checks import HttpCheck
 from harness.process import start_server
 
@@ -165,10 +166,10 @@ class RunnerDeathTest(unittest.TestCase):
 
 
 class TerminateTreeTest(unittest.TestCase):
-    """harness._kill.terminate_tree, which `python -m harness reap` uses."""
+    """harness._os.kill.terminate_tree, which `python -m harness reap` uses."""
 
     def test_ends_tree_and_escapees_but_not_a_reused_pid(self) -> None:
-        from harness import _kill
+        from harness._os import kill as _kill
         server = start_server(argv=server_argv("escaping_children.py"), health=HttpCheck())
         self.addCleanup(server.stop)
         line = [ln for ln in server.output().splitlines() if ln.startswith("grandchildren")][0]

@@ -18,7 +18,7 @@ from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run
 
 TESTS = '''
 import pytest
-from harness import _procinfo
+from harness._os import procinfo as _procinfo
 from harness.ports import held_ports
 
 APP = {app!r}

@@ -21,7 +21,9 @@ from typing import Tuple
 
 from _support import ChildProcessesMixin, ROOT, python_env
 
-from harness import _marker, _procinfo, is_port_free
+from harness import is_port_free
+from harness._os import procinfo as _procinfo
+from harness._server import marker as _marker
 
 try:
     import fcntl
@@ -45,7 +47,7 @@ while True:
 # The runner: starts the server marked with its own token, reports, then waits to be killed.
 RUNNER = r"""
 import os, subprocess, sys
-from harness import _marker
+from harness._server import marker as _marker
 env = dict(os.environ)
 env[_marker.OWNER_ENV] = _marker.owner_token()
 env[_marker.SERVER_ID_ENV] = _marker.new_server_id()

@@ -22,7 +22,7 @@ import sys
 import unittest
 from typing import Any, List
 
-from harness import _procinfo
+from harness._os import procinfo as _procinfo
 from harness.http import Response
 from harness.ports import PortAllocator, held_ports, release_port
 from harness.process import ServerProcess

@@ -28,7 +28,7 @@ HANG = 240  # seconds: a hang-catcher, not a timing assertion
 
 MODULE = '''
 import unittest
-from harness import _procinfo
+from harness._os import procinfo as _procinfo
 from harness.testcase import ServerTestCase
 
 APP = {app!r}

@@ -57,7 +57,7 @@ def _start_helper() -> None:
     """
     import subprocess
     sys.path.insert(0, ROOT)
-    from harness import _procinfo
+    from harness._os import procinfo as _procinfo
     helper = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(60)"])
     tokens = [_procinfo.identity(os.getpid()), _procinfo.identity(helper.pid)]
     path = os.path.join(os.environ["FLAKEHUNT_MARKER_DIR"], f"run-{_run_number()}.tokens")

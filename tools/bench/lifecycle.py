@@ -226,7 +226,7 @@ def _pct(values: List[float], q: float) -> float:
 
 def shim_costs(rounds: int) -> List[Tuple[str, float]]:
     """Median cost of starting ``true`` directly and through each handoff shim."""
-    from harness import _launch
+    from harness._server import launch as _launch
     true = shutil.which("true") or "/bin/true"
     ways = [("direct exec", [true]),
             ("sh shim (handoff, argv)", ["/bin/sh", "-c", _launch.SH_SHIM, "x", true]),

@@ -67,7 +67,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from harness import HttpCheck, ServerProcess, is_port_free  # noqa: E402
-from harness import _procinfo, _watchdog  # noqa: E402
+from harness._os import procinfo as _procinfo  # noqa: E402
+from harness._server import watchdog as _watchdog  # noqa: E402
 from harness.errors import HarnessError, ServerNotReady, ServerStartError  # noqa: E402
 from harness._wait import Deadline, backoff  # noqa: E402
 from harness.ports import held_ports, lease_holders  # noqa: E402

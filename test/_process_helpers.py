@@ -6,7 +6,7 @@ import shutil
 import sys
 from typing import List, Optional
 
-from harness import _procinfo
+from harness._os import procinfo as _procinfo
 
 SERVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "servers")
 
@@ -47,7 +47,7 @@ def pid_alive(pid: int) -> bool:
 def my_harness_dirs() -> set:
     """harness temp dirs created by this process (other processes make theirs)."""
     import tempfile
-    from harness import _marker
+    from harness._server import marker as _marker
     tmp, mine = tempfile.gettempdir(), _marker.owner_token()
     return {d for d in os.listdir(tmp)
             if d.startswith("harness-") and _marker.read_owner(os.path.join(tmp, d)) == mine}
@@ -65,7 +65,7 @@ class NoLeftoversMixin:
     def setUp(self) -> None:
         super().setUp()  # type: ignore[misc]
         self._dirs_before = my_harness_dirs()
-        from harness import _watchdog
+        from harness._server import watchdog as _watchdog
         self._children_before = set(_procinfo.descendants(os.getpid()))
         self._watchdog = _watchdog
 

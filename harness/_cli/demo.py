@@ -1,6 +1,6 @@
 """``python -m harness demo``: a small suite of real servers, and what it saved.
 
-Runs the bundled suite (:mod:`harness._demo_app`: the incident write-up's
+Runs the bundled suite (:mod:`harness._cli.demo_app`: the incident write-up's
 four suites in small) with a progress line, then prints how long it took
 with harness beside how long the write-up's approach would have spent on
 the same servers.  That column is computed from the events of this run:
@@ -19,7 +19,7 @@ import time
 import unittest
 from typing import Any, List, Optional, Sequence, TextIO, Tuple
 
-from . import _demo_app
+from . import demo_app
 
 POLL_SECONDS = 0.5        # the write-up: a 0.5 s sleep between health checks
 PASSES_IN_A_ROW = 2       # the write-up: "multiple health checks required"
@@ -141,28 +141,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None, stream: Optional[TextIO] = None) -> int:
     options = build_parser().parse_args(list(argv) if argv is not None else None)
     out = stream if stream is not None else sys.stdout
-    suite = _demo_app.load_suite(show_failure=options.show_failure)
+    suite = demo_app.load_suite(show_failure=options.show_failure)
     total_tests = suite.countTestCases()
     out.write(f"harness demo: {total_tests} tests against real server processes "
               f"(stdlib HTTP apps started from app_code), Python {sys.version.split()[0]}\n")
     out.flush()
 
-    recorder = _demo_app.Recorder()
-    _demo_app.RECORDER = recorder
+    recorder = demo_app.Recorder()
+    demo_app.RECORDER = recorder
     result = _Progress(out, total_tests)
     began = time.monotonic()
     try:
         suite.run(result)
         suite._tearDownPreviousClass(None, result)  # type: ignore[attr-defined]  # class cleanups
     finally:
-        _demo_app.RECORDER = None
+        demo_app.RECORDER = None
         result.finish()
     total = time.monotonic() - began
 
     on_purpose = [(t, text) for t, text in result.failures + result.errors
-                  if isinstance(t, _demo_app.ShowFailure)]
+                  if isinstance(t, demo_app.ShowFailure)]
     real = [(t, text) for t, text in result.failures + result.errors
-            if not isinstance(t, _demo_app.ShowFailure)]
+            if not isinstance(t, demo_app.ShowFailure)]
     for test, text in on_purpose:
         out.write(f"\nThe report of a failing test ({test.id()} fails on purpose; note the "
                   f"server log at its end):\n\n{text}\n")

@@ -4,7 +4,7 @@ Every server process harness launches gets two environment variables,
 inherited by everything it spawns (even a child that escapes the process
 group with ``setsid``):
 
-- ``HARNESS_OWNER``: the :func:`harness._procinfo.identity` token (pid and
+- ``HARNESS_OWNER``: the :func:`harness._os.procinfo.identity` token (pid and
   start time) of the test runner that launched it.  A server whose owner
   token no longer names a live process is an orphan.
 - ``HARNESS_SERVER_ID``: a random token naming one server launch, so a
@@ -21,7 +21,7 @@ import secrets
 import tempfile
 from typing import Optional
 
-from . import _procinfo
+from .._os import procinfo
 
 OWNER_ENV = "HARNESS_OWNER"
 SERVER_ID_ENV = "HARNESS_SERVER_ID"
@@ -31,7 +31,7 @@ OWNER_FILE = "owner"
 
 def owner_token() -> str:
     """The identity token of the current process (the test runner)."""
-    token = _procinfo.identity(os.getpid())
+    token = procinfo.identity(os.getpid())
     # Without /proc or psutil there is no start time: the pid alone still
     # lets reap skip live runners, at the price of trusting pid reuse less.
     return token if token is not None else f"{os.getpid()}:?"

@@ -5,7 +5,7 @@
   is chained to (a SIGTERM with the default action then still ends the
   runner by SIGTERM).  ``unittest`` skips ``addCleanup`` callbacks on
   Ctrl-C, so this is what keeps an interrupted run from leaking servers.
-- SIGKILL cannot be caught: :mod:`harness._watchdog` covers it.
+- SIGKILL cannot be caught: :mod:`harness._server.watchdog` covers it.
 
 Handlers can only be installed from the main thread: they are installed
 when ``harness.process`` is imported (normally from the main thread; they do
@@ -21,7 +21,7 @@ import signal
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
-from . import _watchdog
+from . import watchdog
 
 _lock = threading.Lock()
 _live: Dict[int, Any] = {}  # id(server) -> server, strong refs: a dropped server still stops
@@ -62,7 +62,7 @@ def stop_all(emergency: bool = False) -> None:
 
 def _at_exit() -> None:
     stop_all()
-    _watchdog.shutdown()
+    watchdog.shutdown()
 
 
 atexit.register(_at_exit)

@@ -10,9 +10,9 @@ import argparse
 import json
 import sys
 
-from . import ports
-from ._validate import PortRange, check_port_range
-from .errors import PortUnavailable
+from .. import ports
+from .._validate import PortRange, check_port_range
+from ..errors import PortUnavailable
 
 
 def parse_range(text: str) -> PortRange:

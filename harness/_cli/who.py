@@ -15,8 +15,10 @@ import os
 import time
 from typing import Dict, List, Optional
 
-from . import _marker, _procinfo, ports
-from ._validate import check_port
+from .. import ports
+from .._server import marker
+from .._os import procinfo
+from .._validate import check_port
 
 
 def _port(text: str) -> int:
@@ -59,22 +61,22 @@ def _age(seconds: Optional[float]) -> str:
 
 def describe_process(pid: int) -> Dict[str, object]:
     """What a person wants to know about a process holding a port."""
-    started = _procinfo.start_time(pid)
-    env = _procinfo.environ(pid)
+    started = procinfo.start_time(pid)
+    env = procinfo.environ(pid)
     info: Dict[str, object] = {
         "pid": pid,
-        "user": _user(_procinfo.owner_uid(pid)),
-        "command": _procinfo.cmdline(pid),
+        "user": _user(procinfo.owner_uid(pid)),
+        "command": procinfo.cmdline(pid),
         "running_seconds": None if started is None else round(time.time() - started, 1),
     }
     if env is None:
         info["harness"] = None  # unknown: the environment is not readable
-    elif _marker.OWNER_ENV in env:
-        owner = env[_marker.OWNER_ENV]
+    elif marker.OWNER_ENV in env:
+        owner = env[marker.OWNER_ENV]
         info["harness"] = True
         info["owner"] = owner
-        info["owner_alive"] = _procinfo.is_alive(owner)
-        info["server_id"] = env.get(_marker.SERVER_ID_ENV)
+        info["owner_alive"] = procinfo.is_alive(owner)
+        info["server_id"] = env.get(marker.SERVER_ID_ENV)
     else:
         info["harness"] = False
     return info
@@ -95,11 +97,11 @@ def _harness_line(info: Dict[str, object]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     port = args.port
-    visible = _procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL
-    holders = [h for h in _procinfo.port_holders(port) if h.pid != os.getpid()]
+    visible = procinfo.HAVE_PROC or procinfo.HAVE_PSUTIL
+    holders = [h for h in procinfo.port_holders(port) if h.pid != os.getpid()]
     lessees = [pid for pid in ports.lease_holders(port) if pid != os.getpid()]
     free_v4 = ports.is_port_free(port, "127.0.0.1")
-    free_v6 = ports.is_port_free(port, "::1") if _procinfo.has_ipv6_loopback() else True
+    free_v6 = ports.is_port_free(port, "::1") if procinfo.has_ipv6_loopback() else True
     in_use = not (free_v4 and free_v6)
     processes: List[Dict[str, object]] = []
     for holder in holders:
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         info["state"] = holder.status
         processes.append(info)
     leases = [describe_process(pid) for pid in lessees]
-    time_wait = _procinfo.time_wait_count(port)
+    time_wait = procinfo.time_wait_count(port)
     held = in_use or bool(processes) or bool(leases)
     if args.json:
         print(json.dumps({"port": port, "free": not held, "in_use": in_use,
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         state = f", {str(info['state']).lower()}" if "state" in info else ""
         lines.append(f"  pid {info['pid']}  user {info['user'] or '?'}  running "
                      f"{_age(info['running_seconds'])}{state}")  # type: ignore[arg-type]
-        lines.append(f"    command: {_procinfo.short_cmdline(str(info['command']), 200)}")
+        lines.append(f"    command: {procinfo.short_cmdline(str(info['command']), 200)}")
         lines.append(f"    {_harness_line(info)}")
     print("\n".join(lines))
     return 1

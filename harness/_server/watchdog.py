@@ -27,7 +27,7 @@ import sys
 import threading
 from typing import Optional
 
-from . import _marker
+from . import marker
 
 # Runs with ``python -I -S``: no site, no harness import, no psutil; starts fast.
 _CODE = r"""
@@ -126,10 +126,10 @@ def ensure() -> None:
             return
         rfd, wfd = os.pipe()  # both non-inheritable (PEP 446)
         env = {k: v for k, v in os.environ.items()
-               if k not in (_marker.OWNER_ENV, _marker.SERVER_ID_ENV)}
+               if k not in (marker.OWNER_ENV, marker.SERVER_ID_ENV)}
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _CODE, _marker.owner_token()],
+                [sys.executable, "-I", "-S", "-c", _CODE, marker.owner_token()],
                 stdin=rfd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env=env, close_fds=True, start_new_session=True, cwd="/")
         except OSError:

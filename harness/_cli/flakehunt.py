@@ -28,7 +28,9 @@ import threading
 import time
 from typing import IO, Dict, List, Optional, Tuple
 
-from . import _config, _marker, _procinfo, _wait
+from .. import _config, _wait
+from .._server import marker
+from .._os import procinfo
 
 RUN_ENV = "HARNESS_FLAKEHUNT_RUN"
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -161,7 +163,7 @@ def classify(index: int, returncode: int, output: str, seconds: float,
 
 def _group_has_live_member(pgid: int) -> bool:
     """True if a process of group ``pgid`` is alive (zombies are dead); True if unknown."""
-    pids = _procinfo.all_pids()
+    pids = procinfo.all_pids()
     if not pids:
         return True
     for pid in pids:
@@ -170,8 +172,8 @@ def _group_has_live_member(pgid: int) -> bool:
                 continue
         except OSError:
             continue
-        token = _procinfo.identity(pid)  # None: it is gone already
-        if token is not None and _procinfo.is_alive(token):
+        token = procinfo.identity(pid)  # None: it is gone already
+        if token is not None and procinfo.is_alive(token):
             return True
     return False
 
@@ -320,7 +322,7 @@ class Hunt:
         self._stopped = False
         self._active: Dict[int, _Run] = {}
         self._threads: List[threading.Thread] = []
-        self._tmp = _marker.make_private_dir()
+        self._tmp = marker.make_private_dir()
         self.started = time.monotonic()
         self.stop_reason: Optional[str] = None
 

@@ -2,7 +2,7 @@
 small, against real server processes started from ``app_code``.
 
 The base class records how long each server took to become ready and to
-stop, so :mod:`harness._demo` can say what the write-up's fixed sleeps would
+stop, so :mod:`harness._cli.demo` can say what the write-up's fixed sleeps would
 have cost on exactly these servers.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ import time
 import unittest
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from .checks import HttpCheck
-from .errors import ServerStartError
-from .http import load
-from .testcase import ServerTestCase
+from ..checks import HttpCheck
+from ..errors import ServerStartError
+from ..http import load
+from ..testcase import ServerTestCase
 
 # One stdlib app for every demo server, configured through its environment:
 # START_UP_SECONDS: /health has no "message" until start-up is done;

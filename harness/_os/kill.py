@@ -1,7 +1,7 @@
 """Ending process trees safely: signal only processes that are still ours.
 
 A process is named by an identity token (pid plus start time, see
-:func:`harness._procinfo.identity`), so a pid the kernel has since given to
+:func:`harness._os.procinfo.identity`), so a pid the kernel has since given to
 someone else is never signalled.  On Linux the check and the signal go
 through a pidfd, which closes the remaining window.  Used by
 ``ServerProcess.stop`` and by ``python -m harness reap`` (:func:`terminate_tree`).
@@ -12,8 +12,8 @@ import os
 import signal
 from typing import Iterable, List, Optional
 
-from . import _procinfo
-from ._wait import Deadline
+from . import procinfo
+from .._wait import Deadline
 
 _HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 
@@ -33,7 +33,7 @@ def signal_token(token: str, sig: int) -> bool:
         except OSError:
             return False
         try:
-            if _procinfo.identity(pid) != token:
+            if procinfo.identity(pid) != token:
                 return False
             signal.pidfd_send_signal(fd, sig)  # type: ignore[attr-defined]
             return True
@@ -41,7 +41,7 @@ def signal_token(token: str, sig: int) -> bool:
             return False
         finally:
             os.close(fd)
-    if _procinfo.identity(pid) != token:
+    if procinfo.identity(pid) != token:
         return False
     try:
         os.kill(pid, sig)
@@ -61,14 +61,14 @@ def find_marked(name: str, value: str, started_after: Optional[int] = None) -> L
     needle = f"{name}={value}".encode()
     found: List[str] = []
     me = os.getpid()
-    if _procinfo.HAVE_PROC:
+    if procinfo.HAVE_PROC:
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == me:
                 continue
-            fields = _procinfo._stat_fields(int(entry))
-            if fields is None or fields[_procinfo._STATE] in (b"Z", b"X"):
+            fields = procinfo._stat_fields(int(entry))
+            if fields is None or fields[procinfo._STATE] in (b"Z", b"X"):
                 continue
-            start = int(fields[_procinfo._STARTTIME])
+            start = int(fields[procinfo._STARTTIME])
             if started_after is not None and start < started_after:
                 continue
             try:
@@ -80,14 +80,14 @@ def find_marked(name: str, value: str, started_after: Optional[int] = None) -> L
                     or env == needle or env.endswith(b"\0" + needle):
                 found.append(f"{entry}:{start}")
         return found
-    if _procinfo.HAVE_PSUTIL:
+    if procinfo.HAVE_PSUTIL:
         import psutil
         for proc in psutil.process_iter():
             if proc.pid == me:
                 continue
             try:
                 if proc.environ().get(name) == value:
-                    token = _procinfo.identity(proc.pid)
+                    token = procinfo.identity(proc.pid)
                     if token:
                         found.append(token)
             except (psutil.Error, OSError):
@@ -98,20 +98,20 @@ def find_marked(name: str, value: str, started_after: Optional[int] = None) -> L
 def tree_tokens(pid: int) -> List[str]:
     """Tokens of the live descendants of ``pid``."""
     tokens = []
-    for child in _procinfo.descendants(pid):
-        token = _procinfo.identity(child)
+    for child in procinfo.descendants(pid):
+        token = procinfo.identity(child)
         if token is not None:
             tokens.append(token)
     return tokens
 
 
 def alive(tokens: Iterable[str]) -> List[str]:
-    return [t for t in tokens if _procinfo.is_alive(t)]
+    return [t for t in tokens if procinfo.is_alive(t)]
 
 
 def wait_gone(tokens: Iterable[str], deadline: Deadline) -> List[str]:
     """Wait until none of ``tokens`` runs (zombies count as gone); the survivors."""
-    from .checks import poll_interval
+    from ..checks import poll_interval
     left = alive(tokens)
     while left and not deadline.expired:
         _pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
@@ -137,7 +137,7 @@ def terminate_tree(pid: int, token: Optional[str] = None, *, server_id: Optional
     ``grace`` seconds, then SIGKILL.  Returns the tokens still alive
     afterwards (empty on success).
     """
-    current = _procinfo.identity(pid)
+    current = procinfo.identity(pid)
     if token is None:
         token = current
     members: List[str] = []
@@ -150,13 +150,13 @@ def terminate_tree(pid: int, token: Optional[str] = None, *, server_id: Optional
         members.extend(t for t in find_marked("HARNESS_SERVER_ID", server_id) if t not in members)
     group = pid if ours and _pgid(pid) == pid else None
     for sig in (signal.SIGCONT, signal.SIGTERM):
-        if group is not None and _procinfo.is_alive(token or ""):
+        if group is not None and procinfo.is_alive(token or ""):
             _killpg(group, sig)
         for member in members:
             signal_token(member, sig)
     survivors = wait_gone(members, Deadline(grace))
     if survivors:
-        if group is not None and _procinfo.is_alive(token or ""):
+        if group is not None and procinfo.is_alive(token or ""):
             _killpg(group, signal.SIGKILL)
         if server_id:
             survivors.extend(t for t in find_marked("HARNESS_SERVER_ID", server_id)

@@ -6,7 +6,7 @@ test runner's identity token: pid plus start time) is no longer alive:
 - processes whose environment has ``HARNESS_OWNER=<dead runner>`` are
   stopped: SIGCONT and SIGTERM, a grace period, then SIGKILL, each signal
   only after checking the pid still names the same process
-  (:func:`harness._kill.terminate_tree`);
+  (:func:`harness._os.kill.terminate_tree`);
 - ``harness-*`` directories in the temp dir, owned by the current user,
   whose ``owner`` file names a dead runner are removed (symlinks are never
   followed);
@@ -30,8 +30,10 @@ import tempfile
 import threading
 from typing import Dict, List, Optional
 
-from . import _config, _kill, _marker, _procinfo, ports
-from ._wait import Deadline
+from .. import _config, ports
+from .._os import kill, procinfo
+from .._server import marker
+from .._wait import Deadline
 
 try:
     import fcntl
@@ -71,8 +73,8 @@ def _owner_alive(token: str) -> bool:
     pid_text, _, start = token.partition(":")
     if not pid_text.isdigit():
         return False  # not a token harness writes: nobody can be its owner
-    if start not in ("", "?") and (_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL):
-        return _procinfo.is_alive(token)
+    if start not in ("", "?") and (procinfo.HAVE_PROC or procinfo.HAVE_PSUTIL):
+        return procinfo.is_alive(token)
     # Without a start time to compare, only "no such pid" is certain.
     try:
         os.kill(int(pid_text), 0)
@@ -89,7 +91,7 @@ def _protected() -> set:
     pid: Optional[int] = os.getpid()
     while pid and pid not in pids:
         pids.add(pid)
-        pid = _procinfo.parent_pid(pid)
+        pid = procinfo.parent_pid(pid)
     return pids
 
 
@@ -98,19 +100,19 @@ def find_orphans(runner: Optional[int] = None) -> List[Dict[str, object]]:
     found = []
     protected = _protected()
     uid = os.getuid()
-    for pid in _procinfo.all_pids():
-        if pid in protected or _procinfo.owner_uid(pid) != uid:
+    for pid in procinfo.all_pids():
+        if pid in protected or procinfo.owner_uid(pid) != uid:
             continue
-        env = _procinfo.environ(pid)
-        owner = env.get(_marker.OWNER_ENV) if env else None
+        env = procinfo.environ(pid)
+        owner = env.get(marker.OWNER_ENV) if env else None
         if not owner or not _wanted(owner, runner) or _owner_alive(owner):
             continue
-        token = _procinfo.identity(pid)
-        if token is None or not _procinfo.is_alive(token):
+        token = procinfo.identity(pid)
+        if token is None or not procinfo.is_alive(token):
             continue  # gone meanwhile, or a zombie
         found.append({"pid": pid, "token": token, "owner": owner,
-                      "server_id": env.get(_marker.SERVER_ID_ENV) if env else None,
-                      "command": _procinfo.cmdline(pid)})
+                      "server_id": env.get(marker.SERVER_ID_ENV) if env else None,
+                      "command": procinfo.cmdline(pid)})
     return found
 
 
@@ -119,12 +121,12 @@ def stop_orphans(orphans: List[Dict[str, object]], grace: float) -> None:
     tokens = {str(o["token"]) for o in orphans}
     by_pid = {int(o["pid"]): o for o in orphans}  # type: ignore[call-overload]
     roots = [o for o in orphans
-             if _procinfo.parent_pid(int(o["pid"])) not in by_pid]  # type: ignore[call-overload]
+             if procinfo.parent_pid(int(o["pid"])) not in by_pid]  # type: ignore[call-overload]
     survivors: List[str] = []
     lock = threading.Lock()
 
     def stop(orphan: Dict[str, object]) -> None:
-        left = _kill.terminate_tree(int(orphan["pid"]), str(orphan["token"]),  # type: ignore
+        left = kill.terminate_tree(int(orphan["pid"]), str(orphan["token"]),  # type: ignore
                                     grace=grace)
         with lock:
             survivors.extend(left)
@@ -135,18 +137,18 @@ def stop_orphans(orphans: List[Dict[str, object]], grace: float) -> None:
     for thread in threads:
         thread.join()
     # Anything not below a root (it should not happen) is ended on its own.
-    left = _kill.alive(t for t in tokens if t not in survivors)
+    left = kill.alive(t for t in tokens if t not in survivors)
     for token in left:
-        _kill.signal_token(token, signal.SIGKILL)
-    survivors.extend(_kill.wait_gone(left, Deadline(max(1.0, grace))))
+        kill.signal_token(token, signal.SIGKILL)
+    survivors.extend(kill.wait_gone(left, Deadline(max(1.0, grace))))
     for orphan in orphans:
-        alive = str(orphan["token"]) in survivors and _procinfo.is_alive(str(orphan["token"]))
+        alive = str(orphan["token"]) in survivors and procinfo.is_alive(str(orphan["token"]))
         orphan["result"] = "still running after SIGKILL" if alive else "stopped"
 
 
 def _read_owner_nofollow(path: str) -> Optional[str]:
     try:
-        fd = os.open(os.path.join(path, _marker.OWNER_FILE),
+        fd = os.open(os.path.join(path, marker.OWNER_FILE),
                      os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None
@@ -166,7 +168,7 @@ def find_temp_dirs(runner: Optional[int] = None) -> List[Dict[str, object]]:
     lease_dir = os.path.abspath(ports.default_lease_dir())
     for name in entries:
         path = os.path.join(base, name)
-        if not name.startswith(_marker.TEMP_PREFIX) or os.path.abspath(path) == lease_dir:
+        if not name.startswith(marker.TEMP_PREFIX) or os.path.abspath(path) == lease_dir:
             continue
         try:
             info = os.lstat(path)
@@ -250,7 +252,7 @@ def remove_stale_leases(leases: List[Dict[str, object]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL):
+    if not (procinfo.HAVE_PROC or procinfo.HAVE_PSUTIL):
         print("reap: without psutil this platform cannot list processes, so no server is "
               "stopped (pip install psutil); temp dirs of runners whose pid is gone and "
               "stale lease files are still removed", file=sys.stderr)
@@ -282,7 +284,7 @@ def _report(orphans: List[Dict[str, object]], dirs: List[Dict[str, object]],
     for o in orphans:
         runner = str(o["owner"]).split(":", 1)[0]
         what = "would stop" if dry_run else str(o["result"])
-        lines.append(f"{what}: pid {o['pid']} ({_procinfo.short_cmdline(str(o['command']))}), "
+        lines.append(f"{what}: pid {o['pid']} ({procinfo.short_cmdline(str(o['command']))}), "
                      f"started by harness for test runner pid {runner}, which is gone")
     for d in dirs:
         what = "would remove" if dry_run else str(d["result"])

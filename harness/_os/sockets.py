@@ -12,7 +12,7 @@ import socket
 import struct
 from typing import Dict, Optional
 
-from . import _procinfo
+from . import procinfo
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -70,7 +70,7 @@ def _netlink(family: int) -> Optional[Dict[int, int]]:
 
 
 def _proc(family: int) -> Optional[Dict[int, int]]:
-    if not _procinfo.HAVE_PROC:
+    if not procinfo.HAVE_PROC:
         return None
     table = "/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp"
     found: Dict[int, int] = {}
