@@ -5,12 +5,24 @@ Everything a test needs is importable from here; see README.rst.
 from __future__ import annotations
 
 from .checks import AllChecks, HttpCheck, LogCheck, TcpCheck
-from .errors import (HarnessError, PortUnavailable, RequestFailed, ResponseInvalid,
-                     ServerNotReady, ServerStartError)
+from .errors import (
+                     HarnessError,
+                     PortUnavailable,
+                     RequestFailed,
+                     ResponseInvalid,
+                     ServerNotReady,
+                     ServerStartError,
+)
 from .http import LoadResult, Response, RetryPolicy, load, request
 from .memory import LeakReport, MemoryUnavailable, measure_leak, rss, uss
-from .ports import (PortAllocator, PortLease, find_free_port, is_port_free,
-                    listening_socket, release_port)
+from .ports import (
+                     PortAllocator,
+                     PortLease,
+                     find_free_port,
+                     is_port_free,
+                     listening_socket,
+                     release_port,
+)
 from .process import ServerProcess, start_server
 from .testcase import ServerTestCase, ServerTestMixin
 

@@ -18,8 +18,15 @@ from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional
 
 from ._config import scaled
-from ._http_wire import (ExpectStatus, Target, check_expect_status, check_method, encode_body,
-                        error_kind, status_matches)
+from ._http_wire import (
+    ExpectStatus,
+    Target,
+    check_expect_status,
+    check_method,
+    encode_body,
+    error_kind,
+    status_matches,
+)
 from ._validate import check_positive_int, check_timeout
 from ._wait import Deadline
 

@@ -24,9 +24,18 @@ from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tupl
 
 from . import _jsonspec
 from ._config import scaled
-from ._http_wire import (IDEMPOTENT_METHODS, ExpectStatus, Target, check_expect_status,
-                        check_method, encode_body, error_kind, is_collection, status_matches,
-                        status_set)
+from ._http_wire import (
+    IDEMPOTENT_METHODS,
+    ExpectStatus,
+    Target,
+    check_expect_status,
+    check_method,
+    encode_body,
+    error_kind,
+    is_collection,
+    status_matches,
+    status_set,
+)
 from ._load import LoadResult, load
 from ._validate import check_timeout
 from ._wait import Deadline

@@ -28,9 +28,9 @@ import sys
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from ._os import kill, sockets, procinfo
-from ._server import launch, marker, safety_net, watchdog
 from ._config import scaled, timeout_factor
+from ._os import kill, procinfo, sockets
+from ._server import launch, marker, safety_net, watchdog
 from ._validate import check_port, check_port_range, check_positive_int, check_timeout
 from ._wait import Deadline
 from .checks import Check, HealthSpec, Outcome, Ready, as_check, poll_interval, wait_ready

@@ -20,8 +20,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 
 from .errors import ServerStartError
-from .testcase import (LOG_TAIL_LINES, _check_arguments, _server_block, merge_arguments,
-                       remove_kept_log)
+from .testcase import (
+    LOG_TAIL_LINES,
+    _check_arguments,
+    _server_block,
+    merge_arguments,
+    remove_kept_log,
+)
 
 _SERVERS_ATTR = "_harness_servers"
 _KEPT_ATTR = "_harness_kept_logs"  # logs kept after a failed start

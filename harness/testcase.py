@@ -441,10 +441,10 @@ class ServerTestMixin:
         None for any) and its JSON matches ``json`` (keys mapped to a value, a
         type or a predicate; or a predicate over the document).  Returns it.
         """
-        from .errors import ResponseInvalid
-        from ._jsonspec import check_spec
-        from .http import _validate
         from ._http_wire import check_expect_status
+        from ._jsonspec import check_spec
+        from .errors import ResponseInvalid
+        from .http import _validate
         expect_status = check_expect_status(status)
         expect_json = check_spec(json, "json")
         if not (hasattr(response, "status") and hasattr(response, "body")):

@@ -47,6 +47,7 @@ def pid_alive(pid: int) -> bool:
 def my_harness_dirs() -> set:
     """harness temp dirs created by this process (other processes make theirs)."""
     import tempfile
+
     from harness._server import marker as _marker
     tmp, mine = tempfile.gettempdir(), _marker.owner_token()
     return {d for d in os.listdir(tmp)

@@ -10,8 +10,18 @@ import threading
 import unittest
 
 from harness._wait import Deadline
-from harness.checks import (AllChecks, CallableCheck, HttpCheck, LogCheck, Outcome, Tally,
-                            TcpCheck, as_check, poll_interval, wait_ready)
+from harness.checks import (
+    AllChecks,
+    CallableCheck,
+    HttpCheck,
+    LogCheck,
+    Outcome,
+    Tally,
+    TcpCheck,
+    as_check,
+    poll_interval,
+    wait_ready,
+)
 
 
 class FakeServer:

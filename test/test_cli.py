@@ -13,7 +13,7 @@ import sys
 import unittest
 from typing import List, Tuple
 
-from _support import ChildProcessesMixin, ROOT, ipv6_available, python_env, quiet_window
+from _support import ROOT, ChildProcessesMixin, ipv6_available, python_env, quiet_window
 
 from harness import _wait, ports
 from harness._os import procinfo as _procinfo

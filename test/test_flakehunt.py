@@ -27,9 +27,15 @@ from typing import List, Optional, Tuple
 from _support import ROOT, python_env
 
 from harness import _wait
+from harness._cli.flakehunt import (
+    DUMP_END,
+    Progress,
+    RunResult,
+    failure_kind,
+    normalise,
+    wilson_interval,
+)
 from harness._os import procinfo as _procinfo
-from harness._cli.flakehunt import (DUMP_END, Progress, RunResult, failure_kind, normalise,
-                                wilson_interval)
 
 FIXTURES = os.path.join(ROOT, "test", "fixtures_cli")
 HANG = 120  # generous hang-catcher for a whole flakehunt command

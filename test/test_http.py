@@ -9,6 +9,7 @@ import unittest
 
 from _http_servers import Handler, serve
 from _support import ipv6_available, open_fds
+
 from harness._config import scaled
 from harness.errors import HarnessError, RequestFailed, ResponseInvalid
 from harness.http import IDEMPOTENT_METHODS, Response, RetryPolicy, error_kind, request

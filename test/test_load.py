@@ -7,6 +7,7 @@ import unittest
 
 from _http_servers import Handler, serve
 from _support import ipv6_available, open_fds
+
 from harness._config import scaled
 from harness.http import LoadResult, load
 

@@ -10,6 +10,7 @@ from unittest import mock
 
 from _http_servers import spawn_script
 from _support import spawn_python
+
 from harness import memory
 from harness.errors import HarnessError
 from harness.http import request

@@ -13,10 +13,10 @@ import threading
 import time
 import unittest
 
+from _support import ipv6_available, open_fds, python_env, quiet_window, spawn_python
+
 import harness
 from harness import PortAllocator, PortUnavailable, ports
-
-from _support import ipv6_available, open_fds, python_env, quiet_window, spawn_python
 
 LINUX = sys.platform.startswith("linux")
 

@@ -11,8 +11,14 @@ import tempfile
 import unittest
 import urllib.request
 
-from _process_helpers import (OK_APP, NoLeftoversMixin, my_harness_dirs, pid_alive,
-                                  remove_kept, server_argv)
+from _process_helpers import (
+    OK_APP,
+    NoLeftoversMixin,
+    my_harness_dirs,
+    pid_alive,
+    remove_kept,
+    server_argv,
+)
 
 from harness._os import procinfo as _procinfo
 from harness.checks import HttpCheck, LogCheck

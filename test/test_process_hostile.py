@@ -160,9 +160,9 @@ class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
         # its answers must never count as "ready".
         if not _procinfo.HAVE_PROC:
             self.skipTest("listener ownership is proven through /proc")
-        import threading
         import http.server
         import sys
+        import threading
 
         class H(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:

@@ -9,9 +9,8 @@ import tempfile
 import time
 import unittest
 
+from _process_helpers import OK_APP, NoLeftoversMixin, pid_alive, remove_kept, server_argv
 from _support import open_fds, spawn_python
-from _process_helpers import (OK_APP, NoLeftoversMixin, pid_alive, remove_kept,
-                                  server_argv)
 
 from harness._os import procinfo as _procinfo
 from harness._server import watchdog as _watchdog
@@ -182,8 +181,8 @@ class TerminateTreeTest(unittest.TestCase):
         self.assertEqual(_kill.terminate_tree(server.pid, token, server_id=server.server_id,
                                               grace=5.0), [])
         self.assertEqual([p for p in pids if pid_alive(p)], [])
-        import io
         import contextlib
+        import io
         with contextlib.redirect_stderr(io.StringIO()) as note:
             self.assertEqual(server.stop(), -signal.SIGTERM)
         self.assertIn("before stop(); its log is kept at", note.getvalue())

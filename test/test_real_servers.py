@@ -23,9 +23,9 @@ from typing import Dict, List
 from _support import open_fds
 
 from harness import HttpCheck, ServerProcess, TcpCheck
+from harness._config import scaled
 from harness._os import procinfo as _procinfo
 from harness._server import watchdog as _watchdog
-from harness._config import scaled
 from harness._wait import Deadline, backoff
 
 

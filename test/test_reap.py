@@ -19,7 +19,7 @@ import tempfile
 import unittest
 from typing import Tuple
 
-from _support import ChildProcessesMixin, ROOT, python_env
+from _support import ROOT, ChildProcessesMixin, python_env
 
 from harness import is_port_free
 from harness._os import procinfo as _procinfo

@@ -23,11 +23,11 @@ import unittest
 from typing import Any, List
 
 from harness._os import procinfo as _procinfo
+from harness.errors import PortUnavailable, ServerStartError
 from harness.http import Response
 from harness.ports import PortAllocator, held_ports, release_port
 from harness.process import ServerProcess
 from harness.testcase import ServerTestCase, ServerTestMixin
-from harness.errors import PortUnavailable, ServerStartError
 
 # A stdlib JSON server: every request is logged ("served /path"), /health
 # answers {"status": "ok", "message": "ready"}, anything else echoes its path.

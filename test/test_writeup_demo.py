@@ -11,7 +11,8 @@ import tempfile
 import unittest
 
 from _support import python_env
-from harness._cli.demo import comparison, writeup_start, _union
+
+from harness._cli.demo import _union, comparison, writeup_start
 from harness._cli.demo_app import ServerEvent
 
 HANG = 240  # a hang-catcher, not a timing assertion

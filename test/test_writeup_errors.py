@@ -29,9 +29,10 @@ import unittest
 from typing import Any, List
 
 from _support import python_env
+from test_testcase import reserve_window
+
 from harness.errors import PortUnavailable
 from harness.testcase import ServerTestCase
-from test_testcase import reserve_window
 
 APP = r'''
 import http.server, json, os, socketserver

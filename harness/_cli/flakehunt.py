@@ -29,8 +29,8 @@ import time
 from typing import IO, Dict, List, Optional, Tuple
 
 from .. import _config, _wait
-from .._server import marker
 from .._os import procinfo
+from .._server import marker
 
 RUN_ENV = "HARNESS_FLAKEHUNT_RUN"
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile

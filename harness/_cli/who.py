@@ -16,8 +16,8 @@ import time
 from typing import Dict, List, Optional
 
 from .. import ports
-from .._server import marker
 from .._os import procinfo
+from .._server import marker
 from .._validate import check_port
 
 

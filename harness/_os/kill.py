@@ -12,8 +12,8 @@ import os
 import signal
 from typing import Iterable, List, Optional
 
-from . import procinfo
 from .._wait import Deadline
+from . import procinfo
 
 _HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 

@@ -1,6 +1,7 @@
 """Writes 20 MB to stdout and 20 MB to stderr before listening."""
 import sys
-from _serve import serve, ok
+
+from _serve import ok, serve
 
 line = "x" * 1023 + "\n"
 for i in range(20 * 1024):

@@ -2,7 +2,8 @@
 writes their pids to the log, then serves."""
 import subprocess
 import sys
-from _serve import serve, ok
+
+from _serve import ok, serve
 
 sleeper = [sys.executable, "-c", "import threading; threading.Event().wait()"]
 stay = subprocess.Popen(sleeper)

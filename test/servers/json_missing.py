@@ -1,7 +1,8 @@
 """/health answers 200 with JSON lacking 'message' for the first $BAD_REQUESTS
 requests (-1: forever), then the right JSON."""
 import os
-from _serve import serve, ok
+
+from _serve import ok, serve
 
 bad = int(os.environ.get("BAD_REQUESTS", "-1"))
 seen = []

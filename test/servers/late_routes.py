@@ -1,7 +1,8 @@
 """Listens at once but /health answers 404 for the first $LATE_REQUESTS requests
 (routes registered late); LATE_REQUESTS=-1 means forever."""
 import os
-from _serve import serve, ok
+
+from _serve import ok, serve
 
 late = int(os.environ.get("LATE_REQUESTS", "5"))
 seen = []

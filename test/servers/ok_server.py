@@ -1,3 +1,4 @@
 """A well-behaved server: /health gives {"message": "ok"}."""
-from _serve import serve, ok
+from _serve import ok, serve
+
 serve({"/health": ok})

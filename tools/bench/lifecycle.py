@@ -201,6 +201,7 @@ class Bench:
 
     def mirakuru(self) -> Round:
         from mirakuru import HTTPExecutor
+
         from harness.ports import find_free_port, release_port
         self._reset()
         port = find_free_port()

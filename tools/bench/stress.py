@@ -69,8 +69,8 @@ sys.path.insert(0, ROOT)
 from harness import HttpCheck, ServerProcess, is_port_free  # noqa: E402
 from harness._os import procinfo as _procinfo  # noqa: E402
 from harness._server import watchdog as _watchdog  # noqa: E402
-from harness.errors import HarnessError, ServerNotReady, ServerStartError  # noqa: E402
 from harness._wait import Deadline, backoff  # noqa: E402
+from harness.errors import HarnessError, ServerNotReady, ServerStartError  # noqa: E402
 from harness.ports import held_ports, lease_holders  # noqa: E402
 
 # kind: (weight in the mix, the failure it must produce or None)
