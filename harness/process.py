@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ._config import scaled, timeout_factor
 from ._os import kill, procinfo, sockets
+from ._os.identity import ProcessId
 from ._server import launch, marker, safety_net, watchdog
 from ._validate import check_port, check_port_range, check_positive_int, check_timeout
 from ._wait import Deadline
@@ -154,7 +155,7 @@ class ServerProcess:
         self.server_id = ""
         self._proc: Optional[subprocess.Popen] = None
         self._pidfd: Optional[int] = None
-        self._token: Optional[str] = None
+        self._identity: Optional[ProcessId] = None
         self._lease: Any = None
         self._dir: Optional[str] = None
         self._kept_output = ""
@@ -317,7 +318,7 @@ class ServerProcess:
                 listener.close()  # the server has its copy; ours would keep the port open
         self.pid = self._proc.pid
         self.returncode = None
-        self._token = procinfo.identity(self.pid)
+        self._identity = procinfo.identity(self.pid)
         watchdog.register(self.pid)
         self._pidfd = None
         if hasattr(os, "pidfd_open"):
@@ -500,18 +501,17 @@ class ServerProcess:
     def _terminate(self, proc: subprocess.Popen, grace: float) -> None:
         pgid = proc.pid  # session leader, not yet reaped: the group id cannot be reused
         deadline = Deadline(grace)
-        start = int(self._token.split(":")[1]) if self._token and \
-            self._token.split(":")[1].isdigit() else None
+        start = self._identity.start_ticks if self._identity else None
         if grace > 0:
             _killpg(pgid, signal.SIGCONT)
             _killpg(pgid, signal.SIGTERM)
         else:
             _killpg(pgid, signal.SIGKILL)
         members = kill.find_marked(marker.SERVER_ID_ENV, self.server_id, started_after=start)
-        others = [t for t in members if _pgid(t) != pgid]
+        others = [t for t in members if _pgid(t.pid) != pgid]
         for sig in ((signal.SIGCONT, signal.SIGTERM) if grace > 0 else (signal.SIGKILL,)):
             for token in others:
-                kill.signal_token(token, sig)
+                kill.signal_process(token, sig)
         if grace > 0:
             self._exited(deadline.remaining())
             survivors = kill.wait_gone(members, deadline)
@@ -523,7 +523,7 @@ class ServerProcess:
         survivors.update(kill.find_marked(marker.SERVER_ID_ENV, self.server_id,
                                            started_after=start))
         for token in survivors:
-            kill.signal_token(token, signal.SIGKILL)
+            kill.signal_process(token, signal.SIGKILL)
         self._exited(scaled(5.0))
         kill.wait_gone(survivors, Deadline(scaled(5.0)))
 
@@ -539,7 +539,7 @@ class ServerProcess:
         if proc is not None and proc.returncode is None:
             _killpg(proc.pid, signal.SIGKILL)
             for token in kill.find_marked(marker.SERVER_ID_ENV, self.server_id):
-                kill.signal_token(token, signal.SIGKILL)
+                kill.signal_process(token, signal.SIGKILL)
 
     def _reap(self) -> None:
         proc = self._proc
@@ -662,9 +662,9 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-def _pgid(token: str) -> Optional[int]:
+def _pgid(pid: int) -> Optional[int]:
     try:
-        return os.getpgid(int(token.split(":", 1)[0]))
+        return os.getpgid(pid)
     except OSError:
         return None
 

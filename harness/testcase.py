@@ -192,7 +192,7 @@ def remove_kept_log(log_path: str) -> None:
     """
     directory = os.path.dirname(log_path)
     if os.path.basename(directory).startswith(marker.TEMP_PREFIX) and \
-            marker.read_owner(directory) == marker.owner_token():
+            marker.read_owner(directory) == marker.owner_id():
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -49,7 +49,7 @@ def my_harness_dirs() -> set:
     import tempfile
 
     from harness._server import marker as _marker
-    tmp, mine = tempfile.gettempdir(), _marker.owner_token()
+    tmp, mine = tempfile.gettempdir(), _marker.owner_id()
     return {d for d in os.listdir(tmp)
             if d.startswith("harness-") and _marker.read_owner(os.path.join(tmp, d)) == mine}
 

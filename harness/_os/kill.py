@@ -14,17 +14,15 @@ from typing import Iterable, List, Optional
 
 from .._wait import Deadline
 from . import procinfo
+from .identity import ProcessId
 
+SERVER_ID_ENV = "HARNESS_SERVER_ID"  # harness._server.marker.SERVER_ID_ENV
 _HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 
 
-def _pid_of(token: str) -> int:
-    return int(token.split(":", 1)[0])
-
-
-def signal_token(token: str, sig: int) -> bool:
-    """Send ``sig`` to the process named by ``token`` if it is still that process."""
-    pid = _pid_of(token)
+def signal_process(target: ProcessId, sig: int) -> bool:
+    """Send ``sig`` to ``target`` if it is still that process (not a reused pid)."""
+    pid = target.pid
     if pid <= 1 or pid == os.getpid():
         return False
     if _HAVE_PIDFD:
@@ -33,7 +31,7 @@ def signal_token(token: str, sig: int) -> bool:
         except OSError:
             return False
         try:
-            if procinfo.identity(pid) != token:
+            if procinfo.identity(pid) != target:
                 return False
             signal.pidfd_send_signal(fd, sig)  # type: ignore[attr-defined]
             return True
@@ -41,7 +39,7 @@ def signal_token(token: str, sig: int) -> bool:
             return False
         finally:
             os.close(fd)
-    if procinfo.identity(pid) != token:
+    if procinfo.identity(pid) != target:
         return False
     try:
         os.kill(pid, sig)
@@ -50,16 +48,16 @@ def signal_token(token: str, sig: int) -> bool:
     return True
 
 
-def find_marked(name: str, value: str, started_after: Optional[int] = None) -> List[str]:
+def find_marked(name: str, value: str, started_after: Optional[int] = None) -> List[ProcessId]:
     """Tokens of live processes whose environment has ``name=value``.
 
     This finds descendants that left the process group and the process tree
     (setsid, double fork): the marker is inherited through both.
-    ``started_after`` (Linux clock ticks, from an identity token) skips
+    ``started_after`` (Linux clock ticks, ``ProcessId.start_ticks``) skips
     older processes without reading their environment.
     """
     needle = f"{name}={value}".encode()
-    found: List[str] = []
+    found: List[ProcessId] = []
     me = os.getpid()
     if procinfo.HAVE_PROC:
         for entry in os.listdir("/proc"):
@@ -78,7 +76,7 @@ def find_marked(name: str, value: str, started_after: Optional[int] = None) -> L
                 continue
             if env.startswith(needle + b"\0") or (b"\0" + needle + b"\0") in env \
                     or env == needle or env.endswith(b"\0" + needle):
-                found.append(f"{entry}:{start}")
+                found.append(ProcessId(int(entry), str(start)))
         return found
     if procinfo.HAVE_PSUTIL:
         import psutil
@@ -87,32 +85,32 @@ def find_marked(name: str, value: str, started_after: Optional[int] = None) -> L
                 continue
             try:
                 if proc.environ().get(name) == value:
-                    token = procinfo.identity(proc.pid)
-                    if token:
-                        found.append(token)
+                    pid_id = procinfo.identity(proc.pid)
+                    if pid_id:
+                        found.append(pid_id)
             except (psutil.Error, OSError):
                 continue
     return found
 
 
-def tree_tokens(pid: int) -> List[str]:
-    """Tokens of the live descendants of ``pid``."""
-    tokens = []
+def tree_ids(pid: int) -> List[ProcessId]:
+    """The live descendants of ``pid``."""
+    ids = []
     for child in procinfo.descendants(pid):
-        token = procinfo.identity(child)
-        if token is not None:
-            tokens.append(token)
-    return tokens
+        pid_id = procinfo.identity(child)
+        if pid_id is not None:
+            ids.append(pid_id)
+    return ids
 
 
-def alive(tokens: Iterable[str]) -> List[str]:
-    return [t for t in tokens if procinfo.is_alive(t)]
+def alive(ids: Iterable[ProcessId]) -> List[ProcessId]:
+    return [t for t in ids if procinfo.is_alive(t)]
 
 
-def wait_gone(tokens: Iterable[str], deadline: Deadline) -> List[str]:
-    """Wait until none of ``tokens`` runs (zombies count as gone); the survivors."""
+def wait_gone(ids: Iterable[ProcessId], deadline: Deadline) -> List[ProcessId]:
+    """Wait until none of ``ids`` runs (zombies count as gone); the survivors."""
     from ..checks import poll_interval
-    left = alive(tokens)
+    left = alive(ids)
     while left and not deadline.expired:
         _pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
         left = alive(left)
@@ -126,8 +124,8 @@ def _pause(seconds: float) -> None:
         select.select([], [], [], seconds)
 
 
-def terminate_tree(pid: int, token: Optional[str] = None, *, server_id: Optional[str] = None,
-                   grace: float = 5.0) -> List[str]:
+def terminate_tree(pid: int, token: Optional[ProcessId] = None, *,
+                   server_id: Optional[str] = None, grace: float = 5.0) -> List[ProcessId]:
     """End ``pid``, its process group, its descendants and its marked escapees.
 
     ``token`` is the identity token recorded when the process was started;
@@ -140,29 +138,29 @@ def terminate_tree(pid: int, token: Optional[str] = None, *, server_id: Optional
     current = procinfo.identity(pid)
     if token is None:
         token = current
-    members: List[str] = []
+    members: List[ProcessId] = []
     ours = token is not None and current == token
     if ours:
         assert token is not None
         members.append(token)
-        members.extend(tree_tokens(pid))
+        members.extend(tree_ids(pid))
     if server_id:
-        members.extend(t for t in find_marked("HARNESS_SERVER_ID", server_id) if t not in members)
+        members.extend(t for t in find_marked(SERVER_ID_ENV, server_id) if t not in members)
     group = pid if ours and _pgid(pid) == pid else None
     for sig in (signal.SIGCONT, signal.SIGTERM):
-        if group is not None and procinfo.is_alive(token or ""):
+        if group is not None and procinfo.is_alive(token) if token else False:
             _killpg(group, sig)
         for member in members:
-            signal_token(member, sig)
+            signal_process(member, sig)
     survivors = wait_gone(members, Deadline(grace))
     if survivors:
-        if group is not None and procinfo.is_alive(token or ""):
+        if group is not None and procinfo.is_alive(token) if token else False:
             _killpg(group, signal.SIGKILL)
         if server_id:
-            survivors.extend(t for t in find_marked("HARNESS_SERVER_ID", server_id)
+            survivors.extend(t for t in find_marked(SERVER_ID_ENV, server_id)
                              if t not in survivors)
         for member in survivors:
-            signal_token(member, signal.SIGKILL)
+            signal_process(member, signal.SIGKILL)
         survivors = wait_gone(survivors, Deadline(max(1.0, grace)))
     return survivors
 
@@ -182,4 +180,4 @@ def _killpg(pgid: int, sig: int) -> bool:
     return True
 
 
-__all__ = ["terminate_tree", "signal_token", "find_marked", "tree_tokens", "wait_gone", "alive"]
+__all__ = ["terminate_tree", "signal_process", "find_marked", "tree_ids", "wait_gone", "alive"]
