@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Pattern, Sequence,
 from . import _jsonspec
 from ._config import scaled
 from ._jsonspec import JsonSpec
-from ._wait import Deadline
+from ._wait import Deadline, poll_interval
 
 # One probe never waits longer than this (or the time left, if less).
 DEFAULT_PROBE_TIMEOUT = 2.0
@@ -311,17 +311,6 @@ class Tally:
 
     def as_dict(self) -> Dict[str, int]:
         return dict(self.counts)
-
-
-def poll_interval(elapsed: float, first: float = 0.001, cap: float = 0.05,
-                  share: float = 0.04) -> float:
-    """How long to wait before the next probe.
-
-    Proportional to the time already waited (``share`` of it), between
-    ``first`` and ``cap``: a server that takes T to start is seen ready at
-    most ``share * T`` late, and a slow start costs O(log T) probes.
-    """
-    return min(cap, max(first, elapsed * share))
 
 
 class Ready(NamedTuple):

@@ -17,6 +17,7 @@ The life of one server:
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import select
@@ -24,18 +25,19 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from ._config import scaled, timeout_factor
+from ._config import scaled, scaled_for_cleanup, timeout_factor
 from ._os import kill, procinfo, sockets
 from ._os.identity import ProcessId
 from ._server import launch, marker, safety_net, watchdog
 from ._validate import check_port, check_port_range, check_positive_int, check_timeout
-from ._wait import Deadline
-from .checks import Check, HealthSpec, Outcome, Ready, as_check, poll_interval, wait_ready
+from ._wait import Deadline, pause, poll_interval
+from .checks import Check, HealthSpec, Outcome, Ready, as_check, wait_ready
 from .errors import HarnessError, PortUnavailable, ServerNotReady, ServerStartError
+
+_log = logging.getLogger("harness.process")
 
 LOG_TAIL_LINES = 40
 MAX_RELAUNCHES = 3
@@ -348,7 +350,7 @@ class ServerProcess:
                 return True
             if deadline.expired:
                 return False
-            kill._pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
+            pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
 
     def _wait(self, deadline: Deadline) -> Ready:
         verify = self._verify_listener if self.check.uses_port else None
@@ -405,7 +407,7 @@ class ServerProcess:
         other: set = set()
         if result.reason != "exited" and self.pid is not None and self.check.uses_port:
             other = _tree_listen_ports(self.pid, self.host) - {self.port}
-        self._stop_locked(grace=min(scaled(self.stop_timeout), scaled(1.0)), keep=True)
+        self._stop_locked(grace=scaled_for_cleanup(min(self.stop_timeout, 1.0)), keep=True)
         if result.reason == "exited":
             rc = self.returncode
             what = f"{describe_exit(rc)} during start-up after {elapsed:.2f} s"
@@ -474,7 +476,7 @@ class ServerProcess:
         died_alone = self._exited(0)
         try:
             if grace is None:
-                grace = 0.0 if kill_now else scaled(self.stop_timeout)
+                grace = 0.0 if kill_now else scaled_for_cleanup(self.stop_timeout)
             self._terminate(proc, grace=grace)
         finally:
             self._reap()
@@ -487,9 +489,8 @@ class ServerProcess:
         still_open = self._port_accepts()
         self._release_port()
         if died_alone and not keep and not reuse_dir:
-            sys.stderr.write(f"harness: server {self.name!r} (pid {self.pid}) "
-                             f"{describe_exit(self.returncode)} before stop(); "
-                             f"its log is kept at {self.log_path}\n")
+            _log.warning("server %r (pid %s) %s before stop(); its log is kept at %s",
+                         self.name, self.pid, describe_exit(self.returncode), self.log_path)
             keep = True
         self._cleanup_dir(keep=keep, reuse=reuse_dir)
         if still_open:
@@ -524,8 +525,8 @@ class ServerProcess:
                                            started_after=start))
         for token in survivors:
             kill.signal_process(token, signal.SIGKILL)
-        self._exited(scaled(5.0))
-        kill.wait_gone(survivors, Deadline(scaled(5.0)))
+        self._exited(scaled_for_cleanup(5.0))
+        kill.wait_gone(survivors, Deadline(scaled_for_cleanup(5.0)))
 
     def _emergency_stop(self) -> None:
         """For signal handlers: a normal stop, or SIGKILL if a stop/start is mid-way."""
@@ -554,7 +555,7 @@ class ServerProcess:
         """
         if self.port is None or not self._accepts():
             return False
-        deadline = Deadline(scaled(1.0))
+        deadline = Deadline(scaled_for_cleanup(1.0))
         while True:
             if not kill.find_marked(marker.SERVER_ID_ENV, self.server_id):
                 return False
@@ -562,7 +563,7 @@ class ServerProcess:
                 return False
             if deadline.expired:
                 return True
-            kill._pause(deadline.cap(poll_interval(deadline.elapsed())))
+            pause(deadline.cap(poll_interval(deadline.elapsed())))
 
     def _accepts(self) -> bool:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET

@@ -13,6 +13,7 @@ from _process_helpers import OK_APP, NoLeftoversMixin, pid_alive, remove_kept, s
 from _support import open_fds, spawn_python
 
 from harness._os import procinfo as _procinfo
+from harness._os.identity import ProcessId
 from harness._server import watchdog as _watchdog
 from harness.checks import HttpCheck
 from harness.process import start_server
@@ -175,17 +176,15 @@ class TerminateTreeTest(unittest.TestCase):
         pids = [server.pid] + [int(p) for p in line.split()[1:]]
         token = _procinfo.identity(server.pid)
         self.assertIsNotNone(token)
-        wrong = f"{server.pid}:1"  # same pid, other start time: a reused pid
+        wrong = ProcessId(server.pid, "1")  # same pid, other start time: a reused pid
         self.assertEqual(_kill.terminate_tree(server.pid, wrong, grace=0.1), [])
         self.assertTrue(all(pid_alive(p) for p in pids), "a reused pid is never signalled")
         self.assertEqual(_kill.terminate_tree(server.pid, token, server_id=server.server_id,
                                               grace=5.0), [])
         self.assertEqual([p for p in pids if pid_alive(p)], [])
-        import contextlib
-        import io
-        with contextlib.redirect_stderr(io.StringIO()) as note:
+        with self.assertLogs("harness", "WARNING") as logs:
             self.assertEqual(server.stop(), -signal.SIGTERM)
-        self.assertIn("before stop(); its log is kept at", note.getvalue())
+        self.assertIn("before stop(); its log is kept at", "\n".join(logs.output))
         remove_kept(server.log_path)
 
 

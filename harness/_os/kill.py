@@ -12,7 +12,7 @@ import os
 import signal
 from typing import Iterable, List, Optional
 
-from .._wait import Deadline
+from .._wait import Deadline, pause, poll_interval
 from . import procinfo
 from .identity import ProcessId
 
@@ -109,19 +109,11 @@ def alive(ids: Iterable[ProcessId]) -> List[ProcessId]:
 
 def wait_gone(ids: Iterable[ProcessId], deadline: Deadline) -> List[ProcessId]:
     """Wait until none of ``ids`` runs (zombies count as gone); the survivors."""
-    from ..checks import poll_interval
     left = alive(ids)
     while left and not deadline.expired:
-        _pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
+        pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
         left = alive(left)
     return left
-
-
-def _pause(seconds: float) -> None:
-    # A wait on nothing but the clock: select() with no fds sleeps exactly.
-    import select
-    if seconds > 0:
-        select.select([], [], [], seconds)
 
 
 def terminate_tree(pid: int, token: Optional[ProcessId] = None, *,
