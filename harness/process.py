@@ -174,10 +174,26 @@ class ServerProcess:
     def running(self) -> bool:
         return self._proc is not None and not self._exited(0)
 
+    @property
+    def state(self) -> str:
+        """What the server is doing, in words that stay true when shown in a report:
+        "not started", "running", "exited with code 1", "was killed by SIGKILL"."""
+        if self._proc is not None and self._exited(0):
+            self._reap_if_exited()
+        if self.running:
+            return "running"
+        if self.returncode is not None:
+            return describe_exit(self.returncode)
+        return "not started"
+
+    def _reap_if_exited(self) -> None:
+        """Record the exit code of a server that exited on its own (not reaped yet)."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None and _has_exited(proc):
+            self.returncode = _exit_status(proc)
+
     def __repr__(self) -> str:
-        state = "running" if self.running else describe_exit(self.returncode) \
-            if self.returncode is not None else "not started"
-        return f"<ServerProcess {self.name!r} pid={self.pid} {self.url} {state}>"
+        return f"<ServerProcess {self.name!r} pid={self.pid} {self.url} {self.state}>"
 
     def output(self) -> str:
         """Everything the server wrote to stdout and stderr so far.
@@ -620,7 +636,7 @@ class ServerProcess:
 
     def _attach_tail(self, exc: BaseException) -> None:
         tail = self.log_tail()
-        state = "running" if self.running else describe_exit(self.returncode)
+        state = self.state
         note = (f"server {self.name!r} (pid {self.pid}, {state}) log tail:\n" +
                 "\n".join("    " + line for line in tail.splitlines()) if tail
                 else f"server {self.name!r} (pid {self.pid}, {state}): log is empty")
@@ -679,6 +695,21 @@ def _has_exited(proc: subprocess.Popen) -> bool:
             return proc.poll() is not None
         return info is not None and info.si_pid != 0
     return proc.poll() is not None
+
+
+def _exit_status(proc: subprocess.Popen) -> Optional[int]:
+    """The exit status of an exited, unreaped child, without reaping it (else None)."""
+    if hasattr(os, "waitid"):
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return proc.returncode
+        if info is None or info.si_pid == 0:
+            return None
+        if info.si_code == os.CLD_EXITED:
+            return info.si_status
+        return -info.si_status
+    return proc.returncode
 
 
 def _family(host: str) -> int:

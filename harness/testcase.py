@@ -44,21 +44,12 @@ _REPORTED = ("addError", "addFailure", "addSubTest")
 # The failure report
 
 
-def _server_state(server: Any) -> str:
-    from .process import describe_exit
-    if server.running:
-        return "running"
-    if server.returncode is not None:
-        return describe_exit(server.returncode)
-    return "not started"
-
-
 def _server_block(server: Any, scope: str, lines: int) -> str:
     try:
         tail = server.log_tail(lines)
     except Exception as exc:  # the report must never hide the failure it decorates
         tail = f"(log unreadable: {type(exc).__name__}: {exc})"
-    state = _server_state(server)
+    state = server.state
     log_path = server.log_path
     if state != "running" and log_path and os.path.exists(log_path):
         state += f"; log kept at {log_path}"
