@@ -258,8 +258,9 @@ class SecurityTest(NoLeftoversMixin, unittest.TestCase):
             self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o700)
             self.assertTrue(os.path.basename(directory).startswith("harness-"))
             for name in os.listdir(directory):
-                mode = stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode)
-                self.assertEqual(mode, 0o600, name)
+                info = os.stat(os.path.join(directory, name))
+                private = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
+                self.assertEqual(stat.S_IMODE(info.st_mode), private, name)
             self.assertIn("app.py", os.listdir(directory))
             holders = [h for h in _procinfo.port_holders(server.port) if h.status == "LISTEN"]
             if holders:
