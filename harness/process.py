@@ -200,6 +200,7 @@ class ServerProcess:
                     self._log.note(message)
                     _log.info("server %r: %s", self.name, message)
                     self._end_launch(grace=0.0)
+                    self._release_port()
                     continue
                 raise self._fail_start(result, deadline, lost)
 
@@ -333,10 +334,16 @@ class ServerProcess:
         if self.port is None or self.pid is None:
             return None
         foreign = ownership.foreign_listeners(self.port, self._tree())
-        if not foreign:
-            return None  # all ours, or cannot tell (not Linux)
-        who = "; ".join(ownership.describe_foreign(item) for item in foreign[:3])
-        return Outcome(False, f"port answered by another process: {who}", foreign=True)
+        if foreign:
+            who = "; ".join(ownership.describe_foreign(item) for item in foreign[:3])
+            return Outcome(False, f"port answered by another process: {who}", foreign=True)
+        if foreign is not None and ownership.held_by(self.port, ownership.own_tree(self.pid)) \
+                is False and self._launched is not None and self._launched.subreaper:
+            # Only orphans the keeper adopted listen: the server forked a daemon and
+            # is on its way out.  Not ready; its exit will be reported as such.
+            return Outcome(False, "port held by a process the server left behind "
+                                  "(it daemonized?)")
+        return None  # all ours, or cannot tell (not Linux)
 
     def _lost_port(self, result: Ready) -> str:
         for label in result.tally.counts:
@@ -409,7 +416,6 @@ class ServerProcess:
         launched.link.close()
         safety_net.discard(self)
         self._close_listener()
-        self._release_port()
         return survivors
 
     def _stop_by_hand(self, launched: launch.Launched, kill_wait: float) -> List[ProcessId]:
@@ -493,7 +499,7 @@ class ServerProcess:
             if not self.socket_path or not os.path.exists(self.socket_path):
                 return False
             family, address = socket.AF_UNIX, self.socket_path
-        elif self.port is None or self._lease is None:
+        elif self.port is None:
             return False
         else:
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET

@@ -76,6 +76,21 @@ def foreign_listeners(port: int, pids: Iterable[int]) -> Optional[List[sockets.L
     return [listener for listener in found if listener.inode not in ours]
 
 
+def held_by(port: int, pids: Iterable[int]) -> Optional[bool]:
+    """True if one of ``pids`` holds a listener on ``port``; ``None`` if unknown."""
+    found = sockets.on_port(port)
+    if found is None or not proc.HAVE_PROC:
+        return None
+    inodes = tree_inodes(pids)
+    return any(listener.inode in inodes for listener in found)
+
+
+def own_tree(server_pid: int) -> List[int]:
+    """The server and its descendants by parentage (not the orphans it left to its keeper)."""
+    below = proc.subtree(server_pid)
+    return [server_pid] + (below if below is not None else procinfo.descendants(server_pid))
+
+
 def listen_ports(pids: Iterable[int]) -> Set[int]:
     """TCP ports the processes ``pids`` listen on (Linux; else empty)."""
     inodes = tree_inodes(pids)
