@@ -22,10 +22,10 @@ import threading
 import time
 import unittest
 
-from _process_helpers import NoLeftoversMixin, remove_kept
-from _support import ipv6_available, quiet_window
+from _process_helpers import NoLeftoversMixin
+from _support import ipv6_available
 
-from harness import HttpCheck, LogCheck, ServerNotReady, ServerProcess
+from harness import HttpCheck, LogCheck, ServerProcess
 from harness._os import proc
 
 HANG = 30.0
