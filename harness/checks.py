@@ -29,11 +29,12 @@ from typing import (
     Union,
 )
 
-from . import _jsonspec
+from . import _jsonspec, _validate
 from ._config import scaled
 from ._jsonspec import JsonSpec
 from ._os import sockets
 from ._wait import Deadline, pause, poll_interval
+from .errors import WaitTimeout
 
 # One probe never waits longer than this (or the time left, if less).
 DEFAULT_PROBE_TIMEOUT = 2.0
@@ -444,7 +445,50 @@ def wait_ready(server: Any, check: Check, *, successes: int, deadline: Deadline,
             return Ready(False, WaitEnd.EXITED, tally)
 
 
-__all__ = ["Check", "HttpCheck", "TcpCheck", "LogCheck", "CallableCheck", "AllChecks",
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, *, what: Optional[str] = None,
+               interval: Optional[float] = None) -> Any:
+    """Wait until ``predicate()`` returns something truthy, and return it.
+
+    For conditions in the middle of a test ("the job finished", "the file
+    appeared"): ``predicate`` is called at once, then with the same
+    proportional backoff as readiness (1 ms growing to 50 ms; ``interval``
+    fixes it instead).  An exception from it counts as "not yet" and is
+    remembered.  ``timeout`` is multiplied by ``HARNESS_TIMEOUT_FACTOR``; at
+    the deadline :class:`~harness.errors.WaitTimeout` says ``what`` was
+    awaited, how long, how many looks, and what the last look saw.
+    """
+    if not callable(predicate):
+        raise TypeError(f"predicate must be a callable taking no arguments, got {predicate!r}")
+    seconds = _validate.seconds(timeout, "timeout")
+    if interval is not None:
+        interval = _validate.seconds(interval, "interval")
+    if what is not None and not isinstance(what, str):
+        raise TypeError(f"what must be a str describing the condition, got {what!r}")
+    name = what or getattr(predicate, "__name__", "the condition")
+    deadline = Deadline(scaled(seconds))
+    looks = 0
+    last: Any = None
+    while True:
+        looks += 1
+        try:
+            value = predicate()
+        except Exception as exc:  # "not yet", with its reason kept for the message
+            value, last = None, exc
+        else:
+            if value:
+                return value
+            last = value
+        if deadline.expired:
+            saw = (f"the last look raised {type(last).__name__}: {last}"
+                   if isinstance(last, BaseException) else f"the last look returned {last!r}")
+            raise WaitTimeout(f"{name} did not come true within {deadline.seconds:.2f} s "
+                              f"({looks} looks); {saw}", what=name, waited=deadline.elapsed(),
+                              attempts=looks, last=last)
+        pause(deadline.cap(interval if interval is not None
+                           else poll_interval(deadline.elapsed())))
+
+
+__all__ = ["wait_until", "Check", "HttpCheck", "TcpCheck", "LogCheck", "CallableCheck", "AllChecks",
            "Outcome", "ServerLike", "as_check", "wait_ready", "WaitEnd", "Tally", "poll_interval",
            "json_mismatch"]
 
