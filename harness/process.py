@@ -337,8 +337,8 @@ class ServerProcess:
         if foreign:
             who = "; ".join(ownership.describe_foreign(item) for item in foreign[:3])
             return Outcome(False, f"port answered by another process: {who}", foreign=True)
-        if foreign is not None and ownership.held_by(self.port, ownership.own_tree(self.pid)) \
-                is False and self._launched is not None and self._launched.subreaper:
+        if foreign is not None and self._launched is not None and self._launched.subreaper \
+                and ownership.only_others_listen(self.port, ownership.own_tree(self.pid)):
             # Only orphans the keeper adopted listen: the server forked a daemon and
             # is on its way out.  Not ready; its exit will be reported as such.
             return Outcome(False, "port held by a process the server left behind "
@@ -439,8 +439,9 @@ class ServerProcess:
     def _end(self, grace: float, keep_log: bool, check_port: bool, died_alone: bool = False,
              forget_log: bool = True) -> None:
         """Stop whatever runs, check the address is free, release it, clean the dir."""
-        survivors = self._end_launch(grace) if self._launched is not None else []
-        still_open = check_port and self._address_accepts()
+        ran = self._launched is not None
+        survivors = self._end_launch(grace) if ran else []
+        still_open = check_port and ran and self._address_accepts()
         self._close_listener()
         self._release_port()
         if keep_log:

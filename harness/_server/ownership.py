@@ -76,13 +76,13 @@ def foreign_listeners(port: int, pids: Iterable[int]) -> Optional[List[sockets.L
     return [listener for listener in found if listener.inode not in ours]
 
 
-def held_by(port: int, pids: Iterable[int]) -> Optional[bool]:
-    """True if one of ``pids`` holds a listener on ``port``; ``None`` if unknown."""
+def only_others_listen(port: int, pids: Iterable[int]) -> bool:
+    """True if ``port`` has listeners and none of them is held by one of ``pids``."""
     found = sockets.on_port(port)
-    if found is None or not proc.HAVE_PROC:
-        return None
+    if not found or not proc.HAVE_PROC:
+        return False
     inodes = tree_inodes(pids)
-    return any(listener.inode in inodes for listener in found)
+    return not any(listener.inode in inodes for listener in found)
 
 
 def own_tree(server_pid: int) -> List[int]:

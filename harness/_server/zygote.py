@@ -254,13 +254,15 @@ def _run_in_process(request: Dict[str, Any], env: Dict[str, str], errpipe: int) 
         setattr(sys, f"__{name}__", stream)
     sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
     os.close(errpipe)  # the app runs from here on: its failures are its own, in its log
+    # PYTHONPATH comes before the runner's path, as in a fresh interpreter.
+    path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + request["sys_path"]
     code = 0
     try:
         if request["kind"] == "app":
-            boot.prepare(os.path.dirname(request["app_path"]), request["sys_path"])
+            boot.prepare(os.path.dirname(request["app_path"]), path)
             boot.run_app(request["app_path"])
         else:
-            boot.prepare(None, request["sys_path"])
+            boot.prepare(None, path)
             boot.run_target(request["payload"], request.get("main_path"))
     except SystemExit as exc:
         code = _exit_code(exc.code)
