@@ -202,7 +202,11 @@ class ServerProcess:
                     self._end_launch(grace=0.0)
                     self._release_port()
                     continue
-                raise self._fail_start(result, deadline, lost)
+                try:
+                    error = self._fail_start(result, deadline, lost)
+                finally:
+                    self._remove_dir()  # whatever happened while describing the failure
+                raise error
 
     def _make_dir(self) -> None:
         self._dir = marker.make_private_dir()
@@ -363,8 +367,11 @@ class ServerProcess:
                 and self.spec.uses_port and self.port is not None:
             other = ownership.listen_ports(self._tree()) - {self.port}
         where = f"unix socket {self.socket_path}" if self.spec.unix_socket else self.url
-        self._end(grace=scaled_for_cleanup(min(self.stop_timeout, 1.0)), keep_log=False,
-                  check_port=False, forget_log=False)
+        try:
+            self._end(grace=scaled_for_cleanup(min(self.stop_timeout, 1.0)), keep_log=False,
+                      check_port=False, forget_log=False)
+        except HarnessError as exc:  # (processes that survived SIGKILL): said, not hidden
+            self._log.note(str(exc))
         reason = WaitEnd.PORT_LOST if result.reason is not WaitEnd.EXITED and lost \
             else result.reason
         log_lines = self._log.excerpt(LOG_TAIL_LINES // 2)
@@ -378,7 +385,7 @@ class ServerProcess:
             details=dict(result.tally.details), other_ports=other, port=self.port, lost=lost,
             fixed_port=self.spec.port is not None, deadline_seconds=deadline.seconds or 0.0,
             start_timeout=self.start_timeout, factor=_factor(), log_lines=log_lines,
-            log_path=kept, warm=self.warm)
+            log_path=kept, warm=self.warm, not_kept=self._log.why_not_kept)
         cls, message = start_failure(facts)
         _log.info("server %r failed to start: %s", self.name, message.splitlines()[0])
         return cls(message, returncode=self.returncode, log_path=kept,

@@ -62,6 +62,7 @@ class StartFacts:
     log_lines: List[str]            # head and tail of this launch's output
     log_path: Optional[str]         # where the log is kept ("" or None: not kept)
     warm: bool = False
+    not_kept: str = ""              # why the log was not kept
 
 
 def _fix(facts: StartFacts) -> str:
@@ -138,7 +139,8 @@ def start_failure(facts: StartFacts) -> Tuple[Type[ServerStartError], str]:
     if facts.other_ports:
         lines.append(f"  the server listens on port "
                      f"{', '.join(map(str, sorted(facts.other_ports)))} instead of {facts.port}")
-    kept = f"kept at {facts.log_path}" if facts.log_path else "not kept (HARNESS_KEEP_LOGS=0)"
+    kept = f"kept at {facts.log_path}" if facts.log_path else f"not kept: {facts.not_kept}" \
+        if facts.not_kept and "=0" not in facts.not_kept else "not kept (HARNESS_KEEP_LOGS=0)"
     if facts.log_lines:
         lines.append(f"  log ({kept}):")
         lines.extend("    " + line for line in facts.log_lines)

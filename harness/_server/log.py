@@ -14,6 +14,7 @@ import os
 import re
 from typing import List, Optional, Tuple
 
+from ..errors import HarnessError
 from . import logstore
 
 KEPT_OUTPUT = 1 << 20  # output() after stop: the last MiB of the deleted log
@@ -63,6 +64,7 @@ class ServerLog:
         self.offset = 0      # where the current launch's output starts
         self.launch_id = 0   # counts launches (a relaunch on a new port is a new one)
         self.kept_output = ""
+        self.why_not_kept = ""
 
     def create(self, directory: str) -> None:
         self.path = os.path.join(directory, "server.log")
@@ -146,12 +148,19 @@ class ServerLog:
             pass
 
     def keep(self, name: str, pid: Optional[int]) -> Optional[str]:
-        """Move the file to the kept-logs folder; its new path (``None``: none kept)."""
+        """Move the file to the kept-logs folder; its new path (``None``: none kept,
+        and ``why_not_kept`` says why)."""
         self.remember()
         if not self.exists:
             return None
         assert self.path is not None
-        kept = logstore.keep(self.path, name, pid)
-        if kept is not None:
+        try:
+            kept = logstore.keep(self.path, name, pid)
+        except HarnessError as exc:  # the failure it documents must still be reported
+            self.why_not_kept = str(exc)
+            return None
+        if kept is None:
+            self.why_not_kept = f"{logstore.KEEP_VAR}=0"
+        else:
             self.path = kept
         return kept
