@@ -162,6 +162,9 @@ def _accepted(server: Any, inode: int, deadline: Deadline) -> Outcome:
         queued = sockets.accept_queue(family, inode)
         if queued is None:
             return Outcome(True, "connected (handed-off socket; acceptance not visible here)")
+        if queued == sockets.GONE:
+            return Outcome(False, "handed-off socket closed",
+                           "the listening socket is gone: the server closed it or exited")
         if queued == 0:
             return Outcome(True, "connection accepted")
         if deadline.expired:

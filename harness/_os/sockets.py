@@ -68,18 +68,23 @@ def on_port(port: int) -> Optional[List[Listener]]:
     return found if known else None
 
 
+GONE = -1
+
+
 def accept_queue(family: int, inode: int) -> Optional[int]:
-    """How many connections wait in the accept queue of listener ``inode``; ``None`` if unknown.
+    """How many connections wait in the accept queue of listener ``inode``.
 
     For a socket harness handed to a server: 0 after a probe connected
-    means the server took the connection.  (Unix sockets: unknown.)
+    means the server took the connection; :data:`GONE` means the socket
+    no longer listens (its holder closed it or died); ``None`` means it
+    cannot be known here (not Linux; Unix sockets).
     """
     if family not in (socket.AF_INET, socket.AF_INET6):
         return None
     table = listeners(family)
-    if table is None or inode not in table:
+    if table is None:
         return None
-    return table[inode].queued
+    return table[inode].queued if inode in table else GONE
 
 
 def _address(family: int, raw: bytes) -> str:
