@@ -24,7 +24,7 @@ import tempfile
 import unittest
 from typing import List, Optional, Tuple
 
-from _support import ROOT, python_env
+from _support import ROOT, python_env, python_m
 
 from harness import _wait
 from harness._cli.flakehunt import (
@@ -55,7 +55,9 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> Tuple[float, float]:
 
 
 def flakehunt_cmd(*args: str) -> List[str]:
-    return [sys.executable, "-m", "harness", "flakehunt", "--start-dir", FIXTURES] + list(args)
+    """``python -m harness flakehunt``, interruptible by SIGINT even when this
+    runner was started with SIGINT ignored (see ``_support.DEFAULT_SIGINT``)."""
+    return python_m("harness", "flakehunt", "--start-dir", FIXTURES, *args)
 
 
 def flakehunt(*args: str, env: Optional[dict] = None) -> Tuple[int, str, str]:
