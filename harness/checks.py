@@ -375,9 +375,11 @@ class Tally:
         self.counts: "OrderedDict[str, int]" = OrderedDict()
         self.details: Dict[str, str] = {}
         self.attempts = 0
+        self.last_label = ""
 
     def add(self, outcome: Outcome) -> None:
         self.attempts += 1
+        self.last_label = outcome.label
         self.counts[outcome.label] = self.counts.get(outcome.label, 0) + 1
         if outcome.detail:
             self.details[outcome.label] = outcome.detail
@@ -398,6 +400,7 @@ class WaitEnd(str, enum.Enum):
     EXITED = "exited"          # the process exited first
     TIMEOUT = "timeout"        # the deadline came first
     PORT_LOST = "port lost"    # a foreign listener holds the port (``Outcome.foreign``)
+    GAVE_UP = "gave up"        # ``watch`` saw the server cannot become ready (a wrong port)
 
 
 class Ready(NamedTuple):
@@ -409,7 +412,8 @@ class Ready(NamedTuple):
 def wait_ready(server: Any, check: Check, *, successes: int, deadline: Deadline,
                exited: Callable[[float], bool], probe_time: float = DEFAULT_PROBE_TIMEOUT,
                verify: Optional[Callable[[], Optional[Outcome]]] = None,
-               stop_on: Callable[[Outcome], bool] = lambda outcome: outcome.foreign) -> Ready:
+               stop_on: Callable[[Outcome], bool] = lambda outcome: outcome.foreign,
+               watch: Optional[Callable[[], Optional[Outcome]]] = None) -> Ready:
     """Probe until ``successes`` passes in a row, the process exits, or the deadline.
 
     Each probe gets ``probe_time`` seconds at most, and never more than is
@@ -422,6 +426,8 @@ def wait_ready(server: Any, check: Check, *, successes: int, deadline: Deadline,
     ``verify()`` runs before a streak is accepted (proof that the listener
     is the server's own); it returns a failing :class:`Outcome` or ``None``.
     ``stop_on(outcome)`` gives up early (default: a foreign listener).
+    ``watch()`` runs after each failed probe and returns an :class:`Outcome`
+    when waiting longer is pointless (the server listens on another port).
     """
     tally = Tally()
     streak = 0
@@ -444,6 +450,10 @@ def wait_ready(server: Any, check: Check, *, successes: int, deadline: Deadline,
         streak = 0
         if stop_on(outcome):
             return Ready(False, WaitEnd.PORT_LOST, tally)
+        verdict = watch() if watch is not None else None
+        if verdict is not None:
+            tally.add(verdict)
+            return Ready(False, WaitEnd.GAVE_UP, tally)
         if exited(deadline.cap(poll_interval(deadline.elapsed()))):
             return Ready(False, WaitEnd.EXITED, tally)
 

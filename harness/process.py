@@ -30,6 +30,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
 
 from ._config import scaled, scaled_for_cleanup, timeout_factor
@@ -325,8 +326,9 @@ class ServerProcess:
     def _wait(self, deadline: Deadline) -> Ready:
         expects_listener = self.spec.listens and not self.spec.unix_socket
         verify = self._verify_listener if expects_listener else None
+        watch = _PortWatch(self) if expects_listener and not self.handoff else None
         return wait_ready(self, self.check, successes=self.ready_successes, deadline=deadline,
-                          exited=self._exited, verify=verify)
+                          exited=self._exited, verify=verify, watch=watch)
 
     def _tree(self) -> List[int]:
         assert self.pid is not None
@@ -350,9 +352,8 @@ class ServerProcess:
         return None  # all ours, or cannot tell (not Linux)
 
     def _lost_port(self, result: Ready) -> str:
-        for label in result.tally.counts:
-            if label.startswith("port answered by"):  # a label of our own _verify_listener
-                return label
+        if result.reason is WaitEnd.PORT_LOST:
+            return result.tally.last_label
         if result.reason is WaitEnd.EXITED:
             text, _ = self._log.read(self._log.offset, 256 * 1024)
             if _ADDR_IN_USE.search(text):
@@ -653,6 +654,43 @@ def start_server(app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess
 
 
 # ------------------------------------------------------------------ helpers
+
+class _PortWatch:
+    """Gives up on a server that listens on other ports but not on $PORT, after a grace.
+
+    The grace (a second, times HARNESS_TIMEOUT_FACTOR) is for servers that
+    open an admin or metrics port before their main one.  Looked at no more
+    than every 50 ms: it reads the process tree's sockets.
+    """
+
+    GRACE = 1.0
+    EVERY = 0.05
+
+    def __init__(self, server: "ServerProcess") -> None:
+        self.server = server
+        self.last_look = 0.0
+        self.wrong_since: Optional[float] = None
+        self.seen: set = set()
+
+    def __call__(self) -> Optional[Outcome]:
+        server = self.server
+        now = time.monotonic()
+        if server.pid is None or server.port is None or now - self.last_look < self.EVERY:
+            return None
+        self.last_look = now
+        ports = ownership.listen_ports(server._tree())
+        if not ports or server.port in ports:
+            self.wrong_since = None
+            return None
+        self.seen = ports
+        if self.wrong_since is None:
+            self.wrong_since = now
+        if now - self.wrong_since < scaled_for_cleanup(self.GRACE):
+            return None
+        shown = ", ".join(map(str, sorted(ports)))
+        return Outcome(False, f"listens on port {shown} instead of {server.port}",
+                       f"the server listens on {shown}, not on $PORT={server.port}")
+
 
 def _write_private(path: str, data: bytes) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)

@@ -118,6 +118,11 @@ def start_failure(facts: StartFacts) -> Tuple[Type[ServerStartError], str]:
     elif facts.reason is WaitEnd.PORT_LOST:
         what = f"did not get its port after {facts.elapsed:.2f} s: {facts.lost}"
         cls = ServerNotReady
+    elif facts.reason is WaitEnd.GAVE_UP:
+        what = (f"was given up after {facts.elapsed:.2f} s: it listens on port "
+                f"{', '.join(map(str, sorted(facts.other_ports))) or '?'} instead of "
+                f"{facts.port} (its $PORT); it has been stopped")
+        cls = ServerNotReady
     else:
         scale = f" x HARNESS_TIMEOUT_FACTOR={facts.factor:g}" if facts.factor != 1 else ""
         what = (f"was not ready within {facts.deadline_seconds:.1f} s (start_timeout="
