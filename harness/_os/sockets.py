@@ -79,12 +79,63 @@ def accept_queue(family: int, inode: int) -> Optional[int]:
     no longer listens (its holder closed it or died); ``None`` means it
     cannot be known here (not Linux; Unix sockets).
     """
+    if family == getattr(socket, "AF_UNIX", None):
+        return _unix_queue(inode)
     if family not in (socket.AF_INET, socket.AF_INET6):
         return None
     table = listeners(family)
     if table is None:
         return None
     return table[inode].queued if inode in table else GONE
+
+
+_UNIX_REQUEST = struct.Struct("=BBHIIIII")   # unix_diag_req
+_UNIX_MSG = struct.Struct("=BBBBIII")        # unix_diag_msg
+_UDIAG_SHOW_RQLEN = 0x10
+_UNIX_DIAG_RQLEN = 4
+
+
+def _unix_queue(inode: int) -> Optional[int]:
+    """The accept queue length of listening Unix socket ``inode`` (sock_diag), or GONE."""
+    if not hasattr(socket, "AF_NETLINK"):
+        return None
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+    except OSError:
+        return None
+    with sock:
+        body = _UNIX_REQUEST.pack(socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0,
+                                  _UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
+        header = _HEADER.pack(_HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY,
+                              _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+        try:
+            sock.settimeout(1.0)
+            sock.sendto(header + body, (0, 0))
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return None
+                offset = 0
+                while offset + _HEADER.size <= len(data):
+                    length, kind = _HEADER.unpack_from(data, offset)[:2]
+                    if kind == _NLMSG_DONE:
+                        return GONE
+                    if kind == _NLMSG_ERROR or length < _HEADER.size:
+                        return None
+                    msg = offset + _HEADER.size
+                    if _UNIX_MSG.unpack_from(data, msg)[4] == inode:
+                        attr = msg + _UNIX_MSG.size
+                        while attr + 4 <= offset + length:
+                            size, kind_ = struct.unpack_from("=HH", data, attr)
+                            if size < 4:
+                                break
+                            if kind_ == _UNIX_DIAG_RQLEN:
+                                return struct.unpack_from("=I", data, attr + 4)[0]
+                            attr += (size + 3) & ~3
+                        return None
+                    offset += (length + 3) & ~3
+        except OSError:
+            return None
 
 
 def _address(family: int, raw: bytes) -> str:

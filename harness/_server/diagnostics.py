@@ -96,7 +96,12 @@ def _fix(facts: StartFacts) -> str:
         return (f"make the server listen on $PORT ({facts.port}) instead of {ports} "
                 f"(or '{{port}}' in argv)")
     labels = list(facts.counts)
-    if labels and all(label == "connection refused" for label in labels):
+    if facts.port is None and facts.where.startswith("unix socket"):
+        if labels and all(label in ("connection refused", "FileNotFoundError") or
+                          label.startswith("ENOENT") for label in labels):
+            return ("make the server listen on the Unix socket $SOCKET_PATH (or '{socket}' "
+                    "in argv); nothing accepted connections there")
+    elif labels and all(label == "connection refused" for label in labels):
         return ("make the server listen on $HOST:$PORT (or '{host}:{port}' in argv); it "
                 "never accepted a connection there")
     if any(label.startswith("HTTP 404") for label in labels):
