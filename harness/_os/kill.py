@@ -107,7 +107,8 @@ def wait_gone(ids: Iterable[ProcessId], deadline: Deadline,
 
 def stop_tree(members: Members, *, grace: float, kill_wait: float,
               group: Optional[int] = None,
-              on_wait: Optional[Callable[[], None]] = None) -> List[ProcessId]:
+              on_wait: Optional[Callable[[], None]] = None,
+              wait: Callable[[float], None] = pause) -> List[ProcessId]:
     """End every process ``members()`` lists, and the process group ``group``.
 
     With ``grace > 0``: SIGCONT and SIGTERM (a stopped process ignores
@@ -115,8 +116,9 @@ def stop_tree(members: Members, *, grace: float, kill_wait: float,
     ``grace`` seconds for all of them to exit.  Then SIGKILL to the group
     and to whoever ``members()`` lists *now* (a member may have forked
     meanwhile), in rounds, until none is left or ``kill_wait`` passes.
-    ``on_wait`` runs at every look (a keeper reaps its zombies there).
-    Returns the members still alive at the end (empty on success).
+    ``on_wait`` runs at every look (a keeper reaps its zombies there);
+    ``wait(seconds)`` pauses between looks (a keeper returns early on
+    SIGCHLD).  Returns the members still alive at the end (empty on success).
     """
     if grace > 0:
         first = list(members())
@@ -130,7 +132,7 @@ def stop_tree(members: Members, *, grace: float, kill_wait: float,
                 on_wait()
             if not alive(members()) or deadline.expired:
                 break
-            pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
+            wait(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
     deadline = Deadline(kill_wait)
     while True:
         _signal_group(group, signal.SIGKILL)
@@ -142,7 +144,7 @@ def stop_tree(members: Members, *, grace: float, kill_wait: float,
         left = alive(left) + [m for m in alive(members()) if m not in left]
         if not left or deadline.expired:
             return left
-        pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
+        wait(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
 
 
 def find_marked(name: str, value: str, started_after: Optional[int] = None) -> List[ProcessId]:

@@ -108,10 +108,12 @@ class _Loop:
     def _terminate(self, signum: int, frame: Any) -> None:
         self.terminating = True
 
-    def wait(self, fds: List[int], timeout: Optional[float] = None) -> List[int]:
+    def wait(self, fds: List[int], timeout: Optional[float] = None,
+             lifeline: bool = True) -> List[int]:
         """The readable ones of ``fds`` (the wake-up pipe is drained, not returned)."""
+        watched = fds + [self.wake_r] + ([self.lifeline] if lifeline else [])
         try:
-            ready = select.select(fds + [self.wake_r, self.lifeline], [], [], timeout)[0]
+            ready = select.select(watched, [], [], timeout)[0]
         except InterruptedError:  # pragma: no cover - PEP 475 retries select
             ready = []
         if self.wake_r in ready:
@@ -379,6 +381,10 @@ class Keeper:
     def _reap(self) -> None:
         _reap_all_but(self.server.pid if self.server else None)
 
+    def _wait_for_child(self, seconds: float) -> None:
+        """A pause that ends at the next SIGCHLD (a process of the tree exited)."""
+        self.loop.wait([], seconds, lifeline=False)
+
     def _serve(self) -> None:
         link = self.link.fileno()
         while True:
@@ -413,7 +419,8 @@ class Keeper:
         """
         assert self.server is not None
         survivors = kill.stop_tree(_own_tree, grace=grace, kill_wait=kill_wait,
-                                   group=self.server.pid, on_wait=self._reap)
+                                   group=self.server.pid, on_wait=self._reap,
+                                   wait=self._wait_for_child)
         self._check_server()
         dead = self.reported_exit or proc.is_dead(self.server.pid)
         try:

@@ -10,12 +10,22 @@ its routes exist, so the physical floor is known per round:
     floor = routes-exist timestamp - launch time + one request
 
 Approaches: harness with a leased port, harness with handoff (argv and
-app_code), mirakuru's HTTPExecutor (GET) when installed, a hand-written 1 ms
-TCP-connect loop, the write-up's first band-aid (sleep 0.2 s, one check) and
-its final approach (sleep 0.5 s, poll every 0.5 s, three checks, 2 s sleep
-after stop).
+app_code), app_code and a callable (``target=``) both fresh and warm
+(forked from a zygote that preloaded ``http.server``), mirakuru's
+HTTPExecutor (GET) when installed, a hand-written 1 ms TCP-connect loop, the
+write-up's first band-aid (sleep 0.2 s, one check) and its final approach
+(sleep 0.5 s, poll every 0.5 s, three checks, 2 s sleep after stop).
 After each "ready" verdict one GET /health is made: a 404 there is an early
 (wrong) verdict, counted in the "early" column.
+
+Then, side by side in the same run:
+
+* warm against fresh: a stdlib server, and a minimal Flask app when Flask
+  is installed (fresh start, its hand-written floor, warm start);
+* suites: 100 tests each with its own Flask server, fresh against warm; and
+  137 tests each with its own callable server, harness (warm) against
+  forking the callable by hand in the test process;
+* the launch itself: exec of ``true`` directly and through the zygote.
 """
 from __future__ import annotations
 
@@ -114,11 +124,18 @@ class Bench:
         if os.path.exists(self.stamp):
             os.unlink(self.stamp)
 
-    def harness(self, handoff: bool, app_code: bool = False) -> Round:
+    def harness(self, handoff: bool, app_code: bool = False, warm: bool = False,
+                target: bool = False) -> Round:
         self._reset()
-        if app_code:
+        preload = ["http.server"] if warm else None
+        if target:
+            import bench_targets  # written into the work dir, which is on sys.path
+            os.environ["HARNESS_WARM"] = "1" if warm else "0"
+            server = ServerProcess(target=bench_targets.serve, args=(self.stamp, self.delay),
+                                   handoff=handoff)
+        elif app_code:
             code = (f"import sys\nsys.argv[1:] = [{self.stamp!r}, {str(self.delay)!r}]\n" + SERVER)
-            server = ServerProcess(code, handoff=handoff)
+            server = ServerProcess(code, handoff=handoff, preload=preload)
         else:
             server = ServerProcess(argv=self.argv(), handoff=handoff)
         launched = time.monotonic()
@@ -128,6 +145,7 @@ class Bench:
         floor = _routes_at(self.stamp) - launched + _request_cost(server.port)
         started = time.monotonic()
         server.stop()
+        os.environ.pop("HARNESS_WARM", None)
         return Round(ready, time.monotonic() - started, floor, early)
 
     def _plain(self, wait_ready: Callable[[int], None]) -> Round:
@@ -225,23 +243,168 @@ def _pct(values: List[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def shim_costs(rounds: int) -> List[Tuple[str, float]]:
-    """Median cost of starting ``true`` directly and through each handoff shim."""
-    from harness._server import launch as _launch
+def launch_costs(rounds: int) -> List[Tuple[str, float]]:
+    """Median cost of starting ``true`` directly and through the zygote and a keeper."""
+    from harness._server import supervisor
     true = shutil.which("true") or "/bin/true"
-    ways = [("direct exec", [true]),
-            ("sh shim (handoff, argv)", ["/bin/sh", "-c", _launch.SH_SHIM, "x", true]),
-            ("python -I -S shim (fallback)", [sys.executable, "-I", "-S", "-c",
-                                               _launch.PY_SHIM, true])]
-    results = []
-    for label, cmd in ways:
-        times = []
-        for _ in range(rounds):
+    zygote = supervisor.zygote(None)
+    direct, zygoted = [], []
+    for _ in range(rounds):
+        started = time.monotonic()
+        subprocess.run([true], stdin=subprocess.DEVNULL, check=True)
+        direct.append(time.monotonic() - started)
+        fd = os.open(os.devnull, os.O_WRONLY)
+        started = time.monotonic()
+        link = zygote.spawn({"kind": "exec", "argv": [true], "env": dict(os.environ),
+                             "cwd": "/"}, fd, None)
+        os.close(fd)
+        link.wait_started(10)
+        while not link.exited(1.0):
+            pass
+        link.stop(1.0, 1.0)
+        zygoted.append(time.monotonic() - started)
+        link.close()
+    return [("subprocess.run, exit seen", statistics.median(direct)),
+            ("zygote + keeper, exit seen, reaped", statistics.median(zygoted))]
+
+
+FLASK_APP = r'''
+import os
+from flask import Flask
+app = Flask(__name__)
+
+@app.get("/health")
+def health():
+    return {"message": "ok"}
+
+app.run(host=os.environ["HOST"], port=int(os.environ["PORT"]))
+'''
+
+
+def _first_200(port: int, deadline: float) -> None:
+    """The hand-written floor: TCP-poll every 1 ms, then GET until 200."""
+    while time.monotonic() < deadline:
+        try:
+            if _get(port, timeout=1.0) == 200:
+                return
+        except OSError:
+            time.sleep(0.001)
+    raise RuntimeError("no 200 before the deadline")
+
+
+def flask_rounds(rounds: int, workdir: str) -> Dict[str, List[float]]:
+    """Start-to-first-200 and stop of a minimal Flask app: fresh, its floor, warm."""
+    from harness.ports import find_free_port, release_port
+    app_path = os.path.join(workdir, "flask_app.py")
+    with open(app_path, "w") as f:
+        f.write(FLASK_APP)
+    times: Dict[str, List[float]] = {"floor": [], "fresh": [], "warm": [], "fresh stop": [],
+                                     "warm stop": []}
+    for _ in range(rounds):
+        port = find_free_port()
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, app_path], env=dict(os.environ, PORT=str(port),
+                                                                    HOST="127.0.0.1"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _first_200(port, started + 30)
+        times["floor"].append(time.monotonic() - started)
+        proc.terminate()
+        proc.wait()
+        release_port(port)
+        for label, preload in (("fresh", None), ("warm", ["flask"])):
+            server = ServerProcess(FLASK_APP, preload=preload)
             started = time.monotonic()
-            subprocess.run(cmd, stdin=subprocess.DEVNULL, check=True)
-            times.append(time.monotonic() - started)
-        results.append((label, statistics.median(times)))
-    return results
+            server.start()
+            times[label].append(time.monotonic() - started)
+            started = time.monotonic()
+            server.stop()
+            times[f"{label} stop"].append(time.monotonic() - started)
+    return times
+
+
+def flask_suite(tests: int, warm: bool) -> float:
+    """A suite of ``tests`` tests, each with its own Flask server and one request."""
+    started = time.monotonic()
+    for _ in range(tests):
+        with ServerProcess(FLASK_APP, preload=["flask"] if warm else None) as server:
+            server.get("/health", expect_status=200)
+    return time.monotonic() - started
+
+
+def callable_suite_by_hand(tests: int) -> float:
+    """The original way: fork the test process, serve the callable in the child."""
+    import signal
+    import socket
+
+    import bench_targets
+    started = time.monotonic()
+    for _ in range(tests):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        port = listener.getsockname()[1]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                bench_targets.serve_socket(listener)
+            finally:
+                os._exit(0)
+        listener.close()
+        _first_200(port, time.monotonic() + 30)
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+    return time.monotonic() - started
+
+
+def callable_suite_harness(tests: int) -> float:
+    """The same suite with harness: ``target=``, warm, every guarantee kept."""
+    import bench_targets
+    started = time.monotonic()
+    for _ in range(tests):
+        with ServerProcess(target=bench_targets.plain, preload=["http.server"]) as server:
+            server.get("/health", expect_status=200)
+    return time.monotonic() - started
+
+
+TARGETS = r'''
+import http.server, os, sys
+
+SERVER = __SERVER__
+
+
+def serve(stamp, delay):
+    """The lifecycle table's server, as a callable."""
+    sys.argv[1:] = [stamp, str(delay)]
+    exec(compile(SERVER, "server", "exec"), {"__name__": "__main__"})
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+def plain():
+    """A minimal callable server on $HOST:$PORT."""
+    http.server.HTTPServer((os.environ["HOST"], int(os.environ["PORT"])),
+                           Handler).serve_forever()
+
+
+def serve_socket(listener):
+    """The same server on a socket bound before the fork (the by-hand way)."""
+    server = http.server.HTTPServer(listener.getsockname(), Handler, bind_and_activate=False)
+    server.socket = listener
+    server.serve_forever()
+'''
+
+
+def _ms(values: List[float]) -> float:
+    return 1000 * statistics.median(values)
 
 
 def main() -> None:
@@ -249,13 +412,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--quick", action="store_true",
                         help="skip the write-up's approach (3.5 s per round)")
+    parser.add_argument("--suite", type=int, default=100,
+                        help="Flask servers in the suite-level row (default 100)")
+    parser.add_argument("--callables", type=int, default=137,
+                        help="callable servers in the by-hand comparison (default 137)")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="bench-lifecycle-")
+    with open(os.path.join(workdir, "bench_targets.py"), "w") as f:
+        f.write(TARGETS.replace("__SERVER__", repr(SERVER)))
+    sys.path.insert(0, workdir)
     try:
         approaches: List[Tuple[str, Callable[[Bench], Round]]] = [
             ("harness, leased port", lambda b: b.harness(False)),
             ("harness, handoff (argv)", lambda b: b.harness(True)),
             ("harness, handoff (app_code)", lambda b: b.harness(True, app_code=True)),
+            ("harness, app_code warm", lambda b: b.harness(False, app_code=True, warm=True)),
+            ("harness, target fresh", lambda b: b.harness(False, target=True)),
+            ("harness, target warm", lambda b: b.harness(False, target=True, warm=True)),
         ]
         try:
             import mirakuru  # noqa: F401
@@ -272,6 +445,8 @@ def main() -> None:
                   f"{'ratio':>6} {'stop p50':>8} {'p95':>7} {'early':>5}")
         print(header)
         print("-" * len(header))
+        floors: Dict[str, float] = {}
+        warm_ready = 0.0
         for kind, delay in (("trivial", 0.0), ("late", 0.3)):
             bench = Bench(workdir, delay)
             rounds: Dict[str, List[Round]] = {label: [] for label, _ in approaches}
@@ -288,9 +463,39 @@ def main() -> None:
                       f"{statistics.median(ready) / statistics.median(floor):6.2f} "
                       f"{statistics.median(stop):8.1f} {_pct(stop, 0.95):7.1f} "
                       f"{sum(r.early for r in rs):5d}")
-        print("\nexec shim cost (median of 30 runs of `true`, ms):")
-        for label, cost in shim_costs(30):
-            print(f"  {label:30} {cost * 1000:6.2f}")
+            if kind == "trivial":
+                floors[kind] = statistics.median(
+                    [r.floor for r in rounds["hand-written 1 ms TCP poll"]])
+                warm_ready = statistics.median([r.ready for r in rounds["harness, app_code warm"]])
+        print(f"\nwarm stdlib server: ready {warm_ready * 1000:.1f} ms = "
+              f"{warm_ready / floors['trivial']:.2f}x the fresh floor "
+              f"({floors['trivial'] * 1000:.1f} ms; target <= 0.25x)")
+        try:
+            import flask  # noqa: F401
+        except ImportError:
+            print("\n(Flask not installed: its rows are skipped)")
+        else:
+            times = flask_rounds(max(5, args.rounds // 2), workdir)
+            print(f"\nminimal Flask app, {len(times['fresh'])} rounds, ms (median):")
+            print(f"  hand-written floor (Popen, poll, first 200)  {_ms(times['floor']):8.1f}")
+            print(f"  harness fresh                                {_ms(times['fresh']):8.1f}  "
+                  f"stop {_ms(times['fresh stop']):.1f}")
+            print(f"  harness warm (preload=['flask'])             {_ms(times['warm']):8.1f}  "
+                  f"stop {_ms(times['warm stop']):.1f}")
+            print(f"  warm / fresh = {statistics.median(times['warm']) / statistics.median(times['fresh']):.3f}"
+                  f" (target <= 0.15)")
+            suite = {warm: flask_suite(args.suite, warm) for warm in (False, True)}
+            print(f"\nsuite: {args.suite} tests, each with its own Flask server and one "
+                  f"request: fresh {suite[False]:.2f} s, warm {suite[True]:.2f} s "
+                  f"({suite[False] / suite[True]:.1f}x faster)")
+        by_hand = callable_suite_by_hand(args.callables)
+        harnessed = callable_suite_harness(args.callables)
+        print(f"\nsuite: {args.callables} tests, each with its own callable server and one "
+              f"request: forking by hand {by_hand:.2f} s, harness target= (warm) "
+              f"{harnessed:.2f} s = {harnessed / by_hand:.2f}x (target <= 1.1x)")
+        print("\nlaunch cost (median of 30 launches of `true`, ms):")
+        for label, cost in launch_costs(30):
+            print(f"  {label:38} {cost * 1000:6.2f}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
