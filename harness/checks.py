@@ -477,7 +477,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, *, what: Opt
         interval = _validate.seconds(interval, "interval")
     if what is not None and not isinstance(what, str):
         raise TypeError(f"what must be a str describing the condition, got {what!r}")
-    name = what or getattr(predicate, "__name__", "the condition")
+    name: str = what or str(getattr(predicate, "__name__", "the condition"))
     deadline = Deadline(scaled(seconds))
     looks = 0
     last: Any = None

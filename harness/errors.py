@@ -7,7 +7,7 @@ they say what happened and carry what is needed to fix it.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 
 class HarnessError(Exception):
@@ -37,7 +37,7 @@ class ServerStartError(HarnessError):
 
     def __init__(self, message: str, *, returncode: Optional[int] = None,
                  log_path: Optional[str] = None, log_tail: str = "",
-                 outcomes: Optional[dict] = None) -> None:
+                 outcomes: Optional[Dict[str, int]] = None) -> None:
         super().__init__(message)
         self.returncode = returncode
         self.log_path = log_path

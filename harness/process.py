@@ -31,7 +31,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Union
 
 from ._config import scaled, scaled_for_cleanup, timeout_factor
 from ._os import kill, procinfo
@@ -106,7 +106,7 @@ class ServerProcess:
         self._lease: Any = None
         self._listener: Optional[socket.socket] = None
         self._dir: Optional[str] = None
-        self._files: dict = {}
+        self._files: Dict[str, str] = {}
         self._read_offset: Optional[int] = None  # wait_for_log goes on from here
         self._lock = threading.Lock()
 
@@ -670,7 +670,7 @@ class _PortWatch:
         self.server = server
         self.last_look = 0.0
         self.wrong_since: Optional[float] = None
-        self.seen: set = set()
+        self.seen: Set[int] = set()
 
     def __call__(self) -> Optional[Outcome]:
         server = self.server

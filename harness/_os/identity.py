@@ -15,7 +15,7 @@ no process with that number.
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 
 class ProcessId:
@@ -55,7 +55,7 @@ class ProcessId:
         text = f"{self.pid}:{self.start or '?'}"
         return text if self.pidns is None else f"{text}:{self.pidns}"
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> Tuple[Any, Tuple[int, Optional[str], Optional[int]]]:
         return (ProcessId, (self.pid, self.start, self.pidns))
 
     @property

@@ -1,28 +1,35 @@
-"""Facts about processes and sockets: psutil when it is there, /proc otherwise.
+"""Facts about processes and sockets for the runner: one backend, chosen once.
 
-harness must keep working when vendored without psutil.  On Linux every
-function here has a /proc fallback; elsewhere, without psutil, the answers
-shrink to "unknown" (documented in README.rst) instead of failing.
+harness must keep working when vendored without psutil, so the backend is
+chosen at import, trio's ``_subprocess_platform`` way, instead of each
+function trying psutil and then /proc:
+
+* **/proc** on Linux, with or without psutil (the same answers in both CI
+  runs; :mod:`.proc` reads the files);
+* **psutil** elsewhere (macOS, the BSDs);
+* **unknown** otherwise: every answer shrinks to "unknown" (``None``, an
+  empty list, "unknown holder"), documented in README.rst, never an error.
 """
 from __future__ import annotations
 
 import os
 import socket
-import sys
-from typing import Dict, Iterator, List, NamedTuple, Optional, Union
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Union
 
+from . import proc
 from .identity import ProcessId
 
 try:  # psutil is the one optional dependency.
     import psutil
 except ImportError:  # pragma: no cover - exercised by the no-psutil CI run
-    psutil = None  # type: ignore[assignment]
+    psutil = None
 
 HAVE_PSUTIL = psutil is not None
-HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
+HAVE_PROC = proc.HAVE_PROC
+BACKEND = "proc" if HAVE_PROC else "psutil" if HAVE_PSUTIL else "unknown"
 
-# TCP state LISTEN in /proc/net/tcp and psutil.
-_PROC_TCP_LISTEN = "0A"
+# TCP states in /proc/net/tcp.
+_LISTEN, _TIME_WAIT, _CLOSE = "0A", "06", "07"
 
 
 class SocketHolder(NamedTuple):
@@ -41,34 +48,18 @@ def short_cmdline(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _stat_fields(pid: int) -> Optional[List[bytes]]:
-    """Fields 3 on of /proc/<pid>/stat (state first), or ``None`` if it is gone.
-
-    The command name (field 2) may hold spaces and parentheses, so the
-    fields after it are split from the last ')'.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rfind(b")") + 2:].split()
-
-
-# Indexes into _stat_fields (field number - 3).
-_STATE, _PPID, _STARTTIME = 0, 1, 19
+# --------------------------------------------------------------------------
+# Processes
 
 
 def identity(pid: int) -> Optional[ProcessId]:
     """The :class:`ProcessId` of ``pid``: pid plus start time, so a reused pid differs.
 
-    ``None`` if the process does not exist (or, without psutil or /proc,
-    cannot be looked at).
+    ``None`` if the process does not exist (or cannot be looked at).
     """
-    if HAVE_PROC:
-        fields = _stat_fields(pid)
-        return None if fields is None else ProcessId(pid, fields[_STARTTIME].decode())
-    if HAVE_PSUTIL:
+    if BACKEND == "proc":
+        return proc.identity(pid)
+    if BACKEND == "psutil":
         try:
             return ProcessId(pid, f"{psutil.Process(pid).create_time():.6f}")
         except (psutil.Error, OSError):
@@ -81,48 +72,40 @@ def is_alive(ident: Union[ProcessId, str]) -> bool:
     wanted = ProcessId.coerce(ident)
     if wanted is None:
         return False
-    current = identity(wanted.pid)
-    if current is None or _is_zombie(wanted.pid):
+    if BACKEND == "proc":
+        return proc.alive(wanted)
+    if identity(wanted.pid) != wanted:
         return False
-    return current == wanted
-
-
-def _is_zombie(pid: int) -> bool:
-    if HAVE_PROC:
-        fields = _stat_fields(pid)
-        return fields is None or fields[_STATE] in (b"Z", b"X")
-    if HAVE_PSUTIL:
+    if BACKEND == "psutil":
         try:
-            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            return bool(psutil.Process(wanted.pid).status() != psutil.STATUS_ZOMBIE)
         except (psutil.Error, OSError):
-            return True
+            return False
     return False
 
 
 def cmdline(pid: int) -> str:
     """The command line of ``pid`` as one string, or ``""`` when unknown."""
-    if HAVE_PSUTIL:
-        try:
-            return " ".join(psutil.Process(pid).cmdline())
-        except (psutil.Error, OSError):
-            return ""
-    if HAVE_PROC:
+    if BACKEND == "proc":
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 raw = f.read()
         except OSError:
             return ""
         return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    if BACKEND == "psutil":
+        try:
+            return " ".join(psutil.Process(pid).cmdline())
+        except (psutil.Error, OSError):
+            return ""
     return ""
 
 
 def environ(pid: int) -> Optional[Dict[str, str]]:
     """The environment ``pid`` was started with, or ``None`` if unreadable."""
-    if HAVE_PROC:
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                raw = f.read()
-        except OSError:
+    if BACKEND == "proc":
+        raw = proc.environ(pid)
+        if raw is None:
             return None
         env = {}
         for item in raw.split(b"\0"):
@@ -130,7 +113,7 @@ def environ(pid: int) -> Optional[Dict[str, str]]:
             if sep:
                 env[key.decode(errors="replace")] = value.decode(errors="replace")
         return env
-    if HAVE_PSUTIL:
+    if BACKEND == "psutil":
         try:
             return dict(psutil.Process(pid).environ())
         except (psutil.Error, OSError):
@@ -140,14 +123,14 @@ def environ(pid: int) -> Optional[Dict[str, str]]:
 
 def owner_uid(pid: int) -> Optional[int]:
     """The (effective) user id ``pid`` runs as, or ``None`` when unknown."""
-    if HAVE_PROC:
+    if BACKEND == "proc":
         try:
             return os.stat(f"/proc/{pid}").st_uid
         except OSError:
             return None
-    if HAVE_PSUTIL:
+    if BACKEND == "psutil":
         try:
-            return psutil.Process(pid).uids().effective
+            return int(psutil.Process(pid).uids().effective)
         except (psutil.Error, OSError, AttributeError):
             return None
     return None
@@ -155,13 +138,8 @@ def owner_uid(pid: int) -> Optional[int]:
 
 def start_time(pid: int) -> Optional[float]:
     """When ``pid`` started, in ``time.time()`` seconds, or ``None`` when unknown."""
-    if HAVE_PSUTIL:
-        try:
-            return psutil.Process(pid).create_time()
-        except (psutil.Error, OSError):
-            return None
-    if HAVE_PROC:
-        fields = _stat_fields(pid)
+    if BACKEND == "proc":
+        fields = proc.stat_fields(pid)
         try:
             with open("/proc/stat", "rb") as f:
                 boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
@@ -169,26 +147,30 @@ def start_time(pid: int) -> Optional[float]:
             return None
         if fields is None:
             return None
-        return boot + int(fields[_STARTTIME]) / os.sysconf("SC_CLK_TCK")
+        return boot + int(fields[proc.STARTTIME]) / os.sysconf("SC_CLK_TCK")
+    if BACKEND == "psutil":
+        try:
+            return float(psutil.Process(pid).create_time())
+        except (psutil.Error, OSError):
+            return None
     return None
 
 
 def all_pids() -> List[int]:
     """Every pid visible to us (empty when it cannot be known)."""
-    if HAVE_PSUTIL:
-        return psutil.pids()
-    if HAVE_PROC:
+    if BACKEND == "proc":
         return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    if BACKEND == "psutil":
+        return [int(pid) for pid in psutil.pids()]
     return []
 
 
 def parent_pid(pid: int) -> Optional[int]:
-    if HAVE_PROC:
-        fields = _stat_fields(pid)
-        return None if fields is None else int(fields[_PPID])
-    if HAVE_PSUTIL:
+    if BACKEND == "proc":
+        return proc.parent(pid)
+    if BACKEND == "psutil":
         try:
-            return psutil.Process(pid).ppid()
+            return int(psutil.Process(pid).ppid())
         except (psutil.Error, OSError):
             return None
     return None
@@ -196,42 +178,58 @@ def parent_pid(pid: int) -> Optional[int]:
 
 def descendants(pid: int) -> List[int]:
     """Pids of every live descendant of ``pid`` (children first)."""
-    if HAVE_PSUTIL:
+    if BACKEND == "proc":
+        found = proc.subtree(pid)
+        if found is not None:
+            return found
+        tree = proc.scan_children()  # no children files in this kernel: scan
+        found, todo = [], [pid]
+        while todo:
+            for child in tree.get(todo.pop(0), ()):
+                found.append(child)
+                todo.append(child)
+        return found
+    if BACKEND == "psutil":
         try:
             return [p.pid for p in psutil.Process(pid).children(recursive=True)]
         except (psutil.Error, OSError):
             return []
-    children: Dict[int, List[int]] = {}
-    for candidate in all_pids():
-        parent = parent_pid(candidate)
-        if parent is not None:
-            children.setdefault(parent, []).append(candidate)
-    found: List[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(0), ()):
-            found.append(child)
-            todo.append(child)
-    return found
+    return []
 
 
-def _socket_inodes(pid: int) -> Iterator[int]:
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return
-    for name in names:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            yield int(target[8:-1])
+# --------------------------------------------------------------------------
+# Sockets
+
+
+def socket_inodes(pid: int) -> Set[int]:
+    """Inodes of the sockets ``pid`` has open (Linux; empty elsewhere or if unreadable)."""
+    return proc.socket_inodes(pid) if BACKEND == "proc" else set()
+
+
+_socket_inodes = socket_inodes  # the name older callers use
+
+
+def holders_of(inodes: Iterable[int]) -> List[int]:
+    """Pids of the processes holding any of the socket ``inodes`` (a scan of /proc)."""
+    wanted = set(inodes)
+    if not wanted or BACKEND != "proc":
+        return []
+    return [pid for pid in all_pids() if wanted & proc.socket_inodes(pid)]
 
 
 def _proc_net_tcp(port: int) -> Dict[int, str]:
     """inode -> state name for TCP sockets on local ``port`` (IPv4 and IPv6)."""
     found: Dict[int, str] = {}
+    for row in _tcp_rows():
+        local, state, inode = row[1], row[3], int(row[9])
+        if int(local.rsplit(":", 1)[1], 16) == port and inode:
+            found[inode] = "LISTEN" if state == _LISTEN else (
+                "BOUND" if state == _CLOSE else "CONNECTED")
+    return found
+
+
+def _tcp_rows() -> Iterable[List[str]]:
+    """The rows of /proc/net/tcp and tcp6, split into fields (the one parser of them)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -240,11 +238,8 @@ def _proc_net_tcp(port: int) -> Dict[int, str]:
             continue
         for line in lines:
             fields = line.split()
-            local, state, inode = fields[1], fields[3], int(fields[9])
-            if int(local.rsplit(":", 1)[1], 16) == port and inode:
-                found[inode] = "LISTEN" if state == _PROC_TCP_LISTEN else (
-                    "BOUND" if state == "07" else "CONNECTED")
-    return found
+            if len(fields) >= 10:
+                yield fields
 
 
 def time_wait_count(port: int) -> int:
@@ -253,26 +248,17 @@ def time_wait_count(port: int) -> int:
     They make a ``bind()`` without ``SO_REUSEADDR`` fail for up to a minute
     after a server closed its connections first; 0 when unknown.
     """
-    count = 0
-    if HAVE_PROC:
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                with open(table) as f:
-                    lines = f.readlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                fields = line.split()
-                if fields[3] == "06" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    count += 1
-    elif HAVE_PSUTIL:
+    if BACKEND == "proc":
+        return sum(1 for row in _tcp_rows()
+                   if row[3] == _TIME_WAIT and int(row[1].rsplit(":", 1)[1], 16) == port)
+    if BACKEND == "psutil":
         try:
             conns = psutil.net_connections(kind="tcp")
         except (psutil.Error, OSError):
             return 0
-        count = sum(1 for c in conns if c.laddr and c.laddr.port == port
-                    and c.status == psutil.CONN_TIME_WAIT)
-    return count
+        return sum(1 for c in conns if c.laddr and c.laddr.port == port
+                   and c.status == psutil.CONN_TIME_WAIT)
+    return 0
 
 
 def port_holders(port: int) -> List[SocketHolder]:
@@ -282,16 +268,14 @@ def port_holders(port: int) -> List[SocketHolder]:
     caller must say "unknown holder" when the list is empty.
     """
     holders: Dict[int, str] = {}
-    if HAVE_PROC:
+    if BACKEND == "proc":
         inodes = _proc_net_tcp(port)
         if inodes:
             for pid in all_pids():
-                for inode in _socket_inodes(pid):
-                    if inode in inodes:
-                        state = inodes[inode]
-                        if holders.get(pid) != "LISTEN":
-                            holders[pid] = state
-    elif HAVE_PSUTIL:
+                for inode in proc.socket_inodes(pid):
+                    if inode in inodes and holders.get(pid) != "LISTEN":
+                        holders[pid] = inodes[inode]
+    elif BACKEND == "psutil":
         try:
             conns = psutil.net_connections(kind="tcp")
         except (psutil.Error, OSError):

@@ -86,7 +86,7 @@ def accept_queue(family: int, inode: int) -> Optional[int]:
     table = listeners(family)
     if table is None:
         return None
-    return table[inode].queued if inode in table else GONE
+    return int(table[inode].queued) if inode in table else GONE
 
 
 _UNIX_REQUEST = struct.Struct("=BBHIIIII")   # unix_diag_req
@@ -130,7 +130,7 @@ def _unix_queue(inode: int) -> Optional[int]:
                             if size < 4:
                                 break
                             if kind_ == _UNIX_DIAG_RQLEN:
-                                return struct.unpack_from("=I", data, attr + 4)[0]
+                                return int(struct.unpack_from("=I", data, attr + 4)[0])
                             attr += (size + 3) & ~3
                         return None
                     offset += (length + 3) & ~3

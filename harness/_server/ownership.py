@@ -53,8 +53,7 @@ def _user(uid: int) -> str:
 
 def describe_foreign(listener: sockets.Listener) -> str:
     """Who holds ``listener``: a pid and command line where visible, the user always."""
-    holders = [pid for pid in procinfo.all_pids()
-               if listener.inode in proc.socket_inodes(pid)]
+    holders = procinfo.holders_of([listener.inode])
     where = f"[{listener.address}]" if ":" in listener.address else listener.address
     if holders:
         who = "; ".join(f"pid {pid} ({procinfo.short_cmdline(procinfo.cmdline(pid), 80)})"

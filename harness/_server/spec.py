@@ -227,7 +227,7 @@ def _checked_cwd(cwd: object) -> Optional[str]:
     if cwd is None:
         return None
     try:
-        path = os.fspath(cwd)  # type: ignore[arg-type]
+        path = os.fspath(cwd)  # type: ignore[call-overload]
     except TypeError:
         raise TypeError(f"cwd must be a path (str or os.PathLike), got {cwd!r}") from None
     if not isinstance(path, str):

@@ -190,7 +190,7 @@ _links: "weakref.WeakSet[KeeperLink]" = weakref.WeakSet()
 class Zygote:
     """A running zygote process and its control socket."""
 
-    def __init__(self, key: PreloadKey, proc: subprocess.Popen, control: socket.socket,
+    def __init__(self, key: PreloadKey, proc: "subprocess.Popen[bytes]", control: socket.socket,
                  info: Dict[str, Any]) -> None:
         self.key = key
         self.proc = proc
@@ -322,7 +322,7 @@ def _start(key: PreloadKey) -> Zygote:
     return Zygote(key, proc, mine, info)
 
 
-def _end(proc: subprocess.Popen) -> None:
+def _end(proc: "subprocess.Popen[bytes]") -> None:
     try:
         proc.wait(5.0)
     except subprocess.TimeoutExpired:

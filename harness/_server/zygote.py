@@ -67,7 +67,7 @@ def become_subreaper() -> bool:
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (ImportError, OSError, AttributeError):
         return False
 
@@ -83,7 +83,8 @@ def _print_traceback() -> None:
 
 def exit_status(info: Any) -> int:
     """A ``waitid`` result as a returncode: the exit code, or minus the signal."""
-    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+    status = int(info.si_status)
+    return status if info.si_code == os.CLD_EXITED else -status
 
 
 class _Loop:
@@ -245,8 +246,9 @@ def _run_in_process(request: Dict[str, Any], env: Dict[str, str], errpipe: int) 
     os.environ.update(env)
     if request.get("cwd"):
         os.chdir(request["cwd"])
-    if "tempfile" in sys.modules:
-        sys.modules["tempfile"].tempdir = None  # read TMPDIR again: the server has its own
+    tempfile_module: Any = sys.modules.get("tempfile")
+    if tempfile_module is not None:
+        tempfile_module.tempdir = None  # read TMPDIR again: the server has its own
     unbuffered = bool(env.get("PYTHONUNBUFFERED"))
     for fd, name in ((1, "stdout"), (2, "stderr")):
         stream = io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
@@ -254,7 +256,9 @@ def _run_in_process(request: Dict[str, Any], env: Dict[str, str], errpipe: int) 
                                   line_buffering=not unbuffered, write_through=unbuffered)
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    sys.stdin = stdin
+    setattr(sys, "__stdin__", stdin)  # noqa: B010 (a final name to the type checker)
     os.close(errpipe)  # the app runs from here on: its failures are its own, in its log
     # PYTHONPATH comes before the runner's path, as in a fresh interpreter.
     path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + request["sys_path"]
