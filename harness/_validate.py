@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional, Tuple
+import re
+from typing import Optional, Pattern, Tuple
 
 PortRange = Tuple[int, int]
 
@@ -75,3 +76,15 @@ def check_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def pattern(value: object, name: str = "pattern") -> "Pattern[str]":
+    """A regex: a str (compiled here) or a compiled str pattern."""
+    if isinstance(value, str):
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{name} is not a valid regex: {value!r} ({exc})") from None
+    if isinstance(value, re.Pattern) and isinstance(value.pattern, str):
+        return value
+    raise TypeError(f"{name} must be a str regex or a compiled str pattern, got {value!r}")

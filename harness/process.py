@@ -24,23 +24,21 @@ import errno
 import logging
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
 import ssl
 import threading
-import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
+from . import _validate
 from ._config import scaled, scaled_for_cleanup, timeout_factor
 from ._os import kill, procinfo
 from ._os.identity import ProcessId
-from ._server import launch, marker, ownership, safety_net, supervisor
+from ._server import address, launch, marker, ownership, safety_net, supervisor
 from ._server.diagnostics import StartFacts, describe_exit, start_failure
 from ._server.log import ServerLog
 from ._server.spec import PathLike, ServerSpec, Verify
-from ._validate import seconds
 from ._wait import Deadline, poll_interval
 from .checks import Check, HealthSpec, Outcome, Ready, WaitEnd, wait_ready
 from .errors import HarnessError, PortUnavailable, ServerStartError, WaitTimeout
@@ -219,12 +217,12 @@ class ServerProcess:
             self._files = {"tmp": temp}
             if self.spec.kind == "app":
                 assert self.app_code is not None
-                self._files["app"] = _write_private(os.path.join(self._dir, "app.py"),
+                self._files["app"] = marker.write_private(os.path.join(self._dir, "app.py"),
                                                     self.app_code.encode("utf-8"))
             elif self.spec.kind == "target":
                 assert self.spec.payload is not None
-                self._files["target"] = _write_private(os.path.join(self._dir, "target.pickle"),
-                                                       self.spec.payload)
+                self._files["target"] = marker.write_private(
+                    os.path.join(self._dir, "target.pickle"), self.spec.payload)
         except BaseException:
             self._remove_dir()
             raise
@@ -238,9 +236,9 @@ class ServerProcess:
         """Lease the port (or make the socket path); with handoff also bind and listen."""
         if self.spec.unix_socket:
             assert self._dir is not None
-            self.socket_path = _socket_path(self._dir)
+            self.socket_path = address.socket_path(self._dir)
             if self.handoff:
-                self._listener = _unix_listener(self.socket_path)
+                self._listener = address.unix_listener(self.socket_path)
             return
         from .ports import listening_socket
         for attempt in range(MAX_RELAUNCHES + 1):
@@ -326,7 +324,8 @@ class ServerProcess:
     def _wait(self, deadline: Deadline) -> Ready:
         expects_listener = self.spec.listens and not self.spec.unix_socket
         verify = self._verify_listener if expects_listener else None
-        watch = _PortWatch(self) if expects_listener and not self.handoff else None
+        watch = ownership.PortWatch(self._tree, self.port) if expects_listener \
+            and not self.handoff and self.port is not None else None
         return wait_ready(self, self.check, successes=self.ready_successes, deadline=deadline,
                           exited=self._exited, verify=verify, watch=watch)
 
@@ -505,21 +504,8 @@ class ServerProcess:
     def _address_accepts(self) -> bool:
         """True if something still accepts on the server's address after its tree is gone."""
         if self.spec.unix_socket:
-            if not self.socket_path or not os.path.exists(self.socket_path):
-                return False
-            family, address = socket.AF_UNIX, self.socket_path
-        elif self.port is None:
-            return False
-        else:
-            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            address = (self.host, self.port)  # type: ignore[assignment]
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            try:
-                sock.connect(address)
-            except OSError:
-                return False
-        return True
+            return address.accepts(None, None, self.socket_path)
+        return address.accepts(self.host, self.port, None)
 
     def _close_listener(self) -> None:
         listener, self._listener = self._listener, None
@@ -540,6 +526,7 @@ class ServerProcess:
             supervisor.register_dir(directory, add=False)
         except Exception:
             pass
+        address.remove_socket_dir(directory)
         shutil.rmtree(directory, ignore_errors=True)
         if self._log.path and self._log.path.startswith(directory + os.sep):
             self._log.path = None
@@ -557,24 +544,17 @@ class ServerProcess:
         the deadline, :class:`~harness.errors.HarnessError` if the server
         exits first (both with the output that was read).
         """
-        regex = _pattern(pattern)
-        limit = seconds(timeout, "timeout")
+        regex = _validate.pattern(pattern)
+        limit = _validate.seconds(timeout, "timeout")
         deadline = Deadline(scaled(limit))
-        start = self._read_offset if self._read_offset is not None else self._log.offset
-        offset, carry, looks = start, "", 0
+        offset = self._read_offset if self._read_offset is not None else self._log.offset
+        looks = 0
         while True:
             looks += 1
-            text, offset = self._log.read(offset)
-            buffered = carry + text
-            cut = buffered.rfind("\n") + 1
-            complete = buffered[:cut]
-            match = regex.search(complete)
+            match, after = self._log.find(regex, offset)
             if match is not None:
-                line_end = complete.find("\n", match.end()) + 1 or len(complete)
-                unread = len(complete[line_end:].encode("utf-8")) + len(buffered[cut:].encode())
-                self._read_offset = offset - unread
+                self._read_offset = after
                 return match
-            carry = buffered[cut:] if not complete else complete[-4096:] + buffered[cut:]
             if self._launched is None or self._exited(0):
                 raise HarnessError(
                     f"server {self.name!r} {self.state} while waiting for {regex.pattern!r} "
@@ -655,74 +635,6 @@ def start_server(app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess
 
 # ------------------------------------------------------------------ helpers
 
-class _PortWatch:
-    """Gives up on a server that listens on other ports but not on $PORT, after a grace.
-
-    The grace (a second, times HARNESS_TIMEOUT_FACTOR) is for servers that
-    open an admin or metrics port before their main one.  Looked at no more
-    than every 50 ms: it reads the process tree's sockets.
-    """
-
-    GRACE = 1.0
-    EVERY = 0.05
-
-    def __init__(self, server: "ServerProcess") -> None:
-        self.server = server
-        self.last_look = 0.0
-        self.wrong_since: Optional[float] = None
-        self.seen: Set[int] = set()
-
-    def __call__(self) -> Optional[Outcome]:
-        server = self.server
-        now = time.monotonic()
-        if server.pid is None or server.port is None or now - self.last_look < self.EVERY:
-            return None
-        self.last_look = now
-        ports = ownership.listen_ports(server._tree())
-        if not ports or server.port in ports:
-            self.wrong_since = None
-            return None
-        self.seen = ports
-        if self.wrong_since is None:
-            self.wrong_since = now
-        if now - self.wrong_since < scaled_for_cleanup(self.GRACE):
-            return None
-        shown = ", ".join(map(str, sorted(ports)))
-        return Outcome(False, f"listens on port {shown} instead of {server.port}",
-                       f"the server listens on {shown}, not on $PORT={server.port}")
-
-
-def _write_private(path: str, data: bytes) -> str:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return path
-
-
-def _socket_path(directory: str) -> str:
-    """The server's socket path, in its private dir if that is short enough for sun_path."""
-    path = os.path.join(directory, "server.sock")
-    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
-        return path
-    # A long TMPDIR: a private dir under /tmp, linked from the server's dir for clean-up.
-    short = os.path.join("/tmp", f"harness-s{secrets.token_hex(6)}")
-    os.mkdir(short, 0o700)
-    os.symlink(short, os.path.join(directory, "socket-dir"))
-    return os.path.join(short, "s")
-
-
-def _unix_listener(path: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
-
-
 def _ssl_context(verify: Verify) -> ssl.SSLContext:
     if isinstance(verify, ssl.SSLContext):
         return verify
@@ -741,17 +653,6 @@ def _factor() -> float:
         return timeout_factor()
     except ValueError:
         return 1.0
-
-
-def _pattern(pattern: object) -> "re.Pattern[str]":
-    if isinstance(pattern, str):
-        try:
-            return re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"pattern is not a valid regex: {pattern!r} ({exc})") from None
-    if isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str):
-        return pattern
-    raise TypeError(f"pattern must be a str regex or a compiled str pattern, got {pattern!r}")
 
 
 def _indent(text: str) -> str:

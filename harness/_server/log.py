@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import List, Optional, Tuple
+from typing import List, Match, Optional, Pattern, Tuple
 
 from ..errors import HarnessError
 from . import logstore
@@ -132,6 +132,27 @@ class ServerLog:
             return all_lines
         head, tail = all_lines[:lines], all_lines[-lines:]
         return head + [f"[... {len(all_lines) - 2 * lines} line(s) left out ...]"] + tail
+
+    def find(self, regex: "Pattern[str]", start: int) -> Tuple[Optional["Match[str]"], int]:
+        """The first match of ``regex`` in a complete line written from byte ``start``,
+        and the offset just after that line (``start`` unchanged when none matched)."""
+        data = b""
+        if self.exists:
+            assert self.path is not None
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(start)
+                    data = f.read()
+            except OSError:
+                data = b""
+        complete = data[:data.rfind(b"\n") + 1]  # a line still being written must not match
+        text = complete.decode("utf-8", "replace")
+        match = regex.search(text)
+        if match is None:
+            return None, start
+        end = text.find("\n", match.end())
+        line_end = len(text) if end < 0 else end + 1
+        return match, start + len(text[:line_end].encode("utf-8", "replace"))
 
     def note(self, message: str) -> None:
         """Write a harness line into the log (a relaunch, why a start failed)."""

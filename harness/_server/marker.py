@@ -78,3 +78,11 @@ def read_owner(path: str) -> Optional[ProcessId]:
         return None
     with os.fdopen(fd) as f:
         return ProcessId.parse(f.read(200))
+
+
+def write_private(path: str, data: bytes) -> str:
+    """Create ``path`` (0600, never through a symlink, never an existing file) holding ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Iterable, List, Optional, Set
+import time
+from typing import Callable, Iterable, List, Optional, Set
 
+from .._config import scaled_for_cleanup
 from .._os import proc, procinfo, sockets
+from ..checks import Outcome
 
 
 def tree_pids(server_pid: int, keeper_pid: Optional[int]) -> List[int]:
@@ -98,3 +101,40 @@ def listen_ports(pids: Iterable[int]) -> Set[int]:
         table = sockets.listeners(family) or {}
         ports.update(item.port for inode, item in table.items() if inode in inodes)
     return ports
+
+
+class PortWatch:
+    """Gives up on a server that listens on other ports but not on $PORT, after a grace.
+
+    The grace (a second, times HARNESS_TIMEOUT_FACTOR) is for servers that
+    open an admin or metrics port before their main one.  Looked at no more
+    than every 50 ms: it reads the process tree's sockets.
+    """
+
+    GRACE = 1.0
+    EVERY = 0.05
+
+    def __init__(self, tree: Callable[[], List[int]], port: int) -> None:
+        self.tree = tree
+        self.port = port
+        self.last_look = 0.0
+        self.wrong_since: Optional[float] = None
+        self.seen: Set[int] = set()
+
+    def __call__(self) -> Optional[Outcome]:
+        now = time.monotonic()
+        if now - self.last_look < self.EVERY:
+            return None
+        self.last_look = now
+        ports = listen_ports(self.tree())
+        if not ports or self.port in ports:
+            self.wrong_since = None
+            return None
+        self.seen = ports
+        if self.wrong_since is None:
+            self.wrong_since = now
+        if now - self.wrong_since < scaled_for_cleanup(self.GRACE):
+            return None
+        shown = ", ".join(map(str, sorted(ports)))
+        return Outcome(False, f"listens on port {shown} instead of {self.port}",
+                       f"the server listens on {shown}, not on $PORT={self.port}")

@@ -1,0 +1,71 @@
+"""Where a server listens: its Unix socket path, a handed-off Unix listener, and
+whether anything still accepts there after the server is gone.
+
+(TCP ports are leased by :mod:`harness.ports`.)
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from typing import Optional, Tuple, Union
+
+SUN_PATH_MAX = 100  # sockaddr_un.sun_path holds 108 bytes (104 on macOS)
+
+
+def socket_path(directory: str) -> str:
+    """The server's socket path: in its private dir if that is short enough for sun_path."""
+    path = os.path.join(directory, "server.sock")
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        return path
+    # A long TMPDIR: a private dir under /tmp, linked from the server's dir so
+    # that removing the server's dir removes it too (see remove_socket_dir).
+    short = os.path.join("/tmp", f"harness-s{secrets.token_hex(6)}")
+    os.mkdir(short, 0o700)
+    os.symlink(short, os.path.join(directory, "socket-dir"))
+    return os.path.join(short, "s")
+
+
+def remove_socket_dir(directory: str) -> None:
+    """Remove the short socket dir a long TMPDIR made :func:`socket_path` create."""
+    link = os.path.join(directory, "socket-dir")
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return
+    import shutil
+    shutil.rmtree(target, ignore_errors=True)
+
+
+def unix_listener(path: str, backlog: int = 128) -> socket.socket:
+    """A Unix stream socket bound at ``path``, listening and inheritable (for handoff)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def accepts(host: Optional[str], port: Optional[int], path: Optional[str]) -> bool:
+    """True if something accepts a connection at ``path`` (a Unix socket) or host:port."""
+    address: Union[str, Tuple[str, int]]
+    if path is not None:
+        if not os.path.exists(path):
+            return False
+        family, address = socket.AF_UNIX, path
+    elif host is not None and port is not None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        address = (host, port)
+    else:
+        return False
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(address)
+        except OSError:
+            return False
+    return True
