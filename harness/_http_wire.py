@@ -481,6 +481,10 @@ def _connect_unix(path: str, limit: Limit) -> socket.socket:
         except socket.timeout:
             raise DeadlineExceeded("connecting", elapsed=limit.seconds - limit.left(),
                                    limit=limit.seconds, where=path) from None
+        except OSError as exc:
+            if exc.errno is None or exc.filename is not None:
+                raise
+            raise type(exc)(exc.errno, exc.strerror, path) from None  # name the socket
     except BaseException:
         sock.close()
         raise

@@ -379,8 +379,9 @@ def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json
             stop = _final(failure.error, max_body, verify) if failure.final else _why_stop(
                 policy, method, attempt, budget, sent=failure.sent, wait=wait)
             if stop:
+                via = f" (over the Unix socket {unix_socket})" if unix_socket else ""
                 raise _with_diagnostics(RequestFailed(
-                    f"{method} {target.url} failed after {attempt} "
+                    f"{method} {target.url}{via} failed after {attempt} "
                     f"attempt{'s' if attempt > 1 else ''} in {budget.elapsed():.3f}s; {stop}:\n  "
                     + "\n  ".join(lines), errors=errors), diagnostics) from None
         else:
