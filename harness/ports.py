@@ -430,9 +430,15 @@ def _ask_portserver(address: str) -> Optional[int]:
                     break
                 answer += chunk
     except OSError as exc:
-        logging.getLogger("harness").warning(
-            "port server at %s (PORTSERVER_ADDRESS) failed, using harness's own leases: %s",
-            shown, exc)
+        # Once per address and kind of failure: a server that is down would
+        # otherwise be reported at every lease.
+        warned = _ask_portserver.__dict__.setdefault("warned", set())
+        kind = (shown, type(exc).__name__, getattr(exc, "too_slow", None))
+        if kind not in warned:
+            warned.add(kind)
+            logging.getLogger("harness").warning(
+                "port server at %s (PORTSERVER_ADDRESS) failed, using harness's own leases "
+                "instead: %s", shown, exc)
         return None
     try:
         port = int(answer.split(b"\n")[0])
