@@ -147,12 +147,12 @@ class HttpsTest(NoLeftovers):
         raw = RawServer(self, _hostile.trickled_headers, tls=self.server_context)
         started = time.monotonic()
         with self.assertRaises(RequestFailed) as caught:
-            request("GET", raw.url + "/", timeout=0.5, deadline=1.0, verify=False)
-        self.assertLess(time.monotonic() - started, scaled(1.0) + SLACK)
+            request("GET", raw.url + "/", timeout=0.3, deadline=0.6, verify=False)
+        self.assertLess(time.monotonic() - started, scaled(0.6) + SLACK)
         self.assertEqual({error_kind(e) for e in caught.exception.errors}, {"too slow"})
         probe_started = time.monotonic()
-        outcome = HttpCheck().probe(server_like(raw, ssl_context=ssl_context(False)), 0.5)
-        self.assertLess(time.monotonic() - probe_started, 0.5 + SLACK)
+        outcome = HttpCheck().probe(server_like(raw, ssl_context=ssl_context(False)), 0.3)
+        self.assertLess(time.monotonic() - probe_started, 0.3 + SLACK)
         self.assertEqual(outcome.label, "too slow", outcome)
 
     def test_a_stalled_handshake_ends_at_the_deadline(self) -> None:
@@ -246,17 +246,17 @@ class UnixSocketTest(NoLeftovers):
         raw = RawServer(self, _hostile.trickled_headers, unix=True)
         started = time.monotonic()
         with self.assertRaises(RequestFailed) as caught:
-            request("GET", raw.url + "/", timeout=0.5, deadline=1.0, unix_socket=raw.path)
-        self.assertLess(time.monotonic() - started, scaled(1.0) + SLACK)
+            request("GET", raw.url + "/", timeout=0.3, deadline=0.6, unix_socket=raw.path)
+        self.assertLess(time.monotonic() - started, scaled(0.6) + SLACK)
         self.assertEqual({error_kind(e) for e in caught.exception.errors}, {"too slow"})
         started = time.monotonic()
-        result = load(raw.url + "/", requests=4, concurrency=2, timeout=5, deadline=0.8,
+        result = load(raw.url + "/", requests=4, concurrency=2, timeout=5, deadline=0.5,
                       unix_socket=raw.path)
-        self.assertLess(time.monotonic() - started, scaled(0.8) + SLACK)
+        self.assertLess(time.monotonic() - started, scaled(0.5) + SLACK)
         self.assertIn("too slow", result.errors, str(result))
         started = time.monotonic()
-        outcome = HttpCheck().probe(server_like(raw), 0.5)
-        self.assertLess(time.monotonic() - started, 0.5 + SLACK)
+        outcome = HttpCheck().probe(server_like(raw), 0.3)
+        self.assertLess(time.monotonic() - started, 0.3 + SLACK)
         self.assertEqual(outcome.label, "too slow", outcome)
 
 
