@@ -52,6 +52,27 @@ class ServerNotReady(ServerStartError):
     """
 
 
+class MemoryUnavailable(HarnessError):
+    """Memory cannot be read here: no psutil and no /proc, or not allowed."""
+
+
+class WaitTimeout(HarnessError):
+    """A condition waited for (``wait_until``, ``server.wait_for_log``) did not come true in time.
+
+    ``what`` names the condition, ``waited`` the seconds waited and
+    ``attempts`` how often it was looked at; ``last`` is what the last look
+    saw (a value, or the exception it raised), for the message.
+    """
+
+    def __init__(self, message: str, *, what: str = "", waited: float = 0.0,
+                 attempts: int = 0, last: Any = None) -> None:
+        super().__init__(message)
+        self.what = what
+        self.waited = waited
+        self.attempts = attempts
+        self.last = last
+
+
 class RequestFailed(HarnessError):
     """Every attempt of an HTTP request failed; ``errors`` lists them in order."""
 

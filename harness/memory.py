@@ -29,13 +29,12 @@ import numbers
 import os
 import statistics
 import sys
-import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from ._os import procinfo
 from ._os.procinfo import HAVE_PROC, HAVE_PSUTIL, psutil
-from ._wait import Deadline, backoff
-from .errors import HarnessError
+from ._wait import Deadline, backoff, pause
+from .errors import HarnessError, MemoryUnavailable
 
 __all__ = ["rss", "uss", "memory", "uss_available", "measure_leak", "LeakReport",
            "MemoryUnavailable", "DEFAULT_THRESHOLD"]
@@ -49,10 +48,6 @@ _T95 = ((1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (6, 2.447),
         (7, 2.365), (8, 2.306), (9, 2.262), (10, 2.228), (12, 2.179), (15, 2.131),
         (20, 2.086), (25, 2.060), (30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980))
 _SETTLE_SECONDS = 0.25
-
-
-class MemoryUnavailable(HarnessError):
-    """Memory cannot be read here: no psutil and no /proc, or not allowed."""
 
 
 # --------------------------------------------------------------------------
@@ -162,10 +157,10 @@ def _settled(pid: int, children: bool, metric: str) -> int:
     round's cleanup), or the median of the last three at a short deadline."""
     deadline = Deadline(_SETTLE_SECONDS)
     readings = [memory(pid, children, metric)]
-    for pause in backoff(first=0.001, cap=0.01):
+    for interval in backoff(first=0.001, cap=0.01):
         if deadline.expired:
             break
-        time.sleep(deadline.cap(pause))  # a poll interval, bounded by the deadline
+        pause(deadline.cap(interval))
         readings.append(memory(pid, children, metric))
         if readings[-1] == readings[-2]:
             return readings[-1]

@@ -24,7 +24,7 @@ import tempfile
 import unittest
 from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Union
 
-from ._server import marker
+from ._server import logstore, marker
 from ._validate import check_port_range
 from .errors import ServerStartError
 
@@ -44,21 +44,12 @@ _REPORTED = ("addError", "addFailure", "addSubTest")
 # The failure report
 
 
-def _server_state(server: Any) -> str:
-    from .process import describe_exit
-    if server.running:
-        return "running"
-    if server.returncode is not None:
-        return describe_exit(server.returncode)
-    return "not started"
-
-
 def _server_block(server: Any, scope: str, lines: int) -> str:
     try:
         tail = server.log_tail(lines)
     except Exception as exc:  # the report must never hide the failure it decorates
         tail = f"(log unreadable: {type(exc).__name__}: {exc})"
-    state = _server_state(server)
+    state = server.state
     log_path = server.log_path
     if state != "running" and log_path and os.path.exists(log_path):
         state += f"; log kept at {log_path}"
@@ -185,15 +176,9 @@ def merge_arguments(defaults: Mapping[str, Any], app_code: Optional[str],
 
 
 def remove_kept_log(log_path: str) -> None:
-    """Remove the private dir harness kept a failed start's log in, if it is ours.
-
-    Used when the test that saw the failure passed anyway (it expected it):
-    the log only matters to a test that failed, whose report shows its path.
-    """
-    directory = os.path.dirname(log_path)
-    if os.path.basename(directory).startswith(marker.TEMP_PREFIX) and \
-            marker.read_owner(directory) == marker.owner_token():
-        shutil.rmtree(directory, ignore_errors=True)
+    """Remove a failed start's kept log (the test that saw the failure passed anyway:
+    it expected it; the log only matters to a test that failed, whose report shows it)."""
+    logstore.discard(log_path)
 
 
 def _remove_tree(path: str) -> None:

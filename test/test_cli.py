@@ -182,7 +182,7 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
         self.assertEqual(code, 1)
         holder = json.loads(out)["holders"][0]
         self.assertEqual((holder["pid"], holder["harness"], holder["owner"], holder["owner_alive"]),
-                         (orphan.pid, True, gone_token, False))
+                         (orphan.pid, True, str(gone_token), False))
         code, out, _ = harness("who", str(orphan_port))
         self.assertIn(f"test runner pid {gone.pid}, which is gone: an orphan; "
                       f"`python -m harness reap` stops it", out)

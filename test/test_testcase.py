@@ -16,13 +16,13 @@ import http.client
 import io
 import os
 import re
-import shutil
 import stat
 import sys
 import unittest
 from typing import Any, List
 
 from harness._os import procinfo as _procinfo
+from harness._server import logstore
 from harness.errors import PortUnavailable, ServerStartError
 from harness.http import Response
 from harness.ports import PortAllocator, held_ports, release_port
@@ -194,8 +194,8 @@ class FailureReportTest(unittest.TestCase):
         self.assertIn("ServerStartError", text)
         self.assertEqual(text.count("crash-marker: config missing"), 1, text)
         # The test failed: the log is kept where the message says.
-        kept = re.search(r"kept at (\S+server\.log)", text).group(1)
-        self.addCleanup(shutil.rmtree, os.path.dirname(kept), True)
+        kept = re.search(r"kept at (\S+\.log)", text).group(1)
+        self.addCleanup(logstore.discard, kept)
         with open(kept) as f:
             self.assertIn("crash-marker: config missing", f.read())
 
@@ -211,7 +211,7 @@ class FailureReportTest(unittest.TestCase):
 
         result = run_case(Case)
         self.assertTrue(result.wasSuccessful(), reports(result))
-        self.assertFalse(os.path.exists(os.path.dirname(kept[0])))
+        self.assertFalse(os.path.exists(kept[0]))
 
     def test_report_survives_buffered_output(self):
         class Case(ServerTestCase):

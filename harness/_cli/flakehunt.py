@@ -40,7 +40,6 @@ TERM_GRACE = 2.0
 DUMP_WAIT = 1.0
 # How long killed leftovers of a run may take to disappear.
 GROUP_GONE_WAIT = 5.0
-_IDLE = threading.Event()  # never set: waiting on it is a pause between polls
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -285,7 +284,7 @@ class _Run:
         probing it with signal 0 after the leader was reaped is still safe.
         """
         deadline = _wait.Deadline(_config.scaled(GROUP_GONE_WAIT))
-        for pause in _wait.backoff():
+        for interval in _wait.backoff():
             try:
                 os.killpg(self.proc.pid, 0)
             except ProcessLookupError:
@@ -294,7 +293,7 @@ class _Run:
                 return
             if not _group_has_live_member(self.proc.pid) or deadline.expired:
                 return  # only zombies left: dead, waiting for init to reap them
-            _IDLE.wait(deadline.cap(pause))
+            _wait.pause(deadline.cap(interval))
 
     def _kill_leftovers(self) -> None:
         """Anything the test left running in its process group dies with the run."""

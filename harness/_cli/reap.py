@@ -32,6 +32,7 @@ from typing import Dict, List, Optional
 
 from .. import _config, ports
 from .._os import kill, procinfo
+from .._os.identity import ProcessId
 from .._server import marker
 from .._wait import Deadline
 
@@ -110,7 +111,7 @@ def find_orphans(runner: Optional[int] = None) -> List[Dict[str, object]]:
         token = procinfo.identity(pid)
         if token is None or not procinfo.is_alive(token):
             continue  # gone meanwhile, or a zombie
-        found.append({"pid": pid, "token": token, "owner": owner,
+        found.append({"pid": pid, "token": str(token), "owner": owner,
                       "server_id": env.get(marker.SERVER_ID_ENV) if env else None,
                       "command": procinfo.cmdline(pid)})
     return found
@@ -122,12 +123,12 @@ def stop_orphans(orphans: List[Dict[str, object]], grace: float) -> None:
     by_pid = {int(o["pid"]): o for o in orphans}  # type: ignore[call-overload]
     roots = [o for o in orphans
              if procinfo.parent_pid(int(o["pid"])) not in by_pid]  # type: ignore[call-overload]
-    survivors: List[str] = []
+    survivors: List[ProcessId] = []
     lock = threading.Lock()
 
     def stop(orphan: Dict[str, object]) -> None:
-        left = kill.terminate_tree(int(orphan["pid"]), str(orphan["token"]),  # type: ignore
-                                    grace=grace)
+        left = kill.terminate_tree(int(orphan["pid"]),  # type: ignore[call-overload]
+                                   ProcessId.parse(orphan["token"]), grace=grace)
         with lock:
             survivors.extend(left)
 
@@ -137,12 +138,14 @@ def stop_orphans(orphans: List[Dict[str, object]], grace: float) -> None:
     for thread in threads:
         thread.join()
     # Anything not below a root (it should not happen) is ended on its own.
-    left = kill.alive(t for t in tokens if t not in survivors)
-    for token in left:
-        kill.signal_token(token, signal.SIGKILL)
+    ids = [i for i in map(ProcessId.parse, tokens) if i is not None]
+    left = kill.alive(i for i in ids if i not in survivors)
+    for pid_id in left:
+        kill.signal_process(pid_id, signal.SIGKILL)
     survivors.extend(kill.wait_gone(left, Deadline(max(1.0, grace))))
     for orphan in orphans:
-        alive = str(orphan["token"]) in survivors and procinfo.is_alive(str(orphan["token"]))
+        pid_id = ProcessId.parse(orphan["token"])
+        alive = pid_id in survivors and procinfo.is_alive(str(orphan["token"]))
         orphan["result"] = "still running after SIGKILL" if alive else "stopped"
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Dict, Iterator, List, NamedTuple, Optional
+from typing import Dict, Iterator, List, NamedTuple, Optional, Union
+
+from .identity import ProcessId
 
 try:  # psutil is the one optional dependency.
     import psutil
@@ -57,36 +59,32 @@ def _stat_fields(pid: int) -> Optional[List[bytes]]:
 _STATE, _PPID, _STARTTIME = 0, 1, 19
 
 
-def identity(pid: int) -> Optional[str]:
-    """A token that tells this process apart from a later one with the same pid.
+def identity(pid: int) -> Optional[ProcessId]:
+    """The :class:`ProcessId` of ``pid``: pid plus start time, so a reused pid differs.
 
-    It is the pid plus the process's start time, so a reused pid gives a
-    different token.  ``None`` if the process does not exist (or, without
-    psutil or /proc, cannot be looked at).
+    ``None`` if the process does not exist (or, without psutil or /proc,
+    cannot be looked at).
     """
     if HAVE_PROC:
         fields = _stat_fields(pid)
-        return None if fields is None else f"{pid}:{fields[_STARTTIME].decode()}"
+        return None if fields is None else ProcessId(pid, fields[_STARTTIME].decode())
     if HAVE_PSUTIL:
         try:
-            return f"{pid}:{psutil.Process(pid).create_time():.6f}"
+            return ProcessId(pid, f"{psutil.Process(pid).create_time():.6f}")
         except (psutil.Error, OSError):
             return None
     return None
 
 
-def is_alive(ident: str) -> bool:
-    """True if the process named by an :func:`identity` token still runs."""
-    try:
-        pid = int(ident.split(":", 1)[0])
-    except ValueError:
+def is_alive(ident: Union[ProcessId, str]) -> bool:
+    """True if the process named by ``ident`` (a ``ProcessId`` or its text) still runs."""
+    wanted = ProcessId.coerce(ident)
+    if wanted is None:
         return False
-    current = identity(pid)
-    if current is None:
+    current = identity(wanted.pid)
+    if current is None or _is_zombie(wanted.pid):
         return False
-    if _is_zombie(pid):
-        return False
-    return current == ident
+    return current == wanted
 
 
 def _is_zombie(pid: int) -> bool:

@@ -4,9 +4,9 @@ Every server process harness launches gets two environment variables,
 inherited by everything it spawns (even a child that escapes the process
 group with ``setsid``):
 
-- ``HARNESS_OWNER``: the :func:`harness._os.procinfo.identity` token (pid and
-  start time) of the test runner that launched it.  A server whose owner
-  token no longer names a live process is an orphan.
+- ``HARNESS_OWNER``: the :class:`~harness._os.identity.ProcessId` of the
+  test runner that launched it (pid, start time and PID namespace, as
+  text).  A server whose owner no longer names a live process is an orphan.
 - ``HARNESS_SERVER_ID``: a random token naming one server launch, so a
   stop can find exactly that server's escaped descendants.
 
@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from typing import Optional
 
 from .._os import procinfo
+from .._os.identity import ProcessId, own_pid_namespace
+from ..errors import HarnessError
 
 OWNER_ENV = "HARNESS_OWNER"
 SERVER_ID_ENV = "HARNESS_SERVER_ID"
@@ -29,12 +32,18 @@ TEMP_PREFIX = "harness-"
 OWNER_FILE = "owner"
 
 
-def owner_token() -> str:
-    """The identity token of the current process (the test runner)."""
-    token = procinfo.identity(os.getpid())
+def owner_id() -> ProcessId:
+    """The identity of the current process (the test runner), with its PID namespace."""
+    me = procinfo.identity(os.getpid())
     # Without /proc or psutil there is no start time: the pid alone still
     # lets reap skip live runners, at the price of trusting pid reuse less.
-    return token if token is not None else f"{os.getpid()}:?"
+    start = me.start if me is not None else None
+    return ProcessId(os.getpid(), start, own_pid_namespace())
+
+
+def owner_token() -> str:
+    """:func:`owner_id` as the text written into markers."""
+    return str(owner_id())
 
 
 def new_server_id() -> str:
@@ -43,18 +52,29 @@ def new_server_id() -> str:
 
 def make_private_dir() -> str:
     """A new 0700 temp directory with an unpredictable name, tagged with its owner."""
-    path = tempfile.mkdtemp(prefix=TEMP_PREFIX)  # mkdtemp: 0700, random name, O_EXCL
-    fd = os.open(os.path.join(path, OWNER_FILE),
-                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(owner_token() + "\n")
+    base = tempfile.gettempdir()
+    try:
+        path = tempfile.mkdtemp(prefix=TEMP_PREFIX)  # mkdtemp: 0700, random name, O_EXCL
+    except OSError as exc:
+        raise HarnessError(f"cannot create a private directory in {base}: {exc}; free space "
+                           f"there or point TMPDIR at a writable directory") from None
+    try:
+        fd = os.open(os.path.join(path, OWNER_FILE),
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(owner_token() + "\n")
+    except OSError as exc:
+        shutil.rmtree(path, ignore_errors=True)
+        raise HarnessError(f"cannot write in the private directory {path}: {exc}; free space "
+                           f"in {base} or point TMPDIR at a writable directory") from None
     return path
 
 
-def read_owner(path: str) -> Optional[str]:
-    """The owner token recorded in a harness temp dir, or ``None``."""
+def read_owner(path: str) -> Optional[ProcessId]:
+    """The owner recorded in a harness temp dir, or ``None``."""
     try:
-        with open(os.path.join(path, OWNER_FILE)) as f:
-            return f.read().strip() or None
+        fd = os.open(os.path.join(path, OWNER_FILE), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None
+    with os.fdopen(fd) as f:
+        return ProcessId.parse(f.read(200))
