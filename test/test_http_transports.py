@@ -260,6 +260,72 @@ class UnixSocketTest(NoLeftovers):
         self.assertEqual(outcome.label, "too slow", outcome)
 
 
+UNIX_APP = """
+import http.server, os, socketserver
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("%s %s" % (self.headers["Host"], self.path)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def address_string(self):
+        return "unix"
+    def log_message(self, *args):
+        pass
+
+socketserver.UnixStreamServer(os.environ["SOCKET_PATH"], Handler).serve_forever()
+"""
+
+HTTPS_APP = """
+import http.server, os, ssl
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(os.environ["CERT"], os.environ["KEY"])
+server = http.server.HTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"""
+
+
+class ServerProcessTransportTest(unittest.TestCase):
+    """ServerProcess(unix_socket=True / https=True) probes and requests through this module."""
+
+    def test_unix_socket_server(self) -> None:
+        if not hasattr(socket, "AF_UNIX"):
+            self.skipTest("no Unix sockets here")
+        from harness.process import start_server
+        with start_server(UNIX_APP, unix_socket=True, start_timeout=30) as server:
+            self.assertTrue(server.socket_path)
+            self.assertTrue(server.check.probe(server, 5).ok)
+            answer = server.get("/health?x=1")
+            self.assertEqual(answer.status, 200)
+            self.assertTrue(answer.text.endswith(" /health?x=1"), answer.text)
+            result = load(server.url + "/", requests=20, concurrency=2,
+                          unix_socket=server.socket_path)
+            self.assertEqual(result.ok, 20, str(result))
+
+    def test_https_server(self) -> None:
+        Certificate.make()
+        from harness.process import start_server
+        env = {"CERT": Certificate.cert, "KEY": Certificate.key}
+        with start_server(HTTPS_APP, https=True, verify=Certificate.cert, env=env,
+                          start_timeout=30) as server:
+            self.assertTrue(server.url.startswith("https://"), server.url)
+            self.assertEqual(server.get("/health").text, "ok")
+            self.assertEqual(request("GET", server.url + "/", verify=Certificate.cert).text, "ok")
+
+
 class StatusSpecTest(NoLeftovers):
 
     def setUp(self) -> None:
