@@ -9,9 +9,9 @@ what went wrong how often, never an exception per request.
 from __future__ import annotations
 
 import dataclasses
-import http.client
 import ipaddress
 import math
+import ssl
 import threading
 import time
 from collections import Counter
@@ -19,12 +19,18 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from ._config import scaled
 from ._http_wire import (
+    DEFAULT_MAX_BODY,
+    Connection,
     ExpectStatus,
     Target,
+    Verify,
     check_expect_status,
     check_method,
+    check_unix_socket,
     encode_body,
     error_kind,
+    read_body,
+    ssl_context,
     status_matches,
 )
 from ._validate import check_positive_int, check_timeout
@@ -97,7 +103,7 @@ class LoadResult:
         if self.latencies:
             ms = [f"{name} {1000 * value:.2f}" for name, value in (
                 ("p50", self.p50), ("p95", self.p95), ("p99", self.p99),
-                ("max", self.latencies[-1]))]
+                ("max", self.latencies[-1])) if value is not None]
             lines.append("  latency ms: " + "  ".join(ms))
         return "\n".join(lines)
 
@@ -123,28 +129,28 @@ class _Tally:
     ok: int = 0
     connections: int = 0
     latencies: List[float] = dataclasses.field(default_factory=list)
-    errors: Counter = dataclasses.field(default_factory=Counter)
+    errors: "Counter[str]" = dataclasses.field(default_factory=Counter)
 
 
 def _worker(run: _Run, target: Target, method: str, payload: Optional[bytes],
             headers: Dict[str, str], timeout: float, expect_status: ExpectStatus,
-            tally: _Tally) -> None:
-    conn: Optional[http.client.HTTPConnection] = None
+            tls: Optional[ssl.SSLContext], unix_socket: Optional[str], tally: _Tally) -> None:
+    conn: Optional[Connection] = None
     try:
         while run.take():
-            wait = max(0.001, run.deadline.cap(timeout))  # 0 would mean non-blocking
             if conn is None:
-                conn = target.connection(wait)
+                conn = target.connection(tls, unix_socket)
                 tally.connections += 1
-            else:
-                conn.timeout = wait
-                if conn.sock is not None:
-                    conn.sock.settimeout(wait)
+            # This request, connecting included, gets `timeout` or what is left of the run.
+            conn.arm(run.deadline.cap(timeout))
             started = time.perf_counter()
             try:
                 conn.request(method, target.path, body=payload, headers=headers)
                 answer = conn.getresponse()
-                answer.read()
+                try:
+                    read_body(answer, DEFAULT_MAX_BODY, keep=False)
+                finally:
+                    answer.close()
             except Exception as exc:  # counted, never raised: that is load()'s contract
                 tally.errors[error_kind(exc)] += 1
                 conn.close()
@@ -180,25 +186,36 @@ def _check_loopback(target: Target) -> None:
         loopback = False
     if not loopback:
         raise ValueError(
-            f"url must point at a loopback address (127.0.0.1, ::1 or localhost): load() "
-            f"generates traffic only against servers on this machine, got host {host!r}")
+            f"url must point at a loopback address (127.0.0.1, ::1 or localhost), or "
+            f"unix_socket= be given: load() generates traffic only against servers on this "
+            f"machine, got host {host!r}")
 
 
 def load(url: str, *, requests: int = 500, concurrency: int = 16, method: str = "GET",
          timeout: float = 5.0, deadline: Optional[float] = None,
          body: Optional[bytes] = None, json: Any = None,
          headers: Optional[Mapping[str, str]] = None,
-         expect_status: ExpectStatus = None) -> LoadResult:
+         expect_status: ExpectStatus = None, verify: Verify = True,
+         unix_socket: Optional[str] = None) -> LoadResult:
     """Send ``requests`` requests from ``concurrency`` threads, one keep-alive connection each.
 
     A request is ok when its status is in ``expect_status`` (default: any
-    status below 400).  ``timeout`` bounds each request; ``deadline`` (default
-    60 s) the whole run: requests not sent by then are counted as failed,
-    kind ``"not sent (deadline)"``.  Both are multiplied by
-    ``HARNESS_TIMEOUT_FACTOR``.  Only loopback URLs are accepted.
+    status below 400).  ``timeout`` bounds each request, all of it
+    (connecting, sending, the answer and its body: a trickling answer is
+    cut off and counted as ``"too slow"``); ``deadline`` (default 60 s) the
+    whole run, which ends within a few milliseconds of it whatever the
+    server does: requests not sent by then are counted as failed, kind
+    ``"not sent (deadline)"``.  Both are multiplied by
+    ``HARNESS_TIMEOUT_FACTOR``.  Bodies are read and dropped; one above
+    64 MiB is counted as ``"too large"``.  ``verify`` is as for
+    :func:`~harness.http.request` (``https://`` URLs); ``unix_socket`` sends
+    every request to that Unix socket.  Only loopback URLs are accepted, or
+    any host with ``unix_socket``.
     """
     target = Target(url)
-    _check_loopback(target)
+    unix_socket = check_unix_socket(unix_socket)
+    if unix_socket is None:
+        _check_loopback(target)
     requests = check_positive_int(requests, "requests")
     concurrency = check_positive_int(concurrency, "concurrency")
     method = check_method(method)
@@ -206,13 +223,14 @@ def load(url: str, *, requests: int = 500, concurrency: int = 16, method: str = 
     total = scaled(check_timeout(deadline, "deadline", allow_none=True) or _DEFAULT_DEADLINE)
     payload, header_map = encode_body(body, json, headers)
     expect_status = check_expect_status(expect_status)
+    tls = ssl_context(verify)
 
     workers = min(concurrency, requests)
     run = _Run(requests, Deadline(total))
     tallies = [_Tally() for _ in range(workers)]
     threads = [threading.Thread(target=_worker, name=f"harness-load-{i}", daemon=True,
                                 args=(run, target, method, payload, header_map, per_request,
-                                      expect_status, tallies[i]))
+                                      expect_status, tls, unix_socket, tallies[i]))
                for i in range(workers)]
     for thread in threads:
         thread.start()
@@ -223,7 +241,7 @@ def load(url: str, *, requests: int = 500, concurrency: int = 16, method: str = 
 
 def _merge(url: str, method: str, requests: int, concurrency: int, duration: float,
            tallies: List[_Tally]) -> LoadResult:
-    errors: Counter = Counter()
+    errors: "Counter[str]" = Counter()
     latencies: List[float] = []
     ok = connections = 0
     for tally in tallies:

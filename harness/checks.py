@@ -19,6 +19,7 @@ from collections import OrderedDict
 from typing import (
     Any,
     Callable,
+    Collection,
     Dict,
     NamedTuple,
     Optional,
@@ -31,6 +32,17 @@ from typing import (
 
 from . import _jsonspec, _validate
 from ._config import scaled
+from ._http_wire import (
+    PROBE_MAX_BODY,
+    BodyTooLarge,
+    DeadlineExceeded,
+    check_expect_status,
+    describe_status,
+    read_body,
+    server_connection,
+    size_text,
+    status_matches,
+)
 from ._jsonspec import JsonSpec
 from ._os import sockets
 from ._wait import Deadline, pause, poll_interval
@@ -38,8 +50,6 @@ from .errors import WaitTimeout
 
 # One probe never waits longer than this (or the time left, if less).
 DEFAULT_PROBE_TIMEOUT = 2.0
-# Largest response body a probe reads: a health page, not a download.
-_MAX_BODY = 1 << 20
 
 
 class Outcome(NamedTuple):
@@ -98,6 +108,10 @@ class Check:
 
 
 def _socket_error_label(exc: BaseException) -> str:
+    if isinstance(exc, DeadlineExceeded) and exc.too_slow:
+        return "too slow"  # answering, but not done in time: a trickle
+    if isinstance(exc, BodyTooLarge):
+        return f"body too large (over {size_text(exc.limit)})"
     if isinstance(exc, socket.timeout):
         return "timed out"
     if isinstance(exc, ConnectionRefusedError):
@@ -108,6 +122,12 @@ def _socket_error_label(exc: BaseException) -> str:
         return "closed without a response"
     if isinstance(exc, http.client.HTTPException):
         return f"bad HTTP response ({type(exc).__name__})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "TLS certificate rejected"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error ({exc.reason or type(exc).__name__})"
+    if isinstance(exc, FileNotFoundError):
+        return "no such socket file"
     if isinstance(exc, OSError) and exc.errno:
         return errno.errorcode.get(exc.errno, f"errno {exc.errno}")
     return f"{type(exc).__name__}: {exc}"
@@ -174,56 +194,84 @@ def _accepted(server: Any, inode: int, deadline: Deadline) -> Outcome:
         pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.01)))
 
 
+StatusSpec = Union[int, Collection[int], None]
+
+
 class HttpCheck(Check):
     """Ready when ``GET path`` answers ``status`` and, optionally, the right JSON.
 
+    ``status`` is an int, a collection or ``range`` of statuses
+    (``range(200, 400)``), or ``None``: any HTTP answer at all means ready
+    (a server whose health page needs a login still proves it is up).
     ``json`` maps required keys to an expected value, a type (``str``), a
     nested dict or a predicate (``lambda v: v > 0``), or is a predicate over
-    the whole document: the same spec as ``request(expect_json=...)``.  A 200 whose JSON does not match is
-    "not ready yet" -- the incident's ``KeyError: 'message'`` -- and the
-    error names the missing or wrong key if it never matches.
-    Probes use GET (not HEAD), ``Connection: close`` and the numeric address.
+    the whole document: the same spec as ``request(expect_json=...)``.  A 200
+    whose JSON does not match is "not ready yet" -- the incident's
+    ``KeyError: 'message'`` -- and the error names the missing or wrong key
+    if it never matches.
+
+    A probe is one exchange that ends by ``min(timeout, the time it is
+    given)`` whatever the server does: a health endpoint that trickles its
+    answer is a failed probe labelled ``"too slow"`` (the detail says how
+    many bytes came in how long).  At most 1 MiB of body is read.  Probes
+    use GET (not HEAD), ``Connection: close`` and the numeric address; the
+    server's Unix socket when it has a ``socket_path``; TLS when its ``url``
+    starts with ``https://``, verified with its ``ssl_context`` (``None``:
+    the system's CAs).
     """
 
     uses_port = True
 
-    def __init__(self, path: str = "/health", status: int = 200,
+    def __init__(self, path: str = "/health", status: StatusSpec = 200,
                  json: Optional[JsonSpec] = None, timeout: float = DEFAULT_PROBE_TIMEOUT) -> None:
         if not isinstance(path, str):
             raise TypeError(f"path must be a str, got {path!r}")
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
-        if isinstance(status, bool) or not isinstance(status, int):
-            raise TypeError(f"status must be an int, got {status!r}")
-        if not 100 <= status <= 599:
-            raise ValueError(f"status must be an HTTP status 100..599, got {status}")
+        if any(not "!" <= char <= "~" for char in path):
+            raise ValueError(f"path must not contain spaces, control or non-ASCII characters "
+                             f"(percent-encode them), got {path!r}")
+        self.status: StatusSpec = check_expect_status(status, "status")
         _jsonspec.check_spec(json, "json")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.path = path
-        self.status = status
         self.json = json
         self.timeout = float(timeout)
 
     def __repr__(self) -> str:
+        status = self.status
+        if isinstance(status, frozenset):
+            shown = "{" + ", ".join(map(str, sorted(status))) + "}"
+        else:
+            shown = repr(status)
         extra = f", json={self.json!r}" if self.json is not None else ""
-        return f"HttpCheck({self.path!r}, status={self.status}{extra})"
+        return f"HttpCheck({self.path!r}, status={shown}{extra})"
 
     def probe(self, server: Any, timeout: float) -> Outcome:
-        conn = http.client.HTTPConnection(server.host, server.port,
-                                          timeout=max(min(timeout, scaled(self.timeout)), 0.001))
+        conn = server_connection(server)
+        conn.arm(min(timeout, scaled(self.timeout)))
+        too_large: Optional[BodyTooLarge] = None
         try:
             conn.request("GET", self.path, headers={"Connection": "close"})
             response = conn.getresponse()
-            body = response.read(_MAX_BODY)
+            try:
+                body = read_body(response, PROBE_MAX_BODY)
+            except BodyTooLarge as exc:  # only a JSON spec needs the body
+                body, too_large = b"", exc
+            finally:
+                response.close()
         except (OSError, http.client.HTTPException) as exc:
             return Outcome(False, _socket_error_label(exc), str(exc))
         finally:
             conn.close()
         excerpt = body[:200].decode("utf-8", "replace")
-        if response.status != self.status:
-            return Outcome(False, f"HTTP {response.status}", excerpt)
+        if not status_matches(response.status, self.status):
+            return Outcome(False, f"HTTP {response.status}",
+                           excerpt or f"expected {describe_status(self.status)}")
         if self.json is not None:
+            if too_large is not None:
+                return Outcome(False, _socket_error_label(too_large), str(too_large))
             problem = json_mismatch(body, self.json)
             if problem:
                 return Outcome(False, problem, excerpt)

@@ -19,20 +19,33 @@ import json as _json
 import math
 import numbers
 import random
+import re
+import ssl
 import time
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Protocol, Tuple, Union
 
 from . import _jsonspec
 from ._config import scaled
 from ._http_wire import (
+    DEFAULT_MAX_BODY,
     IDEMPOTENT_METHODS,
+    BodyTooLarge,
+    DeadlineExceeded,
     ExpectStatus,
     Target,
+    Verify,
     check_expect_status,
+    check_max_body,
     check_method,
+    check_unix_socket,
+    describe_status,
     encode_body,
     error_kind,
     is_collection,
+    is_final,
+    read_body,
+    size_text,
+    ssl_context,
     status_matches,
     status_set,
 )
@@ -42,7 +55,8 @@ from ._wait import Deadline
 from .errors import RequestFailed, ResponseInvalid
 
 __all__ = ["request", "RetryPolicy", "Response", "IDEMPOTENT_METHODS", "error_kind",
-           "load", "LoadResult"]
+           "load", "LoadResult", "DeadlineExceeded", "BodyTooLarge", "DEFAULT_MAX_BODY",
+           "Verify"]
 
 _EXCERPT_CHARS = 300
 
@@ -212,12 +226,7 @@ class Response:
 def _validate(response: Response, expect_status: ExpectStatus, expect_json: ExpectJson,
               note: str) -> None:
     if expect_status is not None and not status_matches(response.status, expect_status):
-        if isinstance(expect_status, int):
-            wanted = str(expect_status)
-        elif isinstance(expect_status, range):
-            wanted = f"{expect_status.start}..{expect_status.stop - 1}"
-        else:
-            wanted = "one of " + ", ".join(map(str, sorted(expect_status)))
+        wanted = describe_status(expect_status)
         raise ResponseInvalid(
             f"{response._describe()}, expected status {wanted}{note}; {response.excerpt()}",
             response=response)
@@ -238,11 +247,15 @@ class _AttemptError(Exception):
         super().__init__(str(error))
         self.error = error
         self.sent = sent  # False: failed before a byte of the request left
+        self.final = is_final(error)  # another attempt cannot change it
 
 
-def _attempt(target: Target, method: str, payload: Optional[bytes],
-             headers: Dict[str, str], timeout: float) -> Tuple[int, str, Any, bytes]:
-    conn = target.connection(timeout)
+def _attempt(target: Target, method: str, payload: Optional[bytes], headers: Dict[str, str],
+             seconds: float, tls: Optional[ssl.SSLContext], unix_socket: Optional[str],
+             max_body: int) -> Tuple[int, str, http.client.HTTPMessage, bytes]:
+    """One exchange, all of it (connect, send, answer, body) within ``seconds``."""
+    conn = target.connection(tls, unix_socket)
+    conn.arm(seconds)
     try:
         try:
             conn.connect()
@@ -251,7 +264,10 @@ def _attempt(target: Target, method: str, payload: Optional[bytes],
         try:
             conn.request(method, target.path, body=payload, headers=headers)
             answer = conn.getresponse()
-            body = answer.read()
+            try:
+                body = read_body(answer, max_body)
+            finally:
+                answer.close()
         except (OSError, http.client.HTTPException) as exc:
             raise _AttemptError(exc, sent=True) from None
         return answer.status, answer.reason, answer.headers, body
@@ -259,21 +275,35 @@ def _attempt(target: Target, method: str, payload: Optional[bytes],
         conn.close()
 
 
-def _retry_after(headers: Any) -> Optional[float]:
-    """The seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
+class _Headers(Protocol):
+    def get(self, name: str) -> Optional[str]: ...
+
+
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: "\xb2".isdigit() is True, float() refuses it
+
+
+def _retry_after(headers: _Headers) -> Optional[float]:
+    """The seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date).
+
+    Whatever the server sent: ``None`` for what is not one of the two forms
+    (``"²"``, ``"soon"``, a date the calendar cannot hold), a huge number of
+    seconds for a far-future date -- never an exception.  The retry policy
+    caps it at ``max_backoff``.
+    """
     value = headers.get("Retry-After")
-    if value is None:
+    if not isinstance(value, str):
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _DIGITS.fullmatch(value):
+        return float(value)  # "9" * 400 is inf: capped by the policy
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, seconds)
 
 
 def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json: Any = None,
@@ -281,14 +311,18 @@ def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json
             params: Optional[Mapping[str, Any]] = None, timeout: float = 5.0,
             deadline: Optional[float] = None, retry: Union[RetryPolicy, int, None] = None,
             expect_status: ExpectStatus = None, expect_json: ExpectJson = None,
-            diagnostics: Optional[Callable[[], str]] = None) -> Response:
+            diagnostics: Optional[Callable[[], str]] = None, verify: Verify = True,
+            unix_socket: Optional[str] = None, max_body: int = DEFAULT_MAX_BODY) -> Response:
     """Send one HTTP request, retrying what is safe to retry, and check the answer.
 
-    * ``timeout``: seconds for each attempt (connect, and each wait for data).
+    * ``timeout``: seconds for each attempt, all of it: connecting, sending,
+      the answer and its whole body.  A server that trickles its answer is
+      cut off at the timeout ("too slow"), not kept waiting for.
     * ``deadline``: seconds for the whole call, retries and waits included
       (default ``2 * timeout``: room for one timed-out attempt and a retry).
       Each attempt gets ``min(timeout, time left)``.  Both are multiplied by
-      ``HARNESS_TIMEOUT_FACTOR``.
+      ``HARNESS_TIMEOUT_FACTOR``.  The call ends within a few milliseconds
+      of its deadline whatever the server does.
     * ``retry``: a :class:`RetryPolicy`, an int number of attempts, or None
       for ``RetryPolicy()``.  ``retry=1`` sends exactly once.
     * ``expect_status``: an int, a collection or a ``range`` of statuses.
@@ -297,6 +331,16 @@ def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json
       whole document.
     * ``diagnostics``: a callable whose text is appended to error messages
       (``ServerProcess`` passes the tail of the server's log).
+    * ``verify`` (``https://`` URLs): ``True`` verifies the server's
+      certificate with the system's CAs, ``False`` not at all (self-signed
+      test certificates), a str path names a CA bundle file, and an
+      :class:`ssl.SSLContext` is used as is.
+    * ``unix_socket``: the path of a Unix socket to send the request to; the
+      URL still gives the path, the query and the ``Host`` header
+      (``request("GET", "http://localhost/health", unix_socket=path)``).
+    * ``max_body``: the largest body read (default 64 MiB); a larger one is a
+      :class:`RequestFailed` naming the limit (at once when the server
+      declares its size), never read into memory.
 
     Raises :class:`RequestFailed` (every attempt's error listed, in
     ``errors``) when no answer came, and :class:`ResponseInvalid` when the
@@ -313,6 +357,9 @@ def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json
     expect_json = _jsonspec.check_spec(expect_json, "expect_json")
     if diagnostics is not None and not callable(diagnostics):
         raise TypeError(f"diagnostics must be a callable returning str, got {diagnostics!r}")
+    tls = ssl_context(verify)
+    unix_socket = check_unix_socket(unix_socket)
+    max_body = check_max_body(max_body)
 
     budget = Deadline(scaled(total) if total is not None else 2 * per_attempt)
     errors: List[BaseException] = []
@@ -323,19 +370,20 @@ def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json
         started = budget.elapsed()
         try:
             status, reason, resp_headers, data = _attempt(
-                target, method, payload, header_map,
-                max(0.001, budget.cap(per_attempt)))  # 0 would mean non-blocking
+                target, method, payload, header_map, budget.cap(per_attempt), tls,
+                unix_socket, max_body)
         except _AttemptError as failure:
             errors.append(failure.error)
-            lines.append(f"attempt {attempt} at {started:.3f}s: {error_kind(failure.error)} "
-                         f"({type(failure.error).__name__}: {failure.error})")
+            lines.append(f"attempt {attempt} at {started:.3f}s: {_describe(failure.error)}")
             wait = policy.delay(attempt)
-            stop = _why_stop(policy, method, attempt, budget, sent=failure.sent, wait=wait)
+            stop = _final(failure.error, max_body, verify) if failure.final else _why_stop(
+                policy, method, attempt, budget, sent=failure.sent, wait=wait)
             if stop:
+                via = f" (over the Unix socket {unix_socket})" if unix_socket else ""
                 raise _with_diagnostics(RequestFailed(
-                    f"{method} {target.url} failed after {attempt} "
+                    f"{method} {target.url}{via} failed after {attempt} "
                     f"attempt{'s' if attempt > 1 else ''} in {budget.elapsed():.3f}s; {stop}:\n  "
-                    + "\n  ".join(lines), errors=errors), diagnostics)
+                    + "\n  ".join(lines), errors=errors), diagnostics) from None
         else:
             response = Response(method=method, url=target.url, status=status, reason=reason,
                                 headers=resp_headers, body=data, attempts=attempt)
@@ -356,6 +404,24 @@ def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json
         if wait > 0:
             # A computed backoff, already checked to end before the deadline.
             time.sleep(wait)
+
+
+def _describe(error: BaseException) -> str:
+    """``refused (ConnectionRefusedError: ...)``; a message that starts with its kind as is."""
+    kind, text = error_kind(error), str(error)
+    if text.startswith(kind):
+        return text
+    return f"{kind} ({type(error).__name__}: {text})"
+
+
+def _final(error: BaseException, max_body: int, verify: Verify) -> str:
+    """Why a failure that no retry can change is not retried."""
+    if isinstance(error, BodyTooLarge):
+        return (f"its body is larger than max_body={max_body} ({size_text(max_body)}), so it "
+                f"was not read; raise max_body= to accept it (not retried)")
+    return (f"the server's TLS certificate was not accepted with verify={verify!r}: pass "
+            f"verify='ca.pem' (the CA that signed it) or verify=False for a self-signed test "
+            f"certificate (not retried)")
 
 
 def _why_stop(policy: RetryPolicy, method: str, attempt: int, budget: Deadline, *,

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import signal
 import socket
+import socketserver
+import ssl
 import struct
 import subprocess
 import sys
@@ -24,7 +27,7 @@ import tempfile
 import threading
 import time
 import unittest
-from typing import Type
+from typing import Optional, Tuple, Type
 
 from harness._wait import Deadline, backoff
 from harness.errors import HarnessError
@@ -76,11 +79,7 @@ class _ThreadingServer6(_ThreadingServer):
     address_family = socket.AF_INET6
 
 
-def serve(test: object, handler: Type[Handler], host: str = "127.0.0.1") -> str:
-    """Start ``handler`` on ``host`` in a thread, stopped in the cleanup of ``test``
-    (a TestCase, or a TestCase class from setUpClass).  Returns the base URL."""
-    cls = _ThreadingServer6 if ":" in host else _ThreadingServer
-    server = cls((host, 0), handler)
+def _run(test: object, server: socketserver.BaseServer) -> None:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name="test-http-server", daemon=True)
     thread.start()
@@ -91,8 +90,73 @@ def serve(test: object, handler: Type[Handler], host: str = "127.0.0.1") -> str:
         thread.join(30)
 
     (test.addClassCleanup if isinstance(test, type) else test.addCleanup)(stop)
+
+
+def serve(test: object, handler: Type[Handler], host: str = "127.0.0.1",
+          tls: Optional[ssl.SSLContext] = None) -> str:
+    """Start ``handler`` on ``host`` in a thread, stopped in the cleanup of ``test``
+    (a TestCase, or a TestCase class from setUpClass).  Returns the base URL.
+
+    With ``tls`` (a server-side context) the listening socket is wrapped, so
+    the server speaks HTTPS; the URL starts with ``https://``."""
+    cls = _ThreadingServer6 if ":" in host else _ThreadingServer
+    server = cls((host, 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    _run(test, server)
     port = server.server_address[1]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls is not None else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+class _UnixServer(socketserver.ThreadingUnixStreamServer):
+    request_queue_size = BACKLOG
+    daemon_threads = False
+    block_on_close = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
+def serve_unix(test: object, handler: Type[Handler]) -> str:
+    """Start ``handler`` on a Unix socket in a private temp directory; returns its path.
+
+    The handler runs with ``disable_nagle_algorithm`` off (no TCP here) and a
+    client address of ``("unix", 0)`` so BaseHTTPRequestHandler can name it."""
+    directory = tempfile.mkdtemp(prefix="harness-test-")
+    (test.addClassCleanup if isinstance(test, type) else test.addCleanup)(
+        shutil.rmtree, directory, True)
+    path = os.path.join(directory, "http.sock")
+    unix_handler = type("Unix" + handler.__name__, (handler,), {
+        "disable_nagle_algorithm": False, "address_string": lambda self: "unix"})
+    server = _UnixServer(path, unix_handler)
+    _run(test, server)
+    return path
+
+
+def self_signed_cert(directory: str) -> Optional[Tuple[str, str]]:
+    """A fresh self-signed certificate for 127.0.0.1 and localhost (100 years),
+    made with the ``openssl`` program: (cert path, key path), or None without it."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    done = subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "36500", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", key, "-out", cert],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if done.returncode != 0:
+        return None
+    return cert, key
+
+
+def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 def spawn_script(test: unittest.TestCase, script: str, *args: str,
@@ -106,7 +170,7 @@ def spawn_script(test: unittest.TestCase, script: str, *args: str,
     listener.bind(("127.0.0.1", 0))
     listener.listen(BACKLOG)
     port = listener.getsockname()[1]
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the cleanup registered next
     test.addCleanup(log.close)
     try:
         proc = subprocess.Popen(

@@ -151,7 +151,8 @@ class RetryTest(unittest.TestCase):
 
         url = serve(self, handler(GET=do_GET))
         response = request("GET", url + "/", retry=FAST)
-        self.assertEqual((response.status, response.body, response.attempts), (200, b"third time", 3))
+        self.assertEqual((response.status, response.body, response.attempts),
+                         (200, b"third time", 3))
         self.assertEqual(calls.value, 3)
 
     def test_503_with_retry_after_zero_twice_then_200(self):

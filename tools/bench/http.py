@@ -21,6 +21,13 @@ the median rate of --repeats runs (clients interleaved, after a discarded
 warm-up round); "x" is the ratio to the http.client loop on the same server.
 
     python tools/bench/http.py [--requests 1000] [--seconds 2] [--repeats 3]
+
+``--deadlines`` measures instead how long each call takes to give up on a
+server that trickles its answer one byte every 0.2 s (and on one that
+accepts and never answers), against the deadline it was given: the median
+and the largest overshoot of --repeats runs.
+
+    python tools/bench/http.py --deadlines [--repeats 7]
 """
 from __future__ import annotations
 
@@ -41,6 +48,9 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 from typing import Callable, Dict, List, Optional, Tuple  # noqa: E402
 
+from harness import ports  # noqa: E402
+from harness.checks import HttpCheck  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
 from harness.http import load, request  # noqa: E402
 
 RAW_SERVER = r"""
@@ -108,6 +118,30 @@ class Server(http.server.ThreadingHTTPServer):
         self.socket = listener
 
 Server().serve_forever()
+"""
+
+HOSTILE_SERVER = r"""
+import socket, sys, threading, time
+listener = socket.socket(fileno=int(sys.argv[1]))
+mode = sys.argv[2]
+answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" if mode != "portserver" else b"1" * 60
+
+def serve(conn):
+    try:
+        conn.recv(4096)
+        if mode == "silent":
+            time.sleep(60)
+        for byte in answer:  # one byte every 0.2 s
+            conn.sendall(bytes([byte]))
+            time.sleep(0.2)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
 """
 
 SERVERS: List[Tuple[str, str, List[str]]] = [
@@ -216,12 +250,105 @@ def urllib3_loop() -> Optional[Client]:
     return run
 
 
+class Hostile:
+    """HOSTILE_SERVER in a child process on a TCP or Unix listener we hand it."""
+
+    def __init__(self, mode: str, unix_path: Optional[str] = None) -> None:
+        if unix_path is not None:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(unix_path)
+        else:
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.host, self.port = "127.0.0.1", (listener.getsockname()[1] if unix_path is None
+                                             else 0)
+        self.url = f"http://127.0.0.1:{self.port}"
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", HOSTILE_SERVER, str(listener.fileno()), mode],
+                pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL)
+        finally:
+            listener.close()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+
+
+def give_up_time(call: Callable[[], object]) -> float:
+    started = time.monotonic()
+    try:
+        call()
+    except HarnessError:
+        pass
+    return time.monotonic() - started
+
+
+Row = Tuple[str, str, float, float, float]
+
+
+def measure(mode: str, repeats: int) -> List[Row]:
+    server = Hostile(mode)
+    url = server.url + "/"
+    cases: List[Tuple[str, float, Callable[[], object]]] = [
+        ("request(timeout=0.5, deadline=1.0)", 1.0,
+         lambda: request("GET", url, timeout=0.5, deadline=1.0)),
+        ("request(timeout=0.5, retry=1)", 0.5,
+         lambda: request("GET", url, timeout=0.5, retry=1)),
+        ("load(requests=20, concurrency=4, deadline=1.0)", 1.0,
+         lambda: load(url, requests=20, concurrency=4, timeout=5, deadline=1.0)),
+        ("HttpCheck().probe(server, 0.5)", 0.5,
+         lambda: HttpCheck().probe(server, 0.5)),
+    ]
+    rows = []
+    try:
+        for name, limit, call in cases:
+            times = [give_up_time(call) for _ in range(repeats)]
+            rows.append((mode, name, limit, statistics.median(times), max(times)))
+    finally:
+        server.close()
+    return rows
+
+
+def deadlines(repeats: int) -> None:
+    import tempfile
+    print(f"seconds to give up (median, max of {repeats} runs) against a server that "
+          f"trickles one byte per 0.2 s or never answers; Python {sys.version.split()[0]}\n")
+    rows = measure("trickle", repeats) + measure("silent", repeats)
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "portserver.sock")
+        server = Hostile("portserver", unix_path=path)
+        os.environ[ports.PORTSERVER_VAR] = path
+        import logging
+        logging.getLogger("harness").setLevel(logging.ERROR)  # the warning each run is expected
+        try:
+            times = []
+            for _ in range(repeats):
+                started = time.monotonic()
+                ports.release_port(ports.find_free_port())
+                times.append(time.monotonic() - started)
+            rows.append(("trickle", "find_free_port() with PORTSERVER_ADDRESS", 1.0,
+                         statistics.median(times), max(times)))
+        finally:
+            del os.environ[ports.PORTSERVER_VAR]
+            server.close()
+    for mode, name, limit, median, worst in rows:
+        print(f"  {mode:<8} {name:<48} limit {limit:.1f}  median {median:.4f}  "
+              f"max {worst:.4f}  (+{1000 * (worst - limit):.1f} ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--deadlines", action="store_true",
+                        help="measure how long calls take to give up on hostile servers")
     opts = parser.parse_args()
+    if opts.deadlines:
+        deadlines(opts.repeats)
+        return
 
     clients: List[Tuple[str, Optional[Client]]] = [
         ("http.client loop (c=1)", plain_loop),
