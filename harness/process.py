@@ -31,7 +31,7 @@ import ssl
 import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from . import _validate
+from . import _http_wire, _validate
 from ._config import scaled, scaled_for_cleanup, timeout_factor
 from ._os import kill, procinfo
 from ._os.identity import ProcessId
@@ -97,8 +97,10 @@ class ServerProcess:
         self.server_id = ""
         self.warm = False
         self.listen_inode: Optional[int] = None
+        # The TLS context for an https server's probes and requests (None: the
+        # system's CAs).
         self.ssl_context: Optional[ssl.SSLContext] = (
-            _ssl_context(spec.verify) if spec.https else None)
+            _http_wire.ssl_context(spec.verify) if spec.https else None)
         self._log = ServerLog()
         self._launched: Optional[launch.Launched] = None
         self._lease: Any = None
@@ -578,7 +580,7 @@ class ServerProcess:
         if self.spec.unix_socket and self.socket_path:
             kwargs.setdefault("unix_socket", self.socket_path)
         if self.spec.https:
-            kwargs.setdefault("verify", self.ssl_context)
+            kwargs.setdefault("verify", self.ssl_context or True)
         try:
             return request(method, self.url + path, **kwargs)
         except HarnessError as exc:
@@ -634,19 +636,6 @@ def start_server(app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess
 
 
 # ------------------------------------------------------------------ helpers
-
-def _ssl_context(verify: Verify) -> ssl.SSLContext:
-    if isinstance(verify, ssl.SSLContext):
-        return verify
-    if verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    return ssl.create_default_context()
-
 
 def _factor() -> float:
     try:

@@ -17,7 +17,7 @@ import ssl
 import sys
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
-from .. import _validate
+from .. import _http_wire, _validate
 from ..checks import Check, HealthSpec, as_check
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -238,12 +238,5 @@ def _checked_cwd(cwd: object) -> Optional[str]:
 
 
 def _checked_verify(verify: object) -> Verify:
-    if isinstance(verify, (bool, ssl.SSLContext)):
-        return verify
-    if isinstance(verify, str):
-        if not os.path.isfile(verify):
-            raise ValueError(f"verify must be True, False, a CA file or an ssl.SSLContext; "
-                             f"{verify!r} is not a file")
-        return verify
-    raise TypeError(f"verify must be True, False, a CA file path or an ssl.SSLContext, "
-                    f"got {verify!r}")
+    _http_wire.ssl_context(verify)  # its checks: one definition of a valid verify=
+    return verify  # type: ignore[return-value]
