@@ -214,17 +214,11 @@ class ServerProcess:
         try:
             supervisor.register_dir(self._dir)
             self._log.create(self._dir)
-            temp = os.path.join(self._dir, "tmp")
-            os.mkdir(temp, 0o700)
-            self._files = {"tmp": temp}
+            self._files = {}
             if self.spec.kind == "app":
                 assert self.app_code is not None
                 self._files["app"] = marker.write_private(os.path.join(self._dir, "app.py"),
-                                                    self.app_code.encode("utf-8"))
-            elif self.spec.kind == "target":
-                assert self.spec.payload is not None
-                self._files["target"] = marker.write_private(
-                    os.path.join(self._dir, "target.pickle"), self.spec.payload)
+                                                          self.app_code.encode("utf-8"))
         except BaseException:
             self._remove_dir()
             raise
@@ -263,27 +257,18 @@ class ServerProcess:
                              if self._listener is not None else None)
         self.server_id = marker.new_server_id()
         markers = {marker.OWNER_ENV: marker.owner_token(), marker.SERVER_ID_ENV: self.server_id}
-        fresh_python = self.spec.kind != "argv" and launch.warm_key(self.spec) is None
-        env = launch.environment(self.spec, port=self.port, socket_path=self.socket_path,
-                                 markers=markers, temp_dir=self._files["tmp"],
-                                 fresh_python=fresh_python)
-        if self.spec.kind == "argv":
-            command = launch.argv_command(self.spec, self.port, self.socket_path)
-        elif self.spec.kind == "app":
-            command = launch.fresh_command("app", self._files["app"])
-        else:
-            command = launch.fresh_command("target", self._files["target"]) + (
-                [self.spec.main_path] if self.spec.main_path else [])
-        self.command = command
+        assert self._dir is not None
         log_fd = self._log.open_for_launch()
         try:
             launched = launch.launch(
-                self.spec, env=env, command=command, files=self._files, log_fd=log_fd,
+                self.spec, port=self.port, socket_path=self.socket_path, markers=markers,
+                directory=self._dir, files=self._files, log_fd=log_fd,
                 listen_fd=self._listener.fileno() if self._listener is not None else None,
                 deadline=deadline)
         except supervisor.LaunchError as exc:
             self._release_port()
-            raise self._launch_error(exc, command) from None
+            self.command = exc.command
+            raise self._launch_error(exc, exc.command) from None
         finally:
             os.close(log_fd)
             # The server has its copy.  Ours would keep the socket open after the

@@ -20,7 +20,7 @@ import sys
 from typing import Any, Dict, List, Mapping, Optional
 
 from .._wait import Deadline
-from . import boot, supervisor
+from . import boot, marker, supervisor
 from .spec import ServerSpec
 
 WARM_VAR = "HARNESS_WARM"
@@ -121,20 +121,45 @@ class Launched:
         self.subreaper = subreaper  # the keeper adopts escaped descendants
 
 
-def launch(spec: ServerSpec, *, env: Dict[str, str], command: List[str],
-           files: Mapping[str, str], log_fd: int, listen_fd: Optional[int],
-           deadline: Deadline) -> Launched:
-    """Start the server through the right zygote; :class:`supervisor.LaunchError` if it cannot."""
+def launch(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[str],
+           markers: Mapping[str, str], directory: str, files: Dict[str, str], log_fd: int,
+           listen_fd: Optional[int], deadline: Deadline) -> Launched:
+    """Start the server through the right zygote; :class:`supervisor.LaunchError` if it cannot.
+
+    ``directory`` is the server's private dir (its ``TMPDIR`` too); ``files``
+    the files already written there (``app``), to which a fresh ``target``
+    server's pickle is added.
+    """
     key = warm_key(spec)
     if key is not None:
+        env = environment(spec, port=port, socket_path=socket_path, markers=markers,
+                          temp_dir=directory, fresh_python=False)
         try:
             return _launch_warm(spec, key, env, files, log_fd, listen_fd, deadline)
         except supervisor.WarmUnavailable as exc:
             mark_unsafe(key if spec.kind == "app" else (spec.target_module, key), str(exc))
             _log.warning("warm launch of %r unavailable: %s; starting a fresh interpreter "
                          "instead (now and for the rest of this run)", spec.name, exc)
+    env = environment(spec, port=port, socket_path=socket_path, markers=markers,
+                      temp_dir=directory, fresh_python=spec.kind != "argv")
+    if spec.kind == "argv":
+        command = argv_command(spec, port, socket_path)
+    elif spec.kind == "app":
+        command = fresh_command("app", files["app"])
+    else:
+        if "target" not in files:
+            assert spec.payload is not None
+            files["target"] = marker.write_private(os.path.join(directory, "target.pickle"),
+                                                   spec.payload)
+        command = fresh_command("target", files["target"]) + (
+            [spec.main_path] if spec.main_path else [])
     request = {"kind": "exec", "argv": command, "env": env, "cwd": spec.cwd or os.getcwd()}
-    return _spawn(supervisor.zygote(None), request, log_fd, listen_fd, deadline, command, False)
+    try:
+        return _spawn(supervisor.zygote(None), request, log_fd, listen_fd, deadline, command,
+                      False)
+    except supervisor.LaunchError as exc:
+        exc.command = command
+        raise
 
 
 def _launch_warm(spec: ServerSpec, key: supervisor.PreloadKey, env: Dict[str, str],
@@ -148,7 +173,7 @@ def _launch_warm(spec: ServerSpec, key: supervisor.PreloadKey, env: Dict[str, st
         shown = [f"(warm, preload {list(key or ())})", files["app"]]
     else:
         if spec.target_module and spec.target_module != "__main__":
-            zygote.import_module(spec.target_module, max(deadline.remaining(), 1.0))
+            zygote.import_module(spec.target_module, max(deadline.remaining(), 1.0))  # once
         request["payload"] = spec.payload
         request["main_path"] = spec.main_path
         shown = [f"(warm, preload {list(key or ())})",

@@ -31,9 +31,11 @@ import subprocess
 import sys
 import threading
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from .._os import proc
 from .._os.identity import ProcessId
+from .._wait import Deadline, backoff, pause
 from . import channel, marker
 
 _log = logging.getLogger("harness.supervisor")
@@ -57,6 +59,7 @@ class LaunchError(Exception):
         super().__init__(message)
         self.detail = detail
         self.errno = errno
+        self.command: List[str] = []  # what was to be run, for the message
 
 
 class WarmUnavailable(Exception):
@@ -159,12 +162,23 @@ class KeeperLink:
                 raise KeeperLost() from None
 
     def wait_closed(self, timeout: float = 2.0) -> None:
-        """Wait for end of file: the keeper exits right after its last word."""
+        """Wait until the keeper is gone: it exits right after its last word.
+
+        End of file comes when the kernel closes the keeper's descriptors,
+        a moment before the process is dead; then its state is watched.
+        """
+        deadline = Deadline(timeout)
         try:
             while True:
-                self._recv(timeout)
+                self._recv(deadline.remaining())
         except (channel.ChannelClosed, channel.ChannelTimeout, OSError):
+            pass
+        if self.keeper_pid is None or not proc.HAVE_PROC:
             return
+        for interval in backoff(first=0.0002, cap=0.005):
+            if proc.is_dead(self.keeper_pid) or deadline.expired:
+                return
+            pause(deadline.cap(interval))
 
     def available(self) -> bool:
         """True if no thread is talking to the keeper right now (for signal handlers)."""
@@ -199,6 +213,7 @@ class Zygote:
         self.subreaper = bool(info.get("subreaper"))
         self.lock = threading.Lock()
         self.broken = False
+        self.imported: Set[str] = set()  # modules this zygote imported for targets
 
     @property
     def warm(self) -> bool:
@@ -234,6 +249,8 @@ class Zygote:
 
     def import_module(self, module: str, timeout: float) -> None:
         """Import a target's module into a warm zygote (once; later forks have it)."""
+        if module in self.imported:
+            return
         with self.lock:
             try:
                 channel.send(self.control, {"op": "import", "module": module})
@@ -243,6 +260,7 @@ class Zygote:
                 raise LaunchError(self._death(
                     f"failed while importing {module!r} ({exc!r})")) from None
         if answer.get("ok"):
+            self.imported.add(module)
             return
         self.broken = True
         if "threads" in answer:
