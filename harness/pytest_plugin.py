@@ -15,30 +15,34 @@ only module of harness that imports pytest.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Generator, Iterator, List, Mapping, Optional
 
 import pytest
 
+from . import _runner
 from .errors import ServerStartError
-from .testcase import (
-    LOG_TAIL_LINES,
-    _check_arguments,
-    _server_block,
-    merge_arguments,
-    remove_kept_log,
-)
+from .ports import PortAllocator
+from .process import ServerProcess
 
 _SERVERS_ATTR = "_harness_servers"
 _KEPT_ATTR = "_harness_kept_logs"  # logs kept after a failed start
 _FAILED_ATTR = "_harness_failed"  # a report of the test failed
 
 
-def _node_list(node: Any, attr: str) -> List[Any]:
-    value = getattr(node, attr, None)
-    if value is None:
-        value = []
-        setattr(node, attr, value)
-    return value
+def _node_servers(node: pytest.Item) -> List[ServerProcess]:
+    servers: Optional[List[ServerProcess]] = getattr(node, _SERVERS_ATTR, None)
+    if servers is None:
+        servers = []
+        setattr(node, _SERVERS_ATTR, servers)
+    return servers
+
+
+def _node_kept_logs(node: pytest.Item) -> _runner.KeptLogs:
+    kept: Optional[_runner.KeptLogs] = getattr(node, _KEPT_ATTR, None)
+    if kept is None:
+        kept = _runner.KeptLogs()
+        setattr(node, _KEPT_ATTR, kept)
+    return kept
 
 
 @pytest.fixture
@@ -48,27 +52,23 @@ def harness_server_defaults() -> Dict[str, Any]:
 
 
 @pytest.fixture
-def harness_server(request: Any,
-                   harness_server_defaults: Dict[str, Any]) -> Iterator[Callable[..., Any]]:
+def harness_server(request: pytest.FixtureRequest, harness_server_defaults: Mapping[str, Any],
+                   ) -> Iterator[Callable[..., ServerProcess]]:
     """A factory: ``harness_server(app_code=None, **ServerProcess kwargs)`` -> started server."""
-    from .process import ServerProcess
-    if not isinstance(harness_server_defaults, dict):
-        raise TypeError(f"the harness_server_defaults fixture must return a dict of "
-                        f"ServerProcess arguments, got {harness_server_defaults!r}")
-    _check_arguments("harness_server_defaults", harness_server_defaults)
-    servers = _node_list(request.node, _SERVERS_ATTR)
+    defaults = _runner.check_options("harness_server_defaults", harness_server_defaults)
+    node = request.node
+    servers = _node_servers(node)
 
-    def start(app_code: Optional[str] = None, **kwargs: Any) -> Any:
-        _check_arguments("harness_server()", kwargs)
+    def start(app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess:
+        _runner.check_arguments("harness_server()", kwargs)
         # A port from free_port is fine: the server takes its lease over.
-        arguments = merge_arguments(harness_server_defaults, app_code, kwargs, request.node.name)
+        arguments = _runner.merge_arguments(defaults, app_code, kwargs, node.name)
         server = ServerProcess(**arguments)
         servers.append(server)
         try:
             return server.start()
         except ServerStartError as exc:
-            if exc.log_path:
-                _node_list(request.node, _KEPT_ATTR).append(exc.log_path)
+            _node_kept_logs(node).note(exc)
             raise
 
     yield start
@@ -78,17 +78,15 @@ def harness_server(request: Any,
             server.stop()
         except Exception as exc:  # stop the others first, then report
             errors.append(exc)
-    if not getattr(request.node, _FAILED_ATTR, False):  # it expected its failed starts
-        for log_path in _node_list(request.node, _KEPT_ATTR):
-            remove_kept_log(log_path)
+    # A test that passed expected its failed starts: their logs go.
+    _node_kept_logs(node).settle(test_failed=getattr(node, _FAILED_ATTR, False))
     if errors:
         raise errors[0]
 
 
 @pytest.fixture
-def free_port(request: Any, harness_server_defaults: Dict[str, Any]) -> Iterator[int]:
+def free_port(harness_server_defaults: Mapping[str, Any]) -> Iterator[int]:
     """A free port leased to this test (from ``harness_server_defaults["port_range"]``)."""
-    from .ports import PortAllocator
     lease = PortAllocator(harness_server_defaults.get("port_range")).acquire()
     try:
         yield lease.port
@@ -97,16 +95,18 @@ def free_port(request: Any, harness_server_defaults: Dict[str, Any]) -> Iterator
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None],
+                              ) -> Generator[None, Any, None]:
     outcome = yield
-    report = outcome.get_result()
-    if report.failed:
-        setattr(item, _FAILED_ATTR, True)
-    servers = getattr(item, _SERVERS_ATTR, None)
-    if not servers or not report.failed:
+    report: pytest.TestReport = outcome.get_result()
+    if not report.failed:
         return
-    blocks = [_server_block(server, "test", LOG_TAIL_LINES)
-              for server in servers if server.pid is not None]
+    setattr(item, _FAILED_ATTR, True)
+    servers = getattr(item, _SERVERS_ATTR, None)
+    if not servers:
+        return
+    lines = _runner.LOG_TAIL_LINES
+    blocks = _runner.report_blocks([("test", server) for server in servers], lines, None)
     if blocks:
-        report.sections.append((f"harness: log tail of the servers (last {LOG_TAIL_LINES} "
-                                f"lines each)", "\n".join(blocks)))
+        report.sections.append((f"{_runner.REPORT_TITLE} (last {lines} lines each)",
+                                "\n".join(blocks)))
