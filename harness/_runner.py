@@ -57,6 +57,24 @@ def check_options(owner: str, options: object) -> Mapping[str, Any]:
     return options
 
 
+def merge_env(default: Any, call: Any) -> Any:
+    """The environment of a call over the defaults' one.
+
+    The call's variables win, a variable the call sets to ``None`` is
+    removed (``ServerProcess`` then also removes it from the inherited
+    environment), and ``env=None`` in a call adds nothing.  A value that is
+    not a mapping is passed on as it is, for ``ServerProcess`` to reject
+    with its own message.
+    """
+    if call is None:
+        return default
+    if isinstance(default, Mapping) and isinstance(call, Mapping):
+        merged = dict(default)
+        merged.update(call)
+        return merged
+    return call
+
+
 def merge_arguments(defaults: Mapping[str, Any], app_code: Optional[str],
                     kwargs: Mapping[str, Any], name: str) -> Dict[str, Any]:
     """``ServerProcess`` arguments: ``defaults`` overridden by a call.
@@ -64,7 +82,8 @@ def merge_arguments(defaults: Mapping[str, Any], app_code: Optional[str],
     * The program the call names (``app_code`` or ``argv``) replaces the
       defaults' program.
     * A fixed ``port`` in the call replaces a default ``port_range``.
-    * Any other argument of the call replaces the default.
+    * ``env`` is merged (see :func:`merge_env`); any other argument of the
+      call replaces the default.
     * ``name`` is the server's name unless one is given.
     """
     arguments = dict(defaults)
@@ -73,7 +92,8 @@ def merge_arguments(defaults: Mapping[str, Any], app_code: Optional[str],
         arguments.pop("argv", None)
     if kwargs.get("port") is not None:
         arguments.pop("port_range", None)
-    arguments.update(kwargs)
+    for key, value in kwargs.items():
+        arguments[key] = merge_env(arguments.get("env"), value) if key == "env" else value
     if app_code is not None:
         arguments["app_code"] = app_code
     arguments.setdefault("name", name)

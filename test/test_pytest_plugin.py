@@ -13,7 +13,7 @@ import tempfile
 import unittest
 
 from _support import ROOT, python_env
-from test_testcase import APP, reserve_window
+from test_testcase import APP, ENV_APP, reserve_window
 from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run
 
 TESTS = '''
@@ -75,6 +75,26 @@ def test_does_not_expect_it(harness_server):
     harness_server("import sys\\nprint('crash-marker-unexpected')\\nsys.exit(3)\\n")
 '''
 
+ENV_TESTS = '''
+APP = {env_app!r}
+
+
+def test_env_merges(harness_server):
+    server = harness_server(APP, env={{"T5_MODE": "call", "T5_EXTRA": "1", "T5_GONE": None}})
+    assert "env: [('T5_DB', 'postgres://db'), ('T5_EXTRA', '1'), ('T5_MODE', 'call')]" \\
+        in server.output(), server.output()
+'''
+
+ENV_CONFTEST = '''
+import pytest
+
+
+@pytest.fixture
+def harness_server_defaults():
+    return {{"env": {{"T5_DB": "postgres://db", "T5_MODE": "default", "T5_GONE": "x"}},
+             "ready_successes": 1}}
+'''
+
 CONFTEST = '''
 import pytest
 
@@ -105,7 +125,7 @@ class PluginTest(unittest.TestCase):
 
     def write(self, name: str, text: str) -> None:
         with open(os.path.join(self.dir, name), "w") as f:
-            f.write(text.format(app=APP, window=self.window))
+            f.write(text.format(app=APP, env_app=ENV_APP, window=self.window))
 
     def pytest(self, *args: str):
         return run(["-m", "pytest", "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
@@ -148,6 +168,13 @@ class PluginTest(unittest.TestCase):
         with open(os.path.join(tmp, left[0], "server.log")) as f:
             self.assertIn("crash-marker-unexpected", f.read())
         self.assertIn(os.path.join(tmp, left[0], "server.log"), output)  # its path is shown
+
+    def test_env_of_a_call_merges_onto_the_defaults_env(self):
+        self.write("test_env.py", ENV_TESTS)
+        self.write("conftest.py", ENV_CONFTEST)
+        code, output = self.pytest("test_env.py")
+        self.assertEqual(code, 0, output)
+        self.assertIn("1 passed", output)
 
     def test_bad_defaults_are_named(self):
         self.write("test_plugin.py", "def test_it(harness_server):\n    harness_server('x=1')\n")

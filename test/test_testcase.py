@@ -62,6 +62,10 @@ print("app listening on port", os.environ["PORT"], flush=True)
 Server((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
 '''
 
+# APP that first prints its T5_* environment variables, sorted.
+ENV_APP = ('import os\nprint("env:", sorted((k, v) for k, v in os.environ.items() '
+           'if k.startswith("T5_")), flush=True)\n' + APP)
+
 CRASHING_APP = 'import sys\nprint("crash-marker: config missing", flush=True)\nsys.exit(3)\n'
 
 
@@ -515,6 +519,29 @@ class ConfigurationTest(unittest.TestCase):
         self.assertEqual(second.name, "custom")
         self.assertEqual(first.ready_successes, 1)
         self.assertNotIn(port, held_ports())  # the test's lease ended with it
+
+    def test_env_of_a_call_merges_onto_the_defaults_env(self):
+        # A call that sets one variable must not lose the defaults' others
+        # (a user lost a database URL that way and chased a KeyError).
+        outputs: List[str] = []
+        defaults_env = {"T5_DB": "postgres://db", "T5_MODE": "default", "T5_GONE": "x"}
+
+        class Case(ServerTestCase):
+            server_defaults = {"env": defaults_env, "ready_successes": 1}
+
+            def test_it(self):
+                outputs.append(self.start_server(
+                    ENV_APP, env={"T5_MODE": "call", "T5_EXTRA": "1", "T5_GONE": None}).output())
+                outputs.append(self.start_server(ENV_APP, env=None).output())
+
+        result = run_case(Case)
+        self.assertTrue(result.wasSuccessful(), reports(result))
+        self.assertIn("env: [('T5_DB', 'postgres://db'), ('T5_EXTRA', '1'), ('T5_MODE', 'call')]",
+                      outputs[0])  # the call wins, None removes, the rest stays
+        self.assertIn("env: [('T5_DB', 'postgres://db'), ('T5_GONE', 'x'), "
+                      "('T5_MODE', 'default')]", outputs[1])  # env=None adds nothing
+        self.assertEqual(defaults_env, {"T5_DB": "postgres://db", "T5_MODE": "default",
+                                        "T5_GONE": "x"})
 
     def test_start_server_on_a_port_from_get_next_port(self):
         seen: List[Any] = []
