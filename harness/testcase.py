@@ -172,7 +172,9 @@ class ServerTestMixin(_TestCaseBase):
     Class attributes:
 
     * ``server_defaults``: ``ServerProcess`` arguments for every server of the
-      class (``start_server`` keywords override them);
+      class (``start_server`` keywords override them, ``env`` merged); for
+      options computed per class or per test, override the classmethod
+      ``class_server_options()`` or the method ``server_options()``;
     * ``port_range``: ``(low, high)`` the class's servers and
       ``get_next_port`` take ports from.  Optional: leases already keep
       parallel suites apart, a range only makes ports predictable;
@@ -233,10 +235,34 @@ class ServerTestMixin(_TestCaseBase):
     # ------------------------------------------------------------ servers
 
     @classmethod
-    def _harness_arguments(cls, app_code: Optional[str], kwargs: Mapping[str, Any],
+    def class_server_options(cls) -> Mapping[str, Any]:
+        """``ServerProcess`` arguments for the servers of this class: by default
+        ``server_defaults``.
+
+        ``start_class_server`` takes them, and so does ``server_options`` unless
+        it is overridden.  Override this classmethod to compute them.
+        """
+        return cls.server_defaults
+
+    def server_options(self) -> Mapping[str, Any]:
+        """``ServerProcess`` arguments for the servers ``start_server`` starts in
+        this test: by default ``class_server_options()``.
+
+        Override it for options that depend on the test (a per-test socket
+        path or data directory, a check that uses ``self``); keywords given to
+        ``start_server`` still go over them, ``env`` merged.
+        """
+        return self.class_server_options()
+
+    @classmethod
+    def _harness_arguments(cls, options: object, source: str, app_code: Optional[str],
+                           kwargs: Mapping[str, Any], caller: str,
                            default_name: str) -> Dict[str, Any]:
-        defaults = _runner.check_options(f"{cls.__name__}.server_defaults", cls.server_defaults)
-        _runner.check_arguments(f"{cls.__name__}.start_server()", kwargs)
+        """Options (from ``source``, named in errors) and a call, merged."""
+        if options is cls.server_defaults:
+            source = "server_defaults"  # not overridden: name what the user wrote
+        defaults = _runner.check_options(f"{cls.__name__}.{source}", options)
+        _runner.check_arguments(f"{cls.__name__}.{caller}()", kwargs)
         arguments = _runner.merge_arguments(defaults, app_code, kwargs, default_name)
         if cls.port_range is not None and arguments.get("port") is None \
                 and arguments.get("port_range") is None:
@@ -247,10 +273,16 @@ class ServerTestMixin(_TestCaseBase):
     def start_server(self, app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess:
         """Start a server for this test and return it once ready.
 
-        Takes the ``ServerProcess`` arguments (over ``server_defaults``).  The
-        server is stopped by ``addCleanup`` whatever happens to the test.
+        Takes the ``ServerProcess`` arguments, over ``server_options()``
+        (``env`` merged).  The server is stopped by ``addCleanup`` whatever
+        happens to the test.
         """
-        arguments = self._harness_arguments(app_code, kwargs, self._testMethodName)
+        if type(self).server_options is ServerTestMixin.server_options:  # not overridden
+            options, source = self.class_server_options(), "class_server_options()"
+        else:
+            options, source = self.server_options(), "server_options()"
+        arguments = self._harness_arguments(options, source, app_code, kwargs, "start_server",
+                                            self._testMethodName)
         state = self._harness_state()
         port = arguments.get("port")
         if port is not None:  # a port from get_next_port(): the server takes the lease over
@@ -268,10 +300,13 @@ class ServerTestMixin(_TestCaseBase):
     def start_class_server(cls, app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess:
         """Start a server shared by the tests of this class (call it in ``setUpClass``).
 
-        Stopped by ``addClassCleanup`` after the class's last test, or at once
-        if ``setUpClass`` fails later on.
+        Takes the ``ServerProcess`` arguments, over ``class_server_options()``
+        (``env`` merged).  Stopped by ``addClassCleanup`` after the class's
+        last test, or at once if ``setUpClass`` fails later on.
         """
-        server = ServerProcess(**cls._harness_arguments(app_code, kwargs, cls.__name__))
+        arguments = cls._harness_arguments(cls.class_server_options(), "class_server_options()",
+                                           app_code, kwargs, "start_class_server", cls.__name__)
+        server = ServerProcess(**arguments)
         if "_harness_class_servers" not in vars(cls):
             cls._harness_class_servers = []
         cls._harness_class_servers.append(server)

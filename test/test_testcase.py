@@ -20,7 +20,7 @@ import shutil
 import stat
 import sys
 import unittest
-from typing import Any, List
+from typing import Any, Dict, List
 
 from harness._os import procinfo as _procinfo
 from harness.errors import PortUnavailable, ServerStartError
@@ -542,6 +542,74 @@ class ConfigurationTest(unittest.TestCase):
                       "('T5_MODE', 'default')]", outputs[1])  # env=None adds nothing
         self.assertEqual(defaults_env, {"T5_DB": "postgres://db", "T5_MODE": "default",
                                         "T5_GONE": "x"})
+
+    def test_server_options_can_depend_on_the_test(self):
+        outputs: Dict[str, str] = {}
+
+        class Case(ServerTestCase):
+            server_defaults = {"env": {"T5_DB": "postgres://db"}, "ready_successes": 1}
+
+            def server_options(self):
+                options = dict(super().server_options())
+                options["env"] = dict(options["env"], T5_TEST=self._testMethodName)
+                return options
+
+            def test_one(self):
+                outputs["one"] = self.start_server(ENV_APP, env={"T5_EXTRA": "1"}).output()
+
+            def test_two(self):
+                outputs["two"] = self.start_server(ENV_APP).output()
+
+        result = run_case(Case)
+        self.assertTrue(result.wasSuccessful(), reports(result))
+        self.assertIn("env: [('T5_DB', 'postgres://db'), ('T5_EXTRA', '1'), "
+                      "('T5_TEST', 'test_one')]", outputs["one"])
+        self.assertIn("env: [('T5_DB', 'postgres://db'), ('T5_TEST', 'test_two')]",
+                      outputs["two"])
+
+    def test_class_server_options_serve_the_class_server_and_by_default_the_tests(self):
+        outputs: List[str] = []
+
+        class Case(ServerTestCase):
+            @classmethod
+            def class_server_options(cls):
+                return {"env": {"T5_CLASS": cls.__name__}, "ready_successes": 1}
+
+            @classmethod
+            def setUpClass(cls):
+                super().setUpClass()
+                cls.shared = cls.start_class_server(ENV_APP)
+
+            def test_it(self):
+                outputs.append(self.shared.output())
+                outputs.append(self.start_server(ENV_APP).output())
+
+        result = run_case(Case)
+        self.assertTrue(result.wasSuccessful(), reports(result))
+        self.assertEqual(len(outputs), 2)
+        for output in outputs:
+            self.assertIn("env: [('T5_CLASS', 'Case')]", output)
+
+    def test_bad_server_options_are_named(self):
+        class Typo(ServerTestCase):
+            def server_options(self):
+                return {"prot": 1}
+
+            def test_it(self):
+                self.start_server(APP)
+
+        class NotADict(ServerTestCase):
+            @classmethod
+            def class_server_options(cls):
+                return ["port", 1]
+
+            def test_it(self):
+                self.start_server(APP)
+
+        self.assertIn("Typo.server_options(): 'prot' is not a ServerProcess argument",
+                      reports(run_case(Typo)))
+        self.assertIn("NotADict.class_server_options() must be a dict of ServerProcess "
+                      "arguments, got ['port', 1]", reports(run_case(NotADict)))
 
     def test_start_server_on_a_port_from_get_next_port(self):
         seen: List[Any] = []
