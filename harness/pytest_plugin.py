@@ -106,7 +106,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None],
     if not servers:
         return
     lines = _runner.LOG_TAIL_LINES
-    blocks = _runner.report_blocks([("test", server) for server in servers], lines, None)
+    failure = call.excinfo.value if call.excinfo is not None else None
+    blocks = _runner.report_blocks([("test", server) for server in servers], lines, failure)
     if blocks:
         report.sections.append((f"{_runner.REPORT_TITLE} (last {lines} lines each)",
                                 "\n".join(blocks)))

@@ -65,14 +65,17 @@ CRASH_TESTS = '''
 import pytest
 from harness.errors import ServerStartError
 
+# The marker is built at run time: the traceback's source lines must not contain it.
+CRASH = "import sys\\nprint('crash-marker-' + '{{}}')\\nsys.exit(3)\\n"
+
 
 def test_expects_the_crash(harness_server):
     with pytest.raises(ServerStartError):
-        harness_server("import sys\\nprint('crash-marker-expected')\\nsys.exit(3)\\n")
+        harness_server(CRASH.format("expected"))
 
 
 def test_does_not_expect_it(harness_server):
-    harness_server("import sys\\nprint('crash-marker-unexpected')\\nsys.exit(3)\\n")
+    harness_server(CRASH.format("unexpected"))
 '''
 
 ENV_TESTS = '''
@@ -122,6 +125,8 @@ class PluginTest(unittest.TestCase):
             f.write("[pytest]\n")
         window = reserve_window(self, 8)
         self.window = (window[0], window[-1])
+        self.tmp = tempfile.mkdtemp(prefix="t5-plugin-tmp-")  # the child's TMPDIR
+        self.addCleanup(_rmtree, self.tmp)
 
     def write(self, name: str, text: str) -> None:
         with open(os.path.join(self.dir, name), "w") as f:
@@ -129,7 +134,7 @@ class PluginTest(unittest.TestCase):
 
     def pytest(self, *args: str):
         return run(["-m", "pytest", "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
-                    "-rA"] + list(args), self.dir)
+                    "-rA"] + list(args), self.dir, extra_env={"TMPDIR": self.tmp})
 
     def test_fixtures(self):
         self.write("test_plugin.py", TESTS)
@@ -175,6 +180,16 @@ class PluginTest(unittest.TestCase):
         code, output = self.pytest("test_env.py")
         self.assertEqual(code, 0, output)
         self.assertIn("1 passed", output)
+
+    def test_a_start_failure_shows_the_log_once(self):
+        # The ServerStartError carries the log's tail; the report's server
+        # section must not repeat it.
+        self.write("test_crash.py", CRASH_TESTS)
+        code, output = self.pytest("test_crash.py::test_does_not_expect_it")
+        self.assertEqual(code, 1, output)
+        self.assertIn("ServerStartError", output)
+        self.assertEqual(output.count("crash-marker-unexpected"), 1, output)
+        self.assertNotIn("harness: log tail of the servers", output)
 
     def test_bad_defaults_are_named(self):
         self.write("test_plugin.py", "def test_it(harness_server):\n    harness_server('x=1')\n")
