@@ -12,14 +12,17 @@ Argument names are never listed here: they are read from
 """
 from __future__ import annotations
 
+import http.client
 import inspect
 import logging
 import os
 import shutil
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ._config import scaled_for_cleanup
 from ._server import marker
-from .errors import ServerStartError
+from ._wait import Deadline, pause
+from .errors import RequestFailed, ServerStartError
 from .process import ServerProcess
 
 _log = logging.getLogger("harness.runner")
@@ -28,6 +31,12 @@ _log = logging.getLogger("harness.runner")
 LOG_TAIL_LINES = 30
 #: The first words of every failure report's server section.
 REPORT_TITLE = "harness: log tail of the servers"
+#: Seconds a failure report gives a server that is going down to finish
+#: exiting, when the test failed on a broken connection: a Python server
+#: whose request handler crashed closes the connection, prints its
+#: traceback and takes another 5 to 20 ms to exit.  Scaled by
+#: HARNESS_TIMEOUT_FACTOR; spent in full only by a server that stays up.
+EXIT_GRACE = 0.25
 
 
 # --------------------------------------------------------------------------
@@ -130,18 +139,49 @@ def report_blocks(servers: Iterable[Tuple[str, ServerProcess]], lines: int,
     """The server blocks of a failure report: one per server (``(scope, server)``
     pairs; a server listed twice is shown once), leaving out servers that never
     launched and the server whose log the failing exception already shows (a
-    ``ServerStartError`` carries its own log's tail)."""
+    ``ServerStartError`` carries its own log's tail).
+
+    When ``exc`` is a broken connection, servers still running get
+    :data:`EXIT_GRACE` to finish exiting first, so that a server that
+    crashed is reported as exited, not as running above its traceback.
+    """
     shown_log = exc.log_path if isinstance(exc, ServerStartError) else None
-    seen = set()
-    blocks = []
+    shown: List[Tuple[str, ServerProcess]] = []
     for scope, server in servers:
-        if id(server) in seen or server.pid is None:
+        if server.pid is None or any(server is other for _, other in shown):
             continue
-        seen.add(id(server))
         if shown_log and server.log_path == shown_log:
             continue
-        blocks.append(server_block(server, scope, lines))
-    return blocks
+        shown.append((scope, server))
+    if exc is not None and _is_connection_failure(exc):
+        _await_exits([server for _, server in shown])
+    return [server_block(server, scope, lines) for scope, server in shown]
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a failed
+    exchange with a server: harness's ``RequestFailed``, an ``OSError``
+    (connection refused or reset, timeouts) or an ``http.client`` error."""
+    seen = 0
+    current: Optional[BaseException] = exc
+    while current is not None and seen < 10:
+        if isinstance(current, (RequestFailed, OSError, http.client.HTTPException)):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+def _await_exits(servers: Sequence[ServerProcess]) -> None:
+    """Wait until none of ``servers`` is running, or :data:`EXIT_GRACE` has passed."""
+    running = [server for server in servers if server.state == "running"]
+    if not running:
+        return
+    deadline = Deadline(scaled_for_cleanup(EXIT_GRACE))
+    for interval in deadline.polls(cap=0.01):
+        if all(server.state != "running" for server in running):
+            return
+        pause(interval)
 
 
 # --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any, Dict, List
 
 from harness._os import procinfo as _procinfo
 from harness.errors import PortUnavailable, ServerStartError
-from harness.http import Response
+from harness.http import Response, RetryPolicy
 from harness.ports import PortAllocator, held_ports, release_port
 from harness.process import ServerProcess
 from harness.testcase import ServerTestCase, ServerTestMixin
@@ -65,6 +65,30 @@ Server((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
 # APP that first prints its T5_* environment variables, sorted.
 ENV_APP = ('import os\nprint("env:", sorted((k, v) for k, v in os.environ.items() '
            'if k.startswith("T5_")), flush=True)\n' + APP)
+
+# A server that dies of the first request to /crash: the exception leaves
+# serve_forever, Python prints its traceback and exits with code 1.
+CRASH_ON_REQUEST_APP = r'''
+import http.server, os
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/crash":
+            raise RuntimeError("crash-marker: the handler broke")
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+class Server(http.server.HTTPServer):
+    def handle_error(self, request, client_address):
+        raise
+
+print("app listening on port", os.environ["PORT"], flush=True)
+Server((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
+'''
 
 CRASHING_APP = 'import sys\nprint("crash-marker: config missing", flush=True)\nsys.exit(3)\n'
 
@@ -202,6 +226,28 @@ class FailureReportTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, os.path.dirname(kept), True)
         with open(kept) as f:
             self.assertIn("crash-marker: config missing", f.read())
+
+    def test_a_server_that_crashed_under_the_test_is_not_reported_running(self):
+        # The request fails as soon as the server closes the connection; the
+        # server still needs some milliseconds to exit.  Its head line must
+        # not say "running" right above its crash traceback.
+        seen: List[Any] = []
+
+        class Case(ServerTestCase):
+            def test_crash(self):
+                server = self.start_server(CRASH_ON_REQUEST_APP, health="/", ready_successes=1)
+                seen.append(server)
+                server.get("/crash", retry=RetryPolicy(attempts=1))
+
+        with self.assertLogs("harness.process", "WARNING"):  # "... exited before stop()"
+            result = run_case(Case)
+        self.addCleanup(shutil.rmtree, os.path.dirname(seen[0].log_path), True)
+        self.assertEqual(len(result.errors), 1, reports(result))
+        text = reports(result)
+        self.assertIn("RuntimeError: crash-marker: the handler broke", text)
+        head = re.search(r"^--- test server 'test_crash' \(.*\)$", text, re.M)
+        self.assertIsNotNone(head, text)
+        self.assertIn(", exited with code 1; log kept at ", head.group(0))
 
     def test_a_start_failure_the_test_expected_leaves_no_log_behind(self):
         kept: List[str] = []
