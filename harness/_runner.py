@@ -17,13 +17,20 @@ import inspect
 import logging
 import os
 import shutil
+from types import FrameType, TracebackType
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ._config import scaled_for_cleanup
 from ._server import marker
 from ._wait import Deadline, pause
-from .errors import RequestFailed, ServerStartError
+from .errors import HarnessError, RequestFailed, ServerStartError
 from .process import ServerProcess
+
+# A failed start is reported at the test's line: pytest hides the frames of a
+# module whose globals say ``__tracebackhide__``, unittest (and pytest, for a
+# TestCase) those that say ``__unittest``.
+__tracebackhide__ = True
+__unittest = True
 
 _log = logging.getLogger("harness.runner")
 
@@ -107,6 +114,72 @@ def merge_arguments(defaults: Mapping[str, Any], app_code: Optional[str],
         arguments["app_code"] = app_code
     arguments.setdefault("name", name)
     return arguments
+
+
+# --------------------------------------------------------------------------
+# Starting
+
+
+def create_server(arguments: Mapping[str, Any], *, full_traceback: bool = False) -> ServerProcess:
+    """``ServerProcess(**arguments)``; an invalid argument is raised from here.
+
+    ``ServerProcess`` names the bad argument in its ``ValueError`` or
+    ``TypeError``; its frames would only add the line that checked it.
+    See :func:`start_server`.
+    """
+    try:
+        return ServerProcess(**arguments)
+    except (TypeError, ValueError) as exc:
+        if full_traceback:
+            raise
+        raise exc.with_traceback(None)  # noqa: B904 (the same exception, raised again)
+
+
+def start_server(server: ServerProcess, *, full_traceback: bool = False) -> ServerProcess:
+    """``server.start()``, with a failure raised from this frame.
+
+    A ``ServerStartError`` says everything in its message (exit code,
+    command, probes, the log's tail).  The frames of harness that raised it
+    only added 70 lines of harness's source to a pytest report, so the
+    exception is raised again from here without them, and this module's
+    frames are hidden: the traceback ends at the test's line.
+    ``full_traceback`` (pytest's ``--full-trace``) keeps every frame.
+    """
+    try:
+        return server.start()
+    except HarnessError as exc:
+        if full_traceback:
+            raise
+        raise exc.with_traceback(None)  # noqa: B904 (the same exception, raised again)
+
+
+_RAISED_HERE = (create_server.__code__, start_server.__code__)
+
+
+def _hidden(frame: FrameType) -> bool:
+    return bool(frame.f_globals.get("__unittest") or frame.f_globals.get("__tracebackhide__")
+                or frame.f_locals.get("__tracebackhide__"))
+
+
+def cut_hidden_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    """The traceback of an error :func:`create_server` or :func:`start_server`
+    raised, ending at the last frame that is not harness's (the test's line).
+
+    unittest drops harness's trailing frames only for assertion failures;
+    this does it for the errors raised here.  Any other traceback is
+    returned unchanged.
+    """
+    entries = []
+    while tb is not None:
+        entries.append(tb)
+        tb = tb.tb_next
+    if not entries or entries[-1].tb_frame.f_code not in _RAISED_HERE:
+        return entries[0] if entries else None
+    last = len(entries) - 1
+    while last > 0 and _hidden(entries[last].tb_frame):
+        last -= 1
+    entries[last].tb_next = None
+    return entries[0]
 
 
 # --------------------------------------------------------------------------

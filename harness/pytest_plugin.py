@@ -59,14 +59,17 @@ def harness_server(request: pytest.FixtureRequest, harness_server_defaults: Mapp
     node = request.node
     servers = _node_servers(node)
 
+    full_traceback = bool(request.config.getoption("fulltrace", False))
+
     def start(app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess:
+        __tracebackhide__ = True  # a failure points at the test's line
         _runner.check_arguments("harness_server()", kwargs)
         # A port from free_port is fine: the server takes its lease over.
         arguments = _runner.merge_arguments(defaults, app_code, kwargs, node.name)
-        server = ServerProcess(**arguments)
+        server = _runner.create_server(arguments, full_traceback=full_traceback)
         servers.append(server)
         try:
-            return server.start()
+            return _runner.start_server(server, full_traceback=full_traceback)
         except ServerStartError as exc:
             _node_kept_logs(node).note(exc)
             raise

@@ -110,6 +110,9 @@ class _ReportingResult:
         if err is not None and state is not None:
             state.reported = True
         if isinstance(err, tuple) and len(err) == 3 and isinstance(err[1], BaseException):
+            # A failed start or a bad argument: the traceback ends at the test's line.
+            err[1].with_traceback(_runner.cut_hidden_frames(err[2]))
+            args = args[:-1] + ((err[0], err[1], err[1].__traceback__),)
             try:
                 text = self._harness_test._harness_failure_report(err[1])
                 if text:
@@ -287,11 +290,11 @@ class ServerTestMixin(_TestCaseBase):
         port = arguments.get("port")
         if port is not None:  # a port from get_next_port(): the server takes the lease over
             state.leases.pop(port, None)
-        server = ServerProcess(**arguments)
+        server = _runner.create_server(arguments)
         state.servers.append(server)
         self.addCleanup(self._harness_stop, server)
         try:
-            return server.start()
+            return _runner.start_server(server)
         except ServerStartError as exc:
             state.kept_logs.note(exc)
             raise
@@ -306,12 +309,12 @@ class ServerTestMixin(_TestCaseBase):
         """
         arguments = cls._harness_arguments(cls.class_server_options(), "class_server_options()",
                                            app_code, kwargs, "start_class_server", cls.__name__)
-        server = ServerProcess(**arguments)
+        server = _runner.create_server(arguments)
         if "_harness_class_servers" not in vars(cls):
             cls._harness_class_servers = []
         cls._harness_class_servers.append(server)
         cls.addClassCleanup(cls._harness_stop_class_server, server)
-        return server.start()
+        return _runner.start_server(server)
 
     @classmethod
     def _harness_stop_class_server(cls, server: ServerProcess) -> None:

@@ -78,6 +78,25 @@ def test_does_not_expect_it(harness_server):
     harness_server(CRASH.format("unexpected"))
 '''
 
+TRACEBACK_TESTS = '''
+from harness.testcase import ServerTestCase
+
+CRASH = "import sys\\nprint('crash-marker-' + 'tb')\\nsys.exit(3)\\n"
+
+
+def test_start_failure(harness_server):
+    harness_server(CRASH)  # USER-LINE-1
+
+
+def test_bad_argument(harness_server):
+    harness_server(CRASH, port=70000)  # USER-LINE-2
+
+
+class TestMixin(ServerTestCase):
+    def test_mixin_start_failure(self):
+        self.start_server(CRASH)  # USER-LINE-3
+'''
+
 ENV_TESTS = '''
 APP = {env_app!r}
 
@@ -190,6 +209,24 @@ class PluginTest(unittest.TestCase):
         self.assertIn("ServerStartError", output)
         self.assertEqual(output.count("crash-marker-unexpected"), 1, output)
         self.assertNotIn("harness: log tail of the servers", output)
+
+    def test_a_start_failure_points_at_the_users_line(self):
+        # pytest printed 70 lines of harness's source under a failed start.
+        self.write("test_tb.py", TRACEBACK_TESTS)
+        code, output = self.pytest("test_tb.py")
+        self.assertEqual(code, 1, output)
+        self.assertIn("3 failed", output)
+        for source in ("process.py", "pytest_plugin.py", "_runner.py", "_validate.py",
+                       "testcase.py", "def start(self)"):
+            self.assertNotIn(source, output)
+        lines = output.splitlines()
+        for number, error in (("1", "ServerStartError"), ("2", "ValueError"),
+                              ("3", "ServerStartError")):
+            user_line = next(index for index, line in enumerate(lines)
+                             if line.startswith(">") and f"USER-LINE-{number}" in line)
+            where = next(line for line in lines[user_line:] if line.startswith("test_tb.py:"))
+            self.assertRegex(where, rf"^test_tb\.py:\d+: {error}$", output)
+        self.assertIn("ValueError: port must be in 1..65535, got 70000", output)
 
     def test_bad_defaults_are_named(self):
         self.write("test_plugin.py", "def test_it(harness_server):\n    harness_server('x=1')\n")

@@ -249,6 +249,17 @@ class FailureReportTest(unittest.TestCase):
         self.assertIsNotNone(head, text)
         self.assertIn(", exited with code 1; log kept at ", head.group(0))
 
+    def test_a_start_failure_points_at_the_tests_line(self):
+        class Case(ServerTestCase):
+            def test_crash(self):
+                self.start_server(CRASHING_APP, start_timeout=30)
+
+        text = reports(run_case(Case))
+        kept = re.search(r"kept at (\S+server\.log)", text).group(1)
+        self.addCleanup(shutil.rmtree, os.path.dirname(kept), True)
+        frames = re.findall(r'^  File "([^"]+)", line \d+, in (\w+)$', text, re.M)
+        self.assertEqual(frames, [(__file__, "test_crash")], text)
+
     def test_a_start_failure_the_test_expected_leaves_no_log_behind(self):
         kept: List[str] = []
 
