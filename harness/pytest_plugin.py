@@ -15,6 +15,7 @@ only module of harness that imports pytest.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Dict, Generator, Iterator, List, Mapping, Optional
 
 import pytest
@@ -87,14 +88,31 @@ def harness_server(request: pytest.FixtureRequest, harness_server_defaults: Mapp
         raise errors[0]
 
 
-@pytest.fixture
-def free_port(harness_server_defaults: Mapping[str, Any]) -> Iterator[int]:
-    """A free port leased to this test (from ``harness_server_defaults["port_range"]``)."""
+def _leased_port(harness_server_defaults: Mapping[str, Any]) -> Iterator[int]:
     lease = PortAllocator(harness_server_defaults.get("port_range")).acquire()
     try:
         yield lease.port
     finally:
         lease.release()
+
+
+@pytest.fixture
+def harness_port(harness_server_defaults: Mapping[str, Any]) -> Iterator[int]:
+    """A free port leased to this test (from ``harness_server_defaults["port_range"]``);
+    ``harness_server(port=harness_port)`` takes the lease over."""
+    yield from _leased_port(harness_server_defaults)
+
+
+@pytest.fixture
+def free_port(request: pytest.FixtureRequest,
+              harness_server_defaults: Mapping[str, Any]) -> Iterator[int]:
+    """Deprecated alias of ``harness_port`` (home-made ``free_port`` fixtures,
+    common in conftest files, shadow it); removed in the next release."""
+    path, line, _ = request.node.location
+    warnings.warn_explicit("the free_port fixture is deprecated; use harness_port (the same "
+                           "leased port under a name no home-made fixture shadows)",
+                           DeprecationWarning, path, (line or 0) + 1)
+    yield from _leased_port(harness_server_defaults)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+from typing import Dict, List, Optional, Tuple
 
 from _support import ROOT, python_env
 from test_testcase import APP, ENV_APP, reserve_window
@@ -37,14 +38,14 @@ def test_2_its_server_is_gone():
     assert not _procinfo.is_alive(SEEN["failing"])
 
 
-def test_3_free_port_is_leased_and_taken_over(free_port, harness_server):
+def test_3_harness_port_is_leased_and_taken_over(harness_port, harness_server):
     low, high = {window}
-    assert low <= free_port <= high
-    assert free_port in held_ports()
-    server = harness_server(APP, port=free_port)
-    assert server.port == free_port
+    assert low <= harness_port <= high
+    assert harness_port in held_ports()
+    server = harness_server(APP, port=harness_port)
+    assert server.port == harness_port
     assert server.get("/health").json()["message"] == "ready"
-    SEEN["port"] = free_port
+    SEEN["port"] = harness_port
 
 
 def test_4_lease_ended_with_the_test():
@@ -97,6 +98,17 @@ class TestMixin(ServerTestCase):
         self.start_server(CRASH)  # USER-LINE-3
 '''
 
+ALIAS_TESTS = '''
+from harness.ports import held_ports
+
+APP = {app!r}
+
+
+def test_the_old_name(free_port, harness_server):
+    assert free_port in held_ports()
+    assert harness_server(APP, port=free_port).port == free_port
+'''
+
 ENV_TESTS = '''
 APP = {env_app!r}
 
@@ -129,10 +141,27 @@ def harness_server_defaults():
 EXPECTED = {
     "test_plugin.test_1_failing_test_reports_the_log_tail": "failed",
     "test_plugin.test_2_its_server_is_gone": "passed",
-    "test_plugin.test_3_free_port_is_leased_and_taken_over": "passed",
+    "test_plugin.test_3_harness_port_is_leased_and_taken_over": "passed",
     "test_plugin.test_4_lease_ended_with_the_test": "passed",
     "test_plugin.test_5_defaults_from_conftest": "passed",
 }
+
+
+def run_pytest(args: List[str], cwd: str,
+               extra_env: Optional[Dict[str, str]] = None) -> Tuple[int, str]:
+    """``python -m pytest ARGS`` in ``cwd`` with this checkout's plugin.
+
+    Entry points are not loaded: an installed harness registers the same
+    module under its entry point's name, and pytest refuses a module
+    registered under two names (``-p harness.pytest_plugin`` and
+    ``harness``).  The plugins a run needs are named instead.
+    """
+    plugins = ["-p", "harness.pytest_plugin", "-p", "no:cacheprovider"]
+    if "-n" in args:
+        plugins += ["-p", "xdist.plugin"]
+    env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env.update(extra_env or {})
+    return run(["-m", "pytest"] + plugins + list(args), cwd, extra_env=env)
 
 
 @unittest.skipUnless(HAVE_PYTEST, "pytest is not installed")
@@ -152,8 +181,7 @@ class PluginTest(unittest.TestCase):
             f.write(text.format(app=APP, env_app=ENV_APP, window=self.window))
 
     def pytest(self, *args: str):
-        return run(["-m", "pytest", "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
-                    "-rA"] + list(args), self.dir, extra_env={"TMPDIR": self.tmp})
+        return run_pytest(["-rA"] + list(args), self.dir, extra_env={"TMPDIR": self.tmp})
 
     def test_fixtures(self):
         self.write("test_plugin.py", TESTS)
@@ -182,9 +210,7 @@ class PluginTest(unittest.TestCase):
         self.write("test_crash.py", CRASH_TESTS)
         tmp = tempfile.mkdtemp(prefix="t5-plugin-tmp-")
         self.addCleanup(_rmtree, tmp)
-        code, output = run(["-m", "pytest", "-p", "harness.pytest_plugin", "-p",
-                            "no:cacheprovider", "-rA", "test_crash.py"], self.dir,
-                           extra_env={"TMPDIR": tmp})
+        code, output = run_pytest(["-rA", "test_crash.py"], self.dir, extra_env={"TMPDIR": tmp})
         self.assertEqual(code, 1, output)
         self.assertIn("1 failed, 1 passed", output)
         left = os.listdir(tmp)
@@ -228,6 +254,17 @@ class PluginTest(unittest.TestCase):
             self.assertRegex(where, rf"^test_tb\.py:\d+: {error}$", output)
         self.assertIn("ValueError: port must be in 1..65535, got 70000", output)
 
+    def test_free_port_is_a_deprecated_alias_of_harness_port(self):
+        self.write("test_alias.py", ALIAS_TESTS)
+        code, output = self.pytest("test_alias.py")
+        self.assertEqual(code, 0, output)
+        self.assertIn("1 passed, 1 warning", output)
+        self.assertRegex(output, r"test_alias\.py:\d+: DeprecationWarning: the free_port fixture "
+                                 r"is deprecated; use harness_port")
+        code, output = self.pytest("-W", "error::DeprecationWarning", "test_alias.py")
+        self.assertEqual(code, 1, output)
+        self.assertIn("1 error", output)
+
     def test_bad_defaults_are_named(self):
         self.write("test_plugin.py", "def test_it(harness_server):\n    harness_server('x=1')\n")
         self.write("conftest.py", "import pytest\n\n@pytest.fixture\ndef harness_server_defaults():"
@@ -245,13 +282,66 @@ def _function_verdicts(output: str):
     return verdicts
 
 
+# Runs pytest as if this checkout were installed: installed distributions
+# whose pytest11 entry point loads harness's plugin are hidden, and one
+# made from setup.cfg (in SITE) takes their place.
+INSTALLED_DRIVER = '''
+import importlib.metadata
+import sys
+
+SITE = sys.argv[1]
+sys.path.insert(0, SITE)
+_distributions = importlib.metadata.distributions
+
+
+def distributions(**kwargs):
+    for dist in _distributions(**kwargs):
+        loads_harness = any(ep.group == "pytest11" and ep.value.startswith("harness.")
+                            for ep in dist.entry_points)
+        if dist.metadata["Name"] == "harness-from-this-checkout" or not loads_harness:
+            yield dist
+
+
+importlib.metadata.distributions = distributions
+import pytest  # noqa: E402
+
+sys.exit(pytest.main(sys.argv[2:]))
+'''
+
+
 class PackagingTest(unittest.TestCase):
-    def test_entry_point_is_declared(self):
+    def entry_points(self) -> configparser.SectionProxy:
         config = configparser.ConfigParser()
         config.read(os.path.join(ROOT, "setup.cfg"))
-        lines = [line.strip() for line in
-                 config["options.entry_points"]["pytest11"].strip().splitlines()]
-        self.assertIn("harness.pytest_plugin = harness.pytest_plugin", lines)
+        return config["options.entry_points"]
+
+    def test_entry_point_is_named_harness(self):
+        lines = [line.strip() for line in self.entry_points()["pytest11"].strip().splitlines()]
+        self.assertEqual(lines, ["harness = harness.pytest_plugin"])
+
+    @unittest.skipUnless(HAVE_PYTEST, "pytest is not installed")
+    def test_the_installed_plugin_is_disabled_by_p_no_harness(self):
+        work = tempfile.mkdtemp(prefix="t5-plugin-ep-")
+        self.addCleanup(_rmtree, work)
+        info = os.path.join(work, "site", "harness_from_this_checkout-0.dist-info")
+        os.makedirs(info)
+        with open(os.path.join(info, "METADATA"), "w") as f:
+            f.write("Metadata-Version: 2.1\nName: harness-from-this-checkout\nVersion: 0\n")
+        with open(os.path.join(info, "entry_points.txt"), "w") as f:
+            f.write("[pytest11]\n" + self.entry_points()["pytest11"].strip() + "\n")
+        with open(os.path.join(work, "driver.py"), "w") as f:
+            f.write(INSTALLED_DRIVER)
+        with open(os.path.join(work, "pytest.ini"), "w") as f:
+            f.write("[pytest]\n")
+        with open(os.path.join(work, "test_ep.py"), "w") as f:
+            f.write("def test_it(harness_port):\n    assert harness_port > 0\n")
+        command = ["driver.py", os.path.join(work, "site"), "-p", "no:cacheprovider", "-rA"]
+        code, output = run(command + ["test_ep.py"], work)
+        self.assertEqual(code, 0, output)  # loaded through the entry point
+        self.assertIn("1 passed", output)
+        code, output = run(command + ["-p", "no:harness", "test_ep.py"], work)
+        self.assertEqual(code, 1, output)
+        self.assertIn("fixture 'harness_port' not found", output)
 
     def test_only_the_plugin_imports_pytest(self):
         code = ("import sys, harness, harness.testcase, harness.http, harness.memory, "
