@@ -231,6 +231,20 @@ def report_blocks(servers: Iterable[Tuple[str, ServerProcess]], lines: int,
     return [server_block(server, scope, lines) for scope, server in shown]
 
 
+def add_note(exc: BaseException, text: str) -> None:
+    """``exc.add_note(text)`` on every Python (``__notes__`` is the 3.11 protocol,
+    which pytest renders on every version), once."""
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list) and text in notes:
+        return
+    if hasattr(exc, "add_note"):
+        exc.add_note(text)
+    elif isinstance(notes, list):
+        notes.append(text)
+    elif notes is None:
+        setattr(exc, "__notes__", [text])  # noqa: B010 (no add_note before 3.11)
+
+
 def _is_connection_failure(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) is a failed
     exchange with a server: harness's ``RequestFailed``, an ``OSError``

@@ -69,19 +69,6 @@ else:
 # The failure report
 
 
-def _add_note(exc: BaseException, text: str) -> None:
-    """``exc.add_note(text)`` on every Python (``__notes__`` is the 3.11 protocol)."""
-    notes = getattr(exc, "__notes__", None)
-    if isinstance(notes, list) and text in notes:
-        return
-    if hasattr(exc, "add_note"):
-        exc.add_note(text)
-    elif isinstance(notes, list):
-        notes.append(text)
-    elif notes is None:
-        setattr(exc, "__notes__", [text])  # noqa: B010 (no add_note before 3.11)
-
-
 class _ReportingResult:
     """Stands in for the result given to ``TestCase.run``: forwards everything,
     and adds the test's server log tails to each error and failure it reports.
@@ -116,7 +103,7 @@ class _ReportingResult:
             try:
                 text = self._harness_test._harness_failure_report(err[1])
                 if text:
-                    _add_note(err[1], text)
+                    _runner.add_note(err[1], text)
             except Exception:  # never let the report hide the failure
                 text = ""
         real = self._harness_result
