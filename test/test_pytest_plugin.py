@@ -11,11 +11,10 @@ import subprocess
 import sys
 import tempfile
 import unittest
-from typing import Dict, List, Optional, Tuple
 
 from _support import ROOT, python_env
 from test_testcase import APP, ENV_APP, reserve_window
-from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run
+from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run, run_pytest
 
 TESTS = '''
 import pytest
@@ -145,23 +144,6 @@ EXPECTED = {
     "test_plugin.test_4_lease_ended_with_the_test": "passed",
     "test_plugin.test_5_defaults_from_conftest": "passed",
 }
-
-
-def run_pytest(args: List[str], cwd: str,
-               extra_env: Optional[Dict[str, str]] = None) -> Tuple[int, str]:
-    """``python -m pytest ARGS`` in ``cwd`` with this checkout's plugin.
-
-    Entry points are not loaded: an installed harness registers the same
-    module under its entry point's name, and pytest refuses a module
-    registered under two names (``-p harness.pytest_plugin`` and
-    ``harness``).  The plugins a run needs are named instead.
-    """
-    plugins = ["-p", "harness.pytest_plugin", "-p", "no:cacheprovider"]
-    if "-n" in args:
-        plugins += ["-p", "xdist.plugin"]
-    env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    env.update(extra_env or {})
-    return run(["-m", "pytest"] + plugins + list(args), cwd, extra_env=env)
 
 
 @unittest.skipUnless(HAVE_PYTEST, "pytest is not installed")

@@ -19,9 +19,9 @@ import tempfile
 import unittest
 from typing import Dict, Set
 
-from test_pytest_plugin import _rmtree, run_pytest
+from test_pytest_plugin import _rmtree
 from test_testcase import APP, reserve_window
-from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST
+from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run_pytest
 
 from harness._os import procinfo as _procinfo
 
