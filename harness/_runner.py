@@ -1,7 +1,8 @@
 """What the unittest mixin (``testcase.py``) and the pytest plugin
 (``pytest_plugin.py``) share: turning defaults and a call into
-``ServerProcess`` arguments, the server block of a failure report, and the
-logs kept after failed starts.
+``ServerProcess`` arguments, creating and starting a server so that a
+failure points at the test's line, the server blocks of a failure report,
+and the logs kept after failed starts.
 
 Neither runner imports the other; both import this module.  It imports
 neither unittest nor pytest.
@@ -38,6 +39,10 @@ _log = logging.getLogger("harness.runner")
 LOG_TAIL_LINES = 30
 #: The first words of every failure report's server section.
 REPORT_TITLE = "harness: log tail of the servers"
+# The arguments that name the program a server runs (``target`` is coming:
+# DESIGN.md "Next"), and the arguments that only go with one of them.
+_PROGRAM = ("app_code", "argv", "target")
+_PROGRAM_COMPANIONS = ("args", "kwargs")  # target's
 #: Seconds a failure report gives a server that is going down to finish
 #: exiting, when the test failed on a broken connection: a Python server
 #: whose request handler crashed closes the connection, prints its
@@ -95,17 +100,18 @@ def merge_arguments(defaults: Mapping[str, Any], app_code: Optional[str],
                     kwargs: Mapping[str, Any], name: str) -> Dict[str, Any]:
     """``ServerProcess`` arguments: ``defaults`` overridden by a call.
 
-    * The program the call names (``app_code`` or ``argv``) replaces the
-      defaults' program.
+    * The program the call names (``app_code``, ``argv`` or ``target``)
+      replaces the defaults' program, with the arguments that went with it
+      (``args``, ``kwargs``) unless the call gives them too.
     * A fixed ``port`` in the call replaces a default ``port_range``.
     * ``env`` is merged (see :func:`merge_env`); any other argument of the
       call replaces the default.
     * ``name`` is the server's name unless one is given.
     """
     arguments = dict(defaults)
-    if app_code is not None or "app_code" in kwargs or "argv" in kwargs:
-        arguments.pop("app_code", None)
-        arguments.pop("argv", None)
+    if app_code is not None or any(key in kwargs for key in _PROGRAM):
+        for key in _PROGRAM + _PROGRAM_COMPANIONS:
+            arguments.pop(key, None)
     if kwargs.get("port") is not None:
         arguments.pop("port_range", None)
     for key, value in kwargs.items():

@@ -34,7 +34,19 @@ import os
 import sys
 import warnings
 import weakref
-from typing import Any, Callable, Dict, Generator, Iterator, List, Mapping, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generator,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Union,
+    cast,
+)
 
 import pytest
 
@@ -88,7 +100,7 @@ def harness_server(request: pytest.FixtureRequest, harness_server_defaults: Mapp
     def start(app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess:
         __tracebackhide__ = True  # a failure points at the test's line
         _runner.check_arguments("harness_server()", kwargs)
-        # A port from free_port is fine: the server takes its lease over.
+        # A port from harness_port is fine: the server takes its lease over.
         arguments = _runner.merge_arguments(defaults, app_code, kwargs, node.name)
         server = _runner.create_server(arguments, full_traceback=full_traceback)
         servers.append(server)
@@ -138,7 +150,8 @@ def free_port(request: pytest.FixtureRequest,
     yield from _leased_port(harness_server_defaults)
 
 
-def server_fixture(app_code: Optional[str] = None, *, scope: Any = "function",
+def server_fixture(app_code: Optional[str] = None, *,
+                   scope: Union[str, Callable[..., str]] = "function",
                    **server_kwargs: Any) -> Any:
     """A fixture that starts a server for a whole ``scope``; assign it to a
     name in a ``conftest.py`` (or a test module), and that name is the fixture::
@@ -177,7 +190,7 @@ def server_fixture(app_code: Optional[str] = None, *, scope: Any = "function",
     caller = sys._getframe(1)  # the conftest line that made the fixture, for a failed start
     where = f"{_shown_path(caller.f_code.co_filename)}:{caller.f_lineno}"
 
-    @pytest.fixture(scope=scope)
+    @pytest.fixture(scope=cast(Any, scope))  # checked above; pytest types it as a Literal
     def harness_server_fixture(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
         __tracebackhide__ = True  # a failed start shows its message, not harness's source
         full_traceback = bool(request.config.getoption("fulltrace", False))

@@ -23,6 +23,7 @@ import unittest
 from typing import Any, Dict, List
 
 from harness._os import procinfo as _procinfo
+from harness._runner import merge_arguments
 from harness.errors import PortUnavailable, ServerStartError
 from harness.http import Response, RetryPolicy
 from harness.ports import PortAllocator, held_ports, release_port
@@ -760,6 +761,32 @@ class ConfigurationTest(unittest.TestCase):
         self.assertTrue(result.wasSuccessful(), reports(result))
         self.assertIsNotNone(seen[0].argv)
         self.assertEqual(seen[1].app_code, APP)
+
+
+class MergeArgumentsTest(unittest.TestCase):
+    """How defaults and a call make ServerProcess arguments (mixin and plugin alike)."""
+
+    def test_a_program_in_the_call_replaces_the_defaults_program_and_its_arguments(self):
+        defaults = {"target": "pkg.app:serve", "args": (1,), "kwargs": {"debug": True},
+                    "health": "/ready"}
+        self.assertEqual(merge_arguments(defaults, "print(1)", {}, "t"),
+                         {"app_code": "print(1)", "health": "/ready", "name": "t"})
+        self.assertEqual(merge_arguments({"app_code": "x"}, None,
+                                         {"target": "pkg.other:run", "args": (2,)}, "t"),
+                         {"target": "pkg.other:run", "args": (2,), "name": "t"})
+        # Without a program, the call's arguments replace the defaults' one by one.
+        self.assertEqual(merge_arguments(defaults, None, {"args": (3,)}, "t")["args"], (3,))
+
+    def test_env_merges_and_the_rest_replaces(self):
+        defaults = {"env": {"A": "1", "B": "2"}, "port_range": (9000, 9100), "name": "d"}
+        merged = merge_arguments(defaults, None, {"env": {"B": None, "C": "3"}, "port": 9050},
+                                 "t")
+        self.assertEqual(merged, {"env": {"A": "1", "B": None, "C": "3"}, "port": 9050,
+                                  "name": "d"})
+        self.assertEqual(defaults["env"], {"A": "1", "B": "2"})  # not modified
+        self.assertEqual(merge_arguments({}, None, {"env": {"A": "1"}}, "t")["env"], {"A": "1"})
+        self.assertEqual(merge_arguments(defaults, None, {"env": None}, "t")["env"],
+                         {"A": "1", "B": "2"})
 
 
 class AssertionsTest(unittest.TestCase):
