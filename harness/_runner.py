@@ -17,12 +17,11 @@ import http.client
 import inspect
 import logging
 import os
-import shutil
 from types import FrameType, TracebackType
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ._config import scaled_for_cleanup
-from ._server import marker
+from ._server import logstore
 from ._wait import Deadline, pause
 from .errors import HarnessError, RequestFailed, ServerStartError
 from .process import ServerProcess
@@ -205,12 +204,22 @@ def server_block(server: ServerProcess, scope: str, lines: int) -> str:
         tail = f"(log unreadable: {type(exc).__name__}: {exc})"
     state = server.state
     log_path = server.log_path
-    if state != "running" and log_path and os.path.exists(log_path):
+    if state != "running" and log_path and _is_kept(log_path):
         state += f"; log kept at {log_path}"
     head = f"--- {scope} server {server.name!r} (pid {server.pid}, {server.url}, {state})"
     body = "\n".join("    " + line for line in tail.splitlines()) if tail.strip() \
         else "    (the log is empty)"
     return head + "\n" + body
+
+
+def _is_kept(log_path: str) -> bool:
+    """Whether ``log_path`` is in the folder of kept logs (a log still in the
+    server's own directory goes with it, or moves there, at ``stop()``)."""
+    try:
+        folder = logstore.directory(create=False)
+    except HarnessError:
+        return False
+    return os.path.dirname(os.path.abspath(log_path)) == folder and os.path.exists(log_path)
 
 
 def report_blocks(servers: Iterable[Tuple[str, ServerProcess]], lines: int,
@@ -306,9 +315,6 @@ class KeptLogs:
 
 
 def remove_kept_log(log_path: str) -> None:
-    """Remove the private directory harness kept a failed start's log in, if it is ours."""
-    directory = os.path.dirname(log_path)
-    if os.path.basename(directory).startswith(marker.TEMP_PREFIX) and \
-            marker.read_owner(directory) == marker.owner_id():
-        shutil.rmtree(directory, ignore_errors=True)
-        _log.debug("removed %s: the test expected its failed start", directory)
+    """Remove a failed start's kept log from the folder of kept logs."""
+    logstore.discard(log_path)
+    _log.debug("removed %s: the test expected its failed start", log_path)

@@ -61,3 +61,17 @@ def check_positive_int(value: object, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
+
+
+def seconds(value: object, name: str) -> float:
+    """A positive, finite number of seconds."""
+    checked = check_timeout(value, name)
+    assert checked is not None
+    return checked
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``True`` or ``False`` (not a truthy value: ``"no"`` is a mistake, not a yes)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value

@@ -8,18 +8,33 @@ truthy means ready; falsy or an exception means not yet.
 """
 from __future__ import annotations
 
+import enum
 import errno
 import http.client
 import json as _json
 import re
 import socket
+import ssl
 from collections import OrderedDict
-from typing import Any, Callable, Dict, NamedTuple, Optional, Pattern, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    NamedTuple,
+    Optional,
+    Pattern,
+    Protocol,
+    Sequence,
+    Tuple,
+    Union,
+)
 
-from . import _jsonspec
+from . import _jsonspec, _validate
 from ._config import scaled
 from ._jsonspec import JsonSpec
-from ._wait import Deadline, poll_interval
+from ._os import sockets
+from ._wait import Deadline, pause, poll_interval
+from .errors import WaitTimeout
 
 # One probe never waits longer than this (or the time left, if less).
 DEFAULT_PROBE_TIMEOUT = 2.0
@@ -28,20 +43,54 @@ _MAX_BODY = 1 << 20
 
 
 class Outcome(NamedTuple):
-    """What one readiness attempt saw: ``label`` is short and countable."""
+    """What one readiness attempt saw: ``label`` is short and countable.
+
+    ``foreign`` marks the outcome "the port is held by a process that is not
+    the server's": readiness gives up on this port at once.
+    """
     ok: bool
     label: str
     detail: str = ""
+    foreign: bool = False
+
+
+class ServerLike(Protocol):
+    """What a check may use of the server it probes (a ``ServerProcess`` has all of it).
+
+    ``log_path``, ``launch_id`` and ``log_offset`` locate the current
+    launch's output in the log; ``socket_path`` is set for a Unix-socket
+    server, ``ssl_context`` for an HTTPS one; ``listen_inode`` is the inode
+    of the listening socket harness handed over (``handoff=True``).
+    """
+
+    host: str
+    port: Optional[int]
+    url: str
+    handoff: bool
+    log_path: Optional[str]
+    launch_id: int
+    log_offset: int
+    socket_path: Optional[str]
+    ssl_context: Optional["ssl.SSLContext"]
+    listen_inode: Optional[int]
 
 
 class Check:
-    """Base class of the built-in checks; subclasses implement :meth:`probe`."""
+    """Base class of readiness checks; subclasses implement :meth:`probe`.
+
+    To write your own, subclass it and return an :class:`Outcome` from
+    ``probe``: ``ok`` and a short label that is the same each time the
+    same thing is wrong (it is counted: "HTTP 404 x12").  Set ``uses_port``
+    if the check talks to the server's port.  A plain callable
+    ``check(server) -> bool`` works too (see ``as_check``).
+    """
 
     #: True if the check talks to the server's port (then harness also proves
     #: that the listener belongs to the server it launched).
     uses_port = False
 
     def probe(self, server: Any, timeout: float) -> Outcome:
+        """Probe ``server`` once, within ``timeout`` seconds; never raise for "not yet"."""
         raise NotImplementedError
 
     def __call__(self, server: Any) -> bool:
@@ -65,24 +114,34 @@ def _socket_error_label(exc: BaseException) -> str:
 
 
 class TcpCheck(Check):
-    """Ready when a TCP connect to the server's port succeeds.
+    """Ready when the server takes a TCP connection on its port (or Unix socket).
 
-    With ``handoff=True`` a connect succeeds from the moment harness binds the
-    socket (the kernel queues it), so this check passes at once: clients may
-    connect immediately and their requests wait until the server accepts.
-    Use :class:`HttpCheck` to wait for the application itself.
+    Without handoff, a successful connect is the proof: only a listening
+    server completes it.  With ``handoff=True`` harness listens itself, so
+    the kernel completes a connect before the server has run a line;
+    there the proof is that the probe's connection *left the listen queue*
+    (the server called ``accept``), read from the kernel's listener table.
+    Where that table cannot be read (not Linux), a handed-off socket counts
+    as ready once connected, and the docs say so.
     """
 
     uses_port = True
 
     def probe(self, server: Any, timeout: float) -> Outcome:
-        if getattr(server, "handoff", False):
-            return Outcome(True, "socket handed off (connections queue)")
-        family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+        deadline = Deadline(max(timeout, 0.001))
+        path = getattr(server, "socket_path", None)
+        if path:
+            family, address = socket.AF_UNIX, path
+        else:
+            family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+            address = (server.host, server.port)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.settimeout(max(timeout, 0.001))
-            sock.connect((server.host, server.port))
+            sock.settimeout(deadline.remaining() or 0.001)
+            sock.connect(address)
+            inode = getattr(server, "listen_inode", None)
+            if getattr(server, "handoff", False) and inode is not None:
+                return _accepted(server, inode, deadline)
         except OSError as exc:
             return Outcome(False, _socket_error_label(exc), str(exc))
         finally:
@@ -93,6 +152,26 @@ class TcpCheck(Check):
         return "TcpCheck()"
 
 
+
+
+def _accepted(server: Any, inode: int, deadline: Deadline) -> Outcome:
+    """Wait (within the probe's time) for the handed-off socket's accept queue to empty."""
+    family = socket.AF_UNIX if getattr(server, "socket_path", None) else (
+        socket.AF_INET6 if ":" in server.host else socket.AF_INET)
+    while True:
+        queued = sockets.accept_queue(family, inode)
+        if queued is None:
+            return Outcome(True, "connected (handed-off socket; acceptance not visible here)")
+        if queued == sockets.GONE:
+            return Outcome(False, "handed-off socket closed",
+                           "the listening socket is gone: the server closed it or exited")
+        if queued == 0:
+            return Outcome(True, "connection accepted")
+        if deadline.expired:
+            return Outcome(False, "connection queued, not accepted",
+                           f"{queued} connection(s) wait in the handed-off socket's queue: "
+                           f"the server has not called accept()")
+        pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.01)))
 
 
 class HttpCheck(Check):
@@ -296,9 +375,11 @@ class Tally:
         self.counts: "OrderedDict[str, int]" = OrderedDict()
         self.details: Dict[str, str] = {}
         self.attempts = 0
+        self.last_label = ""
 
     def add(self, outcome: Outcome) -> None:
         self.attempts += 1
+        self.last_label = outcome.label
         self.counts[outcome.label] = self.counts.get(outcome.label, 0) + 1
         if outcome.detail:
             self.details[outcome.label] = outcome.detail
@@ -313,33 +394,49 @@ class Tally:
         return dict(self.counts)
 
 
+class WaitEnd(str, enum.Enum):
+    """Why :func:`wait_ready` returned."""
+    READY = "ready"
+    EXITED = "exited"          # the process exited first
+    TIMEOUT = "timeout"        # the deadline came first
+    PORT_LOST = "port lost"    # a foreign listener holds the port (``Outcome.foreign``)
+    GAVE_UP = "gave up"        # ``watch`` saw the server cannot become ready (a wrong port)
+
+
 class Ready(NamedTuple):
     ok: bool
-    reason: str  # "ready", "exited", "timeout", "rejected"
+    reason: WaitEnd
     tally: Tally
 
 
 def wait_ready(server: Any, check: Check, *, successes: int, deadline: Deadline,
-               exited: Callable[[float], bool],
+               exited: Callable[[float], bool], probe_time: float = DEFAULT_PROBE_TIMEOUT,
                verify: Optional[Callable[[], Optional[Outcome]]] = None,
-               stop_on: Callable[[Outcome], bool] = lambda outcome: False) -> Ready:
+               stop_on: Callable[[Outcome], bool] = lambda outcome: outcome.foreign,
+               watch: Optional[Callable[[], Optional[Outcome]]] = None) -> Ready:
     """Probe until ``successes`` passes in a row, the process exits, or the deadline.
+
+    Each probe gets ``probe_time`` seconds at most, and never more than is
+    left before the deadline: a probe that hangs (a trickling peer) cannot
+    hold ``start()`` past its ``start_timeout``.
 
     ``exited(seconds)`` waits up to ``seconds`` for the process to exit and
     says whether it did (event-driven where the platform allows), so a
     crash is noticed between probes at once, not at the deadline.
     ``verify()`` runs before a streak is accepted (proof that the listener
     is the server's own); it returns a failing :class:`Outcome` or ``None``.
-    ``stop_on(outcome)`` lets the caller give up early (a lost port).
+    ``stop_on(outcome)`` gives up early (default: a foreign listener).
+    ``watch()`` runs after each failed probe and returns an :class:`Outcome`
+    when waiting longer is pointless (the server listens on another port).
     """
     tally = Tally()
     streak = 0
     while True:
         if exited(0):
-            return Ready(False, "exited", tally)
+            return Ready(False, WaitEnd.EXITED, tally)
         if deadline.expired:
-            return Ready(False, "timeout", tally)
-        outcome = check.probe(server, max(deadline.remaining(), 0.001))
+            return Ready(False, WaitEnd.TIMEOUT, tally)
+        outcome = check.probe(server, max(deadline.cap(probe_time), 0.001))
         if outcome.ok and streak + 1 >= successes and verify is not None:
             outcome = verify() or outcome
         tally.add(outcome)
@@ -347,16 +444,64 @@ def wait_ready(server: Any, check: Check, *, successes: int, deadline: Deadline,
             streak += 1
             if streak >= successes:
                 if exited(0):
-                    return Ready(False, "exited", tally)
-                return Ready(True, "ready", tally)
+                    return Ready(False, WaitEnd.EXITED, tally)
+                return Ready(True, WaitEnd.READY, tally)
             continue  # the next pass is asked for at once
         streak = 0
         if stop_on(outcome):
-            return Ready(False, "rejected", tally)
+            return Ready(False, WaitEnd.PORT_LOST, tally)
+        verdict = watch() if watch is not None else None
+        if verdict is not None:
+            tally.add(verdict)
+            return Ready(False, WaitEnd.GAVE_UP, tally)
         if exited(deadline.cap(poll_interval(deadline.elapsed()))):
-            return Ready(False, "exited", tally)
+            return Ready(False, WaitEnd.EXITED, tally)
 
 
-__all__ = ["Check", "HttpCheck", "TcpCheck", "LogCheck", "CallableCheck", "Outcome",
-           "as_check", "wait_ready", "Tally", "poll_interval", "json_mismatch"]
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, *, what: Optional[str] = None,
+               interval: Optional[float] = None) -> Any:
+    """Wait until ``predicate()`` returns something truthy, and return it.
+
+    For conditions in the middle of a test ("the job finished", "the file
+    appeared"): ``predicate`` is called at once, then with the same
+    proportional backoff as readiness (1 ms growing to 50 ms; ``interval``
+    fixes it instead).  An exception from it counts as "not yet" and is
+    remembered.  ``timeout`` is multiplied by ``HARNESS_TIMEOUT_FACTOR``; at
+    the deadline :class:`~harness.errors.WaitTimeout` says ``what`` was
+    awaited, how long, how many looks, and what the last look saw.
+    """
+    if not callable(predicate):
+        raise TypeError(f"predicate must be a callable taking no arguments, got {predicate!r}")
+    seconds = _validate.seconds(timeout, "timeout")
+    if interval is not None:
+        interval = _validate.seconds(interval, "interval")
+    if what is not None and not isinstance(what, str):
+        raise TypeError(f"what must be a str describing the condition, got {what!r}")
+    name = what or getattr(predicate, "__name__", "the condition")
+    deadline = Deadline(scaled(seconds))
+    looks = 0
+    last: Any = None
+    while True:
+        looks += 1
+        try:
+            value = predicate()
+        except Exception as exc:  # "not yet", with its reason kept for the message
+            value, last = None, exc
+        else:
+            if value:
+                return value
+            last = value
+        if deadline.expired:
+            saw = (f"the last look raised {type(last).__name__}: {last}"
+                   if isinstance(last, BaseException) else f"the last look returned {last!r}")
+            raise WaitTimeout(f"{name} did not come true within {deadline.seconds:.2f} s "
+                              f"({looks} looks); {saw}", what=name, waited=deadline.elapsed(),
+                              attempts=looks, last=last)
+        pause(deadline.cap(interval if interval is not None
+                           else poll_interval(deadline.elapsed())))
+
+
+__all__ = ["wait_until", "Check", "HttpCheck", "TcpCheck", "LogCheck", "CallableCheck", "AllChecks",
+           "Outcome", "ServerLike", "as_check", "wait_ready", "WaitEnd", "Tally", "poll_interval",
+           "json_mismatch"]
 

@@ -597,6 +597,16 @@ def own_lease(port: int) -> Optional[PortLease]:
     return lease if lease is not None and not lease.released else None
 
 
+def lease_for_server(host: str, port_range: Optional[Sequence[int]],
+                     port: Optional[int]) -> PortLease:
+    """The lease a ``ServerProcess`` takes: ``port`` (taking over this process's own
+    lease on it, if any), or a free port of ``port_range`` from the shared allocator."""
+    allocator = _allocator(host, port_range)
+    if port is not None:
+        return own_lease(port) or allocator.acquire_port(port)
+    return allocator.acquire()
+
+
 def held_ports() -> List[int]:
     """Ports this process holds leases on."""
     with _registry_lock:

@@ -1,97 +1,62 @@
 """``ServerProcess``: launch a server, prove it ready, stop it, leave nothing behind.
 
-The life of one server:
+The life of one server, each step a part of its own (``harness/_server/``):
 
-1. Arguments are checked before anything happens (``ValueError``/``TypeError``).
-2. A port is leased (or the given one is leased and probed), a private 0700
-   temp dir holds the app code and the log, and the server is spawned in
-   its own session with ``PORT``, ``HOST`` and the harness marker.
-3. Readiness is probed with a short, proportional backoff while the
-   process's exit is watched (a pidfd on Linux): a crash is reported at
-   once, with the command, exit code or signal, what every probe saw and
-   the log tail.  The listener that answers must belong to the server.
-4. ``stop()`` sends SIGCONT+SIGTERM to the group and to escaped descendants,
-   waits ``stop_timeout``, SIGKILLs what is left, reaps, confirms the port
-   is closed, releases the lease and removes the temp dir.
+1. Arguments are checked before anything happens (:mod:`._server.spec`).
+2. A port is leased (or a Unix socket path made) and a private 0700 temp
+   dir holds the app code, the log and the server's own ``TMPDIR``; the
+   server is launched through a zygote, under a keeper that is its parent
+   and a subreaper (:mod:`._server.launch`, :mod:`._server.zygote`).
+3. Readiness is probed with a proportional backoff while the keeper
+   reports the exit at once: a crash is reported immediately with the
+   command, exit code or signal, what every probe saw and the head and
+   tail of the log (:mod:`._server.diagnostics`).  Every listener on the
+   port must belong to the server's process tree (:mod:`._server.ownership`).
+4. ``stop()`` asks the keeper to end the server's whole subtree (SIGCONT +
+   SIGTERM, ``stop_timeout``, SIGKILL), confirms the port no longer
+   accepts connections, releases the lease and removes the temp dir.
+
+The contract is in README.rst, "Servers"; DEVELOPING.rst has the map.
 """
 from __future__ import annotations
 
-import ipaddress
+import errno
 import logging
 import os
 import re
-import select
+import secrets
 import shutil
 import signal
 import socket
-import subprocess
+import ssl
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+import time
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
 
 from ._config import scaled, scaled_for_cleanup, timeout_factor
-from ._os import kill, procinfo, sockets
+from ._os import kill, procinfo
 from ._os.identity import ProcessId
-from ._server import launch, marker, safety_net, watchdog
-from ._validate import check_port, check_port_range, check_positive_int, check_timeout
-from ._wait import Deadline, pause, poll_interval
-from .checks import Check, HealthSpec, Outcome, Ready, as_check, wait_ready
-from .errors import HarnessError, PortUnavailable, ServerNotReady, ServerStartError
+from ._server import launch, marker, ownership, safety_net, supervisor
+from ._server.diagnostics import StartFacts, describe_exit, start_failure
+from ._server.log import ServerLog
+from ._server.spec import PathLike, ServerSpec, Verify
+from ._validate import seconds
+from ._wait import Deadline, poll_interval
+from .checks import Check, HealthSpec, Outcome, Ready, WaitEnd, wait_ready
+from .errors import HarnessError, PortUnavailable, ServerStartError, WaitTimeout
+from .http import Response
 
 _log = logging.getLogger("harness.process")
 
 LOG_TAIL_LINES = 40
 MAX_RELAUNCHES = 3
+KILL_WAIT = 5.0   # after SIGKILL, how long processes may take to disappear
 _ADDR_IN_USE = re.compile(r"address already in use|EADDRINUSE|errno (98|48)\b", re.I)
-_KEPT_OUTPUT = 1 << 20  # output() after stop: the last MiB of the deleted log
-
-PathLike = Union[str, "os.PathLike[str]"]
-
-
-def _check_host(host: object) -> str:
-    if not isinstance(host, str):
-        raise TypeError(f"host must be a str IP address, got {host!r}")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"host must be a numeric loopback address such as '127.0.0.1' or '::1', "
-            f"got {host!r} (a name like 'localhost' may resolve to ::1 first)") from None
-    if not address.is_loopback:
-        raise ValueError(f"host must be a loopback address (servers under test are not "
-                         f"exposed to the network), got {host!r}")
-    return host
-
-
-def _check_env(env: object) -> Dict[str, Optional[str]]:
-    if env is None:
-        return {}
-    if not isinstance(env, Mapping):
-        raise TypeError(f"env must be a dict of str -> str or None, got {env!r}")
-    for key, value in env.items():
-        if not isinstance(key, str) or not key or "=" in key:
-            raise ValueError(f"env keys must be non-empty str without '=', got {key!r}")
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"env[{key!r}] must be a str or None, got {value!r}")
-    return dict(env)
-
-
-def _signal_name(returncode: int) -> str:
-    try:
-        return signal.Signals(-returncode).name
-    except ValueError:
-        return f"signal {-returncode}"
-
-
-def describe_exit(returncode: Optional[int]) -> str:
-    if returncode is None:
-        return "is still running"
-    if returncode < 0:
-        return f"was killed by {_signal_name(returncode)}"
-    return f"exited with code {returncode}"
+_SUN_PATH_MAX = 100  # sockaddr_un.sun_path holds 108 bytes (104 on macOS)
 
 
 class ServerProcess:
-    """A server process under test.  See DESIGN.md "Servers" for the contract.
+    """A server process under test; see README.rst, "Servers".
 
     >>> with ServerProcess(app_code=APP) as server:   # doctest: +SKIP
     ...     server.get("/health").status
@@ -99,533 +64,561 @@ class ServerProcess:
     """
 
     def __init__(self, app_code: Optional[str] = None, *, argv: Optional[Sequence[str]] = None,
-                 host: str = "127.0.0.1", port: Optional[int] = None,
-                 port_range: Optional[Sequence[int]] = None, handoff: bool = False,
+                 target: Optional[Callable[..., Any]] = None, args: Sequence[Any] = (),
+                 kwargs: Optional[Mapping[str, Any]] = None,
+                 preload: Optional[Sequence[str]] = None, host: str = "127.0.0.1",
+                 port: Optional[int] = None, port_range: Optional[Sequence[int]] = None,
+                 handoff: bool = False, unix_socket: bool = False,
                  env: Optional[Mapping[str, Optional[str]]] = None,
                  cwd: Optional[PathLike] = None, health: HealthSpec = "/health",
                  ready_successes: int = 2, start_timeout: float = 10.0,
-                 stop_timeout: float = 5.0, name: Optional[str] = None) -> None:
-        if (app_code is None) == (argv is None):
-            raise ValueError("give exactly one of app_code (Python source) or argv "
-                             "(a command list), got " + ("both" if argv is not None else "neither"))
-        if app_code is not None:
-            if not isinstance(app_code, str):
-                raise TypeError(f"app_code must be a str of Python source, got "
-                                f"{type(app_code).__name__}")
-            if not app_code.strip():
-                raise ValueError("app_code is empty")
-        if argv is not None:
-            if isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple)):
-                raise TypeError(f"argv must be a list of str (no shell is used), got {argv!r}")
-            if not argv:
-                raise ValueError("argv is empty")
-            for item in argv:
-                if not isinstance(item, str):
-                    raise TypeError(f"argv items must be str, got {item!r}")
-        self.host = _check_host(host)
-        if port is not None:
-            check_port(port)
-            if port_range is not None:
-                raise ValueError("give port or port_range, not both")
-        self._port_range = check_port_range(port_range) if port_range is not None else None
-        if not isinstance(handoff, bool):
-            raise TypeError(f"handoff must be True or False, got {handoff!r}")
-        self._env = _check_env(env)
-        if cwd is not None:
-            cwd = os.fspath(cwd)
-            if not os.path.isdir(cwd):
-                raise ValueError(f"cwd is not an existing directory: {cwd!r}")
-        self.check: Check = as_check(health)
-        self.ready_successes = check_positive_int(ready_successes, "ready_successes")
-        self.start_timeout = check_timeout(start_timeout, "start_timeout")
-        self.stop_timeout = check_timeout(stop_timeout, "stop_timeout")
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {name!r}")
-        self.app_code = app_code
-        self.argv = list(argv) if argv is not None else None
-        self.handoff = handoff
-        self.cwd = cwd
-        self.name = name or ("app" if argv is None else os.path.basename(argv[0]))
-        self.port: Optional[int] = port
-        self._fixed_port = port
+                 stop_timeout: float = 5.0, name: Optional[str] = None, https: bool = False,
+                 verify: Verify = True, listens: bool = True) -> None:
+        self.spec = ServerSpec.checked(
+            app_code, argv=argv, target=target, args=args, kwargs=kwargs, preload=preload,
+            host=host, port=port, port_range=port_range, handoff=handoff,
+            unix_socket=unix_socket, env=env, cwd=cwd, health=health,
+            ready_successes=ready_successes, start_timeout=start_timeout,
+            stop_timeout=stop_timeout, name=name, https=https, verify=verify, listens=listens)
+        spec = self.spec
+        self.host = spec.host
+        self.handoff = spec.handoff
+        self.name = spec.name
+        self.check: Check = spec.check
+        self.ready_successes = spec.ready_successes
+        self.start_timeout = spec.start_timeout
+        self.stop_timeout = spec.stop_timeout
+        self.app_code = spec.app_code
+        self.argv = list(spec.argv) if spec.argv is not None else None
+        self.cwd = spec.cwd
+        self.port: Optional[int] = spec.port
+        self.socket_path: Optional[str] = None
         self.pid: Optional[int] = None
         self.returncode: Optional[int] = None
-        self.log_path: Optional[str] = None
-        self.log_offset = 0   # where the current launch's output starts in the log
-        self.launch_id = 0
         self.command: List[str] = []
         self.server_id = ""
-        self._proc: Optional[subprocess.Popen] = None
-        self._pidfd: Optional[int] = None
-        self._identity: Optional[ProcessId] = None
+        self.warm = False
+        self.listen_inode: Optional[int] = None
+        self.ssl_context: Optional[ssl.SSLContext] = (
+            _ssl_context(spec.verify) if spec.https else None)
+        self._log = ServerLog()
+        self._launched: Optional[launch.Launched] = None
         self._lease: Any = None
+        self._listener: Optional[socket.socket] = None
         self._dir: Optional[str] = None
-        self._kept_output = ""
+        self._files: dict = {}
+        self._read_offset: Optional[int] = None  # wait_for_log goes on from here
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ info
 
     @property
     def url(self) -> str:
+        scheme = "https" if self.spec.https else "http"
+        if self.spec.unix_socket:
+            return f"{scheme}://localhost"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def log_path(self) -> Optional[str]:
+        return self._log.path
+
+    @property
+    def log_offset(self) -> int:
+        """Where the current launch's output starts in the log."""
+        return self._log.offset
+
+    @property
+    def launch_id(self) -> int:
+        return self._log.launch_id
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and not self._exited(0)
+        return self._launched is not None and not self._exited(0)
 
     @property
     def state(self) -> str:
         """What the server is doing, in words that stay true when shown in a report:
         "not started", "running", "exited with code 1", "was killed by SIGKILL"."""
-        if self._proc is not None and self._exited(0):
-            self._reap_if_exited()
         if self.running:
             return "running"
         if self.returncode is not None:
             return describe_exit(self.returncode)
         return "not started"
 
-    def _reap_if_exited(self) -> None:
-        """Record the exit code of a server that exited on its own (not reaped yet)."""
-        proc = self._proc
-        if proc is not None and proc.returncode is None and _has_exited(proc):
-            self.returncode = _exit_status(proc)
-
     def __repr__(self) -> str:
-        return f"<ServerProcess {self.name!r} pid={self.pid} {self.url} {self.state}>"
+        where = f"unix:{self.socket_path}" if self.spec.unix_socket else self.url
+        return f"<ServerProcess {self.name!r} pid={self.pid} {where} {self.state}>"
 
     def output(self) -> str:
         """Everything the server wrote to stdout and stderr so far.
 
-        After a successful :meth:`stop` the log file is gone; the last MiB of
-        it is kept in memory.
+        After :meth:`stop` the log file is gone; the last MiB of it is kept
+        in memory.
         """
-        if self.log_path and os.path.exists(self.log_path):
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        return self._kept_output
+        return self._log.text()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        text = self._read_tail(64 * 1024) if self.log_path and os.path.exists(
-            self.log_path) else self._kept_output
-        return "\n".join(text.splitlines()[-lines:])
-
-    def _log_size(self) -> int:
-        try:
-            return os.path.getsize(self.log_path) if self.log_path else 0
-        except OSError:
-            return 0
-
-    def _read_tail(self, size: int) -> str:
-        assert self.log_path is not None
-        with open(self.log_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - size))
-            return f.read().decode("utf-8", "replace")
+        return self._log.tail(lines)
 
     # --------------------------------------------------------------- launch
 
     def start(self) -> "ServerProcess":
         """Launch and return once ``ready_successes`` checks in a row passed."""
+        __tracebackhide__ = True  # pytest: a failed start points at the test's line
         with self._lock:
-            if self._proc is not None:
+            if self._launched is not None:
                 return self
-            deadline = Deadline(scaled(self.start_timeout))
-            watchdog.ensure()
-            self._dir = marker.make_private_dir()
-            watchdog.register_dir(self._dir)
-            try:
-                self._prepare_files()
-            except BaseException:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._dir = None
-                raise
+            deadline = Deadline(scaled(self.start_timeout))  # a bad factor raises here
+            launch.warm_setting()                            # so does a bad HARNESS_WARM
+            self._make_dir()
             relaunches = 0
+            _log.info("starting server %r", self.name)
             while True:
                 try:
-                    self._launch()
+                    self._launch(deadline)
                     result = self._wait(deadline)
-                except BaseException:
-                    # Keep the log only if a server ran and wrote something.
-                    launched = self._proc is not None or relaunches > 0
-                    self._stop_locked(kill_now=True, keep=launched and self._log_size() > 0)
+                except BaseException as exc:
+                    # An interrupted start keeps nothing; a failed one keeps its log
+                    # if a server ran and wrote something.
+                    keep = isinstance(exc, Exception) and self._log.launch_id > 0 \
+                        and self._log.size() > 0
+                    self._end(grace=0.0, keep_log=keep, check_port=False)
                     raise
                 if result.ok:
+                    _log.info("server %r ready in %.3f s (pid %s, %s%s)", self.name,
+                              deadline.elapsed(), self.pid, self.url,
+                              ", warm" if self.warm else "")
                     return self
                 lost = self._lost_port(result)
-                if lost and self._fixed_port is None and not self.handoff \
-                        and relaunches < MAX_RELAUNCHES \
+                if lost and self.spec.port is None and not self.handoff \
+                        and not self.spec.unix_socket and relaunches < MAX_RELAUNCHES \
                         and not deadline.expired:
                     relaunches += 1
-                    self._note(f"port {self.port} was lost ({lost}); relaunching on a new "
+                    message = (f"port {self.port} was lost ({lost}); relaunching on a new "
                                f"port (relaunch {relaunches} of {MAX_RELAUNCHES})")
-                    self._stop_locked(kill_now=True, keep=True, reuse_dir=True)
+                    self._log.note(message)
+                    _log.info("server %r: %s", self.name, message)
+                    self._end_launch(grace=0.0)
+                    self._release_port()
                     continue
-                raise self._start_error(result, deadline, lost)
+                try:
+                    error = self._fail_start(result, deadline, lost)
+                finally:
+                    self._remove_dir()  # whatever happened while describing the failure
+                raise error
 
-    def _prepare_files(self) -> None:
-        assert self._dir is not None
-        self.log_path = os.path.join(self._dir, "server.log")
-        _write_private(self.log_path, "")
-        if self.app_code is not None:
-            self._app_path = os.path.join(self._dir, "app.py")
-            self._boot_path = os.path.join(self._dir, "boot.py")
-            _write_private(self._app_path, self.app_code)
-            _write_private(self._boot_path, launch.BOOT)
+    def _make_dir(self) -> None:
+        self._dir = marker.make_private_dir()
+        try:
+            supervisor.register_dir(self._dir)
+            self._log.create(self._dir)
+            temp = os.path.join(self._dir, "tmp")
+            os.mkdir(temp, 0o700)
+            self._files = {"tmp": temp}
+            if self.spec.kind == "app":
+                assert self.app_code is not None
+                self._files["app"] = _write_private(os.path.join(self._dir, "app.py"),
+                                                    self.app_code.encode("utf-8"))
+            elif self.spec.kind == "target":
+                assert self.spec.payload is not None
+                self._files["target"] = _write_private(os.path.join(self._dir, "target.pickle"),
+                                                       self.spec.payload)
+        except BaseException:
+            self._remove_dir()
+            raise
 
     def _take_port(self) -> None:
-        from .ports import _allocator  # shared per (host, range): one shuffle, not one per server
-        allocator = _allocator(self.host, self._port_range)
-        if self._fixed_port is not None:
-            from .ports import own_lease  # a port this process leased: take the lease over
-            self._lease = own_lease(self._fixed_port) or allocator.acquire_port(self._fixed_port)
-        else:
-            self._lease = allocator.acquire()
+        from .ports import lease_for_server  # one shuffle per (host, range), not one per server
+        self._lease = lease_for_server(self.host, self.spec.port_range, self.spec.port)
         self.port = self._lease.port
 
-    def _take_port_and_socket(self) -> Optional[socket.socket]:
-        """Lease the port; with handoff also bind it (a new lease if a stranger took it)."""
+    def _take_address(self) -> None:
+        """Lease the port (or make the socket path); with handoff also bind and listen."""
+        if self.spec.unix_socket:
+            assert self._dir is not None
+            self.socket_path = _socket_path(self._dir)
+            if self.handoff:
+                self._listener = _unix_listener(self.socket_path)
+            return
         from .ports import listening_socket
         for attempt in range(MAX_RELAUNCHES + 1):
             self._take_port()
             assert self.port is not None
             if not self.handoff:
-                return None
+                return
             try:
-                return listening_socket(self.host, self.port)
+                self._listener = listening_socket(self.host, self.port)
+                return
             except PortUnavailable:
                 self._release_port()
-                if self._fixed_port is not None or attempt == MAX_RELAUNCHES:
+                if self.spec.port is not None or attempt == MAX_RELAUNCHES:
                     raise
         raise AssertionError("unreachable")
 
-    def _launch(self) -> None:
-        assert self.log_path is not None
-        listener = self._take_port_and_socket()
+    def _launch(self, deadline: Deadline) -> None:
+        self._take_address()
+        self.listen_inode = (os.fstat(self._listener.fileno()).st_ino
+                             if self._listener is not None else None)
         self.server_id = marker.new_server_id()
         markers = {marker.OWNER_ENV: marker.owner_token(), marker.SERVER_ID_ENV: self.server_id}
-        env = launch.environment(self._env, host=self.host, port=self.port, marker=markers,
-                                  handoff=self.handoff, fd_name=re.sub(r"[^\w.-]", "_", self.name))
-        if self.app_code is not None:
-            self.command = launch.app_command(self._boot_path, self._app_path, self.handoff)
+        fresh_python = self.spec.kind != "argv" and launch.warm_key(self.spec) is None
+        env = launch.environment(self.spec, port=self.port, socket_path=self.socket_path,
+                                 markers=markers, temp_dir=self._files["tmp"],
+                                 fresh_python=fresh_python)
+        if self.spec.kind == "argv":
+            command = launch.argv_command(self.spec, self.port, self.socket_path)
+        elif self.spec.kind == "app":
+            command = launch.fresh_command("app", self._files["app"])
         else:
-            assert self.argv is not None
-            argv = [a.replace("{port}", str(self.port)).replace("{host}", self.host)
-                    for a in self.argv]
-            self.command = launch.command(argv, self.handoff)
-        watchdog.ensure()
-        safety_net.add(self)
-        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+            command = launch.fresh_command("target", self._files["target"]) + (
+                [self.spec.main_path] if self.spec.main_path else [])
+        self.command = command
+        log_fd = self._log.open_for_launch()
         try:
-            self.log_offset = os.fstat(log_fd).st_size
-            self.launch_id += 1
-            try:
-                self._proc = launch.spawn(self.command, env=env, cwd=self.cwd, log_fd=log_fd,
-                                           listen_fd=listener.fileno() if listener else None)
-            except OSError as exc:
-                safety_net.discard(self)
-                self._release_port()
-                raise ServerStartError(
-                    f"could not launch server {self.name!r}: {exc}\n  command: "
-                    f"{_shown(self.command)}\n  cwd: {self.cwd or os.getcwd()}\n"
-                    f"  fix the command (is the program installed and executable?)") from exc
+            launched = launch.launch(
+                self.spec, env=env, command=command, files=self._files, log_fd=log_fd,
+                listen_fd=self._listener.fileno() if self._listener is not None else None,
+                deadline=deadline)
+        except supervisor.LaunchError as exc:
+            self._release_port()
+            raise self._launch_error(exc, command) from None
         finally:
             os.close(log_fd)
-            if listener is not None:
-                listener.close()  # the server has its copy; ours would keep the port open
-        self.pid = self._proc.pid
+            # The server has its copy.  Ours would keep the socket open after the
+            # server died: a probe would wait on it instead of being refused.
+            self._close_listener()
+        self._launched = launched
+        self.pid = launched.pid
+        self.command = launched.command
+        self.warm = launched.warm
         self.returncode = None
-        self._identity = procinfo.identity(self.pid)
-        watchdog.register(self.pid)
-        self._pidfd = None
-        if hasattr(os, "pidfd_open"):
-            try:
-                self._pidfd = os.pidfd_open(self.pid)
-            except OSError:
-                self._pidfd = None
+        self._read_offset = None
+        safety_net.add(self)
+
+    def _launch_error(self, exc: supervisor.LaunchError, command: List[str]) -> ServerStartError:
+        from ._server.diagnostics import shown
+        if exc.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR):
+            fix = "fix the command (is the program installed, on PATH and executable?)"
+        elif exc.detail:
+            fix = "fix the import error above (the preload or target module)"
+        else:
+            fix = "see the error above; the next start launches a fresh launcher"
+        lines = [f"could not launch server {self.name!r}: {exc}", f"  command: {shown(command)}",
+                 f"  cwd: {self.cwd or os.getcwd()}"]
+        if exc.detail:
+            lines.extend("    " + line for line in exc.detail.rstrip().splitlines())
+        lines.append(f"  fix: {fix}")
+        return ServerStartError("\n".join(lines))
 
     def _exited(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for the server to exit; True if it has.
-
-        The process is not reaped here, so its pid (and group id) cannot be
-        reused while harness may still signal it.
-        """
-        proc = self._proc
-        if proc is None:
+        """Wait up to ``timeout`` for the server to exit; True if it has (or never ran)."""
+        launched = self._launched
+        if launched is None:
             return True
-        if proc.returncode is not None:
+        if launched.link.exited(max(timeout, 0.0)):
+            if launched.link.status is not None:
+                self.returncode = launched.link.status
             return True
-        if self._pidfd is not None:
-            poller = select.poll()
-            poller.register(self._pidfd, select.POLLIN)
-            return bool(poller.poll(max(timeout, 0) * 1000))
-        deadline = Deadline(timeout)
-        while True:
-            if _has_exited(proc):
-                return True
-            if deadline.expired:
-                return False
-            pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
+        return False
 
     def _wait(self, deadline: Deadline) -> Ready:
-        verify = self._verify_listener if self.check.uses_port else None
+        expects_listener = self.spec.listens and not self.spec.unix_socket
+        verify = self._verify_listener if expects_listener else None
+        watch = _PortWatch(self) if expects_listener and not self.handoff else None
         return wait_ready(self, self.check, successes=self.ready_successes, deadline=deadline,
-                          exited=self._exited, verify=verify,
-                          stop_on=lambda outcome: outcome.label.startswith("port answered by"))
+                          exited=self._exited, verify=verify, watch=watch)
+
+    def _tree(self) -> List[int]:
+        assert self.pid is not None
+        keeper = self._launched.link.keeper_pid if self._launched else None
+        return ownership.tree_pids(self.pid, keeper)
 
     def _verify_listener(self) -> Optional[Outcome]:
-        """A failing outcome if the listener on our port is not the server's own.
-
-        Not needed with handoff: harness bound that socket itself.
-        """
-        assert self.port is not None and self.pid is not None
-        if self.handoff:
+        """A failing outcome if any listener on our port is not the server's own."""
+        if self.port is None or self.pid is None:
             return None
-        table = sockets.listening(_family(self.host))
-        inodes = {inode for inode, port in (table or {}).items() if port == self.port}
-        if not inodes:
-            return None  # cannot tell (not Linux, or another network namespace)
-        if inodes.intersection(procinfo._socket_inodes(self.pid)):
-            return None
-        for member in procinfo.descendants(self.pid):
-            if inodes.intersection(procinfo._socket_inodes(member)):
-                return None
-        owners = [pid for pid in procinfo.all_pids()
-                  if inodes.intersection(procinfo._socket_inodes(pid))]
-        who = "; ".join(f"pid {pid} ({procinfo.cmdline(pid)[:80]})" for pid in owners)
-        return Outcome(False, f"port answered by another process: {who or 'unknown holder'}")
+        foreign = ownership.foreign_listeners(self.port, self._tree())
+        if foreign:
+            who = "; ".join(ownership.describe_foreign(item) for item in foreign[:3])
+            return Outcome(False, f"port answered by another process: {who}", foreign=True)
+        if foreign is not None and self._launched is not None and self._launched.subreaper \
+                and ownership.only_others_listen(self.port, ownership.own_tree(self.pid)):
+            # Only orphans the keeper adopted listen: the server forked a daemon and
+            # is on its way out.  Not ready; its exit will be reported as such.
+            return Outcome(False, "port held by a process the server left behind "
+                                  "(it daemonized?)")
+        return None  # all ours, or cannot tell (not Linux)
 
     def _lost_port(self, result: Ready) -> str:
-        for label in result.tally.counts:
-            if label.startswith("port answered by"):
-                return label
-        if result.reason == "exited" and self.log_path:
-            try:
-                with open(self.log_path, "rb") as f:
-                    f.seek(self.log_offset)
-                    text = f.read(256 * 1024).decode("utf-8", "replace")
-            except OSError:
-                return ""
+        if result.reason is WaitEnd.PORT_LOST:
+            return result.tally.last_label
+        if result.reason is WaitEnd.EXITED:
+            text, _ = self._log.read(self._log.offset, 256 * 1024)
             if _ADDR_IN_USE.search(text):
                 return "the server reported 'address already in use'"
         return ""
 
-    def _note(self, message: str) -> None:
-        """Write a harness line into the server's log."""
-        if self.log_path:
-            with open(self.log_path, "a") as f:
-                f.write(f"[harness] {message}\n")
-
-    def _start_error(self, result: Ready, deadline: Deadline, lost: str) -> ServerStartError:
-        """Stop what is left of the server and describe the failure."""
+    def _fail_start(self, result: Ready, deadline: Deadline, lost: str) -> ServerStartError:
+        """Gather the facts while the process exists, stop it, keep its log, describe it."""
         elapsed = deadline.elapsed()
-        other: set = set()
-        if result.reason != "exited" and self.pid is not None and self.check.uses_port:
-            other = _tree_listen_ports(self.pid, self.host) - {self.port}
-        self._stop_locked(grace=scaled_for_cleanup(min(self.stop_timeout, 1.0)), keep=True)
-        if result.reason == "exited":
-            rc = self.returncode
-            what = f"{describe_exit(rc)} during start-up after {elapsed:.2f} s"
-            if rc == 0:
-                what += (" (a server must keep running in the foreground; one that "
-                         "daemonizes cannot be supervised)")
-            cls = ServerStartError
-        elif result.reason == "rejected":
-            what = f"did not get its port after {elapsed:.2f} s: {lost}"
-            cls = ServerNotReady
-        else:
-            factor = timeout_factor()
-            what = (f"was not ready within {deadline.seconds:.1f} s (start_timeout="
-                    f"{self.start_timeout:g}" + (f" x HARNESS_TIMEOUT_FACTOR={factor:g}"
-                                                  if factor != 1 else "")
-                    + "); it has been stopped")
-            cls = ServerNotReady
-        lines = [f"server {self.name!r} {what}",
-                 f"  command: {_shown(self.command)}",
-                 f"  pid {self.pid}, {self.url}" + (" (socket handed off as fd 3)"
-                                                     if self.handoff else ""),
-                 f"  readiness {self.check!r}, {self.ready_successes} passes in a row needed: "
-                 f"{result.tally.summary()}"]
-        # What each kind of outcome looked like, the most frequent first: the
-        # last probe is often just the one the deadline cut short.
-        by_count = sorted(result.tally.counts, key=lambda lbl: -result.tally.counts[lbl])
-        for label in [lbl for lbl in by_count if result.tally.details.get(lbl)][:4]:
-            lines.append(f"  last {label}: {result.tally.details[label][:200]!r}")
-        if other:
-            lines.append(f"  the server listens on port {', '.join(map(str, sorted(other)))} "
-                             f"instead of {self.port}: make it use $PORT (or '{{port}}' in argv)")
-        if lost and self.handoff:
-            lines.append("  with handoff=True the server must use the listening socket on fd 3 "
-                         "(LISTEN_FDS=1) instead of binding the port itself")
-        elif lost and self._fixed_port is not None:
-            lines.append(f"  port {self.port} was given explicitly; free it or let harness "
-                         f"choose one (port=None)")
-        tail = self.log_tail()
-        if tail:
-            lines.append(f"  log (last {LOG_TAIL_LINES} lines; kept at {self.log_path}):")
-            lines.extend("    " + line for line in tail.splitlines())
-        else:
-            lines.append(f"  log: empty (kept at {self.log_path})")
-        return cls("\n".join(lines), returncode=self.returncode, log_path=self.log_path,
-                   log_tail=tail, outcomes=result.tally.as_dict())
+        other = set()
+        if result.reason is not WaitEnd.EXITED and self.pid is not None \
+                and self.spec.uses_port and self.port is not None:
+            other = ownership.listen_ports(self._tree()) - {self.port}
+        where = f"unix socket {self.socket_path}" if self.spec.unix_socket else self.url
+        try:
+            self._end(grace=scaled_for_cleanup(min(self.stop_timeout, 1.0)), keep_log=False,
+                      check_port=False, forget_log=False)
+        except HarnessError as exc:  # (processes that survived SIGKILL): said, not hidden
+            self._log.note(str(exc))
+        reason = WaitEnd.PORT_LOST if result.reason is not WaitEnd.EXITED and lost \
+            else result.reason
+        log_lines = self._log.excerpt(LOG_TAIL_LINES // 2)
+        kept = self._keep_log()
+        self._remove_dir()
+        facts = StartFacts(
+            name=self.name, reason=reason, elapsed=elapsed, returncode=self.returncode,
+            command=self.command, pid=self.pid, where=where, handoff=self.handoff,
+            check=repr(self.check), successes=self.ready_successes,
+            summary=result.tally.summary(), counts=dict(result.tally.counts),
+            details=dict(result.tally.details), other_ports=other, port=self.port, lost=lost,
+            fixed_port=self.spec.port is not None, deadline_seconds=deadline.seconds or 0.0,
+            start_timeout=self.start_timeout, factor=_factor(), log_lines=log_lines,
+            log_path=kept, warm=self.warm, not_kept=self._log.why_not_kept)
+        cls, message = start_failure(facts)
+        _log.info("server %r failed to start: %s", self.name, message.splitlines()[0])
+        return cls(message, returncode=self.returncode, log_path=kept,
+                   log_tail=self._log.tail(LOG_TAIL_LINES), outcomes=result.tally.as_dict())
 
     # ----------------------------------------------------------------- stop
 
     def stop(self) -> Optional[int]:
         """Stop the server and clean up; idempotent.  Returns the exit code.
 
-        An ``app_code`` server exits with 143 on SIGTERM (it shuts down
-        gracefully); a negative code is the signal that killed it.
+        An ``app_code`` or ``target`` server exits with 143 on SIGTERM (it
+        shuts down gracefully); a negative code is the signal that killed it.
         """
         with self._lock:
-            return self._stop_locked()
-
-    def _stop_locked(self, kill_now: bool = False, keep: bool = False,
-                     reuse_dir: bool = False, grace: Optional[float] = None) -> Optional[int]:
-        proc = self._proc
-        if proc is None:  # never launched, or already stopped
-            safety_net.discard(self)
-            self._release_port()
-            self._cleanup_dir(keep=keep, reuse=reuse_dir)
+            died = self._launched is not None and self._exited(0)
+            self._end(grace=scaled_for_cleanup(self.stop_timeout), keep_log=died,
+                      check_port=True, died_alone=died)
             return self.returncode
-        died_alone = self._exited(0)
-        try:
-            if grace is None:
-                grace = 0.0 if kill_now else scaled_for_cleanup(self.stop_timeout)
-            self._terminate(proc, grace=grace)
-        finally:
-            self._reap()
-            if self._pidfd is not None:
-                os.close(self._pidfd)
-                self._pidfd = None
-            watchdog.unregister(proc.pid)
-            self._proc = None
-            safety_net.discard(self)
-        still_open = self._port_accepts()
-        self._release_port()
-        if died_alone and not keep and not reuse_dir:
-            _log.warning("server %r (pid %s) %s before stop(); its log is kept at %s",
-                         self.name, self.pid, describe_exit(self.returncode), self.log_path)
-            keep = True
-        self._cleanup_dir(keep=keep, reuse=reuse_dir)
-        if still_open:
-            raise HarnessError(
-                f"port {self.port} still accepts connections after server {self.name!r} was "
-                f"stopped: held by {procinfo.describe_port_holders(self.port or 0)}")
-        return self.returncode
 
-    def _terminate(self, proc: subprocess.Popen, grace: float) -> None:
-        pgid = proc.pid  # session leader, not yet reaped: the group id cannot be reused
-        deadline = Deadline(grace)
-        start = self._identity.start_ticks if self._identity else None
-        if grace > 0:
-            _killpg(pgid, signal.SIGCONT)
-            _killpg(pgid, signal.SIGTERM)
+    def _end_launch(self, grace: float) -> List[ProcessId]:
+        """End the current launch's process tree (keeper, or by hand if it is gone)."""
+        launched, self._launched = self._launched, None
+        if launched is None:
+            return []
+        kill_wait = scaled_for_cleanup(KILL_WAIT)
+        try:
+            survivors = launched.link.stop(grace, kill_wait)
+        except supervisor.KeeperLost:
+            survivors = self._stop_by_hand(launched, kill_wait)
         else:
-            _killpg(pgid, signal.SIGKILL)
-        members = kill.find_marked(marker.SERVER_ID_ENV, self.server_id, started_after=start)
-        others = [t for t in members if _pgid(t.pid) != pgid]
-        for sig in ((signal.SIGCONT, signal.SIGTERM) if grace > 0 else (signal.SIGKILL,)):
-            for token in others:
-                kill.signal_process(token, sig)
-        if grace > 0:
-            self._exited(deadline.remaining())
-            survivors = kill.wait_gone(members, deadline)
-            if not survivors and self._exited(0):
-                _killpg(pgid, signal.SIGKILL)  # stragglers forked during shutdown
-                return
-            _killpg(pgid, signal.SIGKILL)
-        survivors = set(kill.alive(members))
-        survivors.update(kill.find_marked(marker.SERVER_ID_ENV, self.server_id,
-                                           started_after=start))
-        for token in survivors:
-            kill.signal_process(token, signal.SIGKILL)
-        self._exited(scaled_for_cleanup(5.0))
-        kill.wait_gone(survivors, Deadline(scaled_for_cleanup(5.0)))
+            if not launched.subreaper:
+                survivors += self._stop_escapees(kill_wait)  # no subreaper: marked escapees
+        if launched.link.status is not None:
+            self.returncode = launched.link.status
+        launched.link.close()
+        safety_net.discard(self)
+        self._close_listener()
+        return survivors
+
+    def _stop_by_hand(self, launched: launch.Launched, kill_wait: float) -> List[ProcessId]:
+        """The keeper is gone (killed): end the server and its marked processes ourselves."""
+        server = launched.link.identity
+        marked = self._stop_escapees(kill_wait, also=[server] if server else [])
+        if self.returncode is None and launched.link.status is not None:
+            self.returncode = launched.link.status
+        return marked
+
+    def _stop_escapees(self, kill_wait: float, also: Sequence[ProcessId] = ()) -> List[ProcessId]:
+        server_id = self.server_id
+
+        def members() -> List[ProcessId]:
+            found = [m for m in also if kill.is_alive(m)]
+            found += [m for m in kill.find_marked(marker.SERVER_ID_ENV, server_id)
+                      if m not in found]
+            return found
+        return kill.stop_tree(members, grace=0.0, kill_wait=kill_wait)
+
+    def _end(self, grace: float, keep_log: bool, check_port: bool, died_alone: bool = False,
+             forget_log: bool = True) -> None:
+        """Stop whatever runs, check the address is free, release it, clean the dir."""
+        ran = self._launched is not None
+        survivors = self._end_launch(grace) if ran else []
+        still_open = check_port and ran and self._address_accepts()
+        self._close_listener()
+        self._release_port()
+        if keep_log:
+            kept = self._keep_log()
+            if died_alone:
+                _log.warning("server %r (pid %s) %s before stop(); its log is kept at %s",
+                             self.name, self.pid, describe_exit(self.returncode), kept)
+        if forget_log:
+            self._remove_dir()
+        if survivors:
+            raise HarnessError(
+                f"server {self.name!r}: {len(survivors)} process(es) survived SIGKILL "
+                f"(stuck in the kernel?): {', '.join(str(s) for s in survivors[:5])}")
+        if still_open:
+            where = f"socket {self.socket_path}" if self.spec.unix_socket else f"port {self.port}"
+            raise HarnessError(
+                f"{where} still accepts connections after server {self.name!r} was stopped: "
+                f"held by {self._holder()}; that process is not the server's (the server's "
+                f"whole process tree is gone): stop it, it took the server's address")
+
+    def _holder(self) -> str:
+        if self.spec.unix_socket or self.port is None:
+            return "an unknown process"
+        return procinfo.describe_port_holders(self.port)
+
+    def _keep_log(self) -> Optional[str]:
+        """Move the log to the kept-logs folder (once); its path there."""
+        path = self._log.path
+        if path is None or not self._log.exists:
+            return None
+        if self._dir is None or not path.startswith(self._dir + os.sep):
+            return path  # kept already
+        return self._log.keep(self.name, self.pid)
 
     def _emergency_stop(self) -> None:
-        """For signal handlers: a normal stop, or SIGKILL if a stop/start is mid-way."""
+        """For signal handlers: a normal stop if nothing holds the server, else a fast kill."""
         if self._lock.acquire(blocking=False):
             try:
-                self._stop_locked()
+                launched = self._launched
+                if launched is None or launched.link.available():
+                    self._end(grace=scaled_for_cleanup(self.stop_timeout), keep_log=False,
+                              check_port=False)
+                    return
             finally:
                 self._lock.release()
-            return
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            _killpg(proc.pid, signal.SIGKILL)
-            for token in kill.find_marked(marker.SERVER_ID_ENV, self.server_id):
-                kill.signal_process(token, signal.SIGKILL)
+        launched = self._launched
+        if launched is not None and launched.link.keeper_pid:
+            keeper = procinfo.identity(launched.link.keeper_pid)
+            if keeper is not None:
+                # The keeper ends the server's tree on SIGTERM, and exits.
+                kill.signal_process(keeper, signal.SIGTERM)
 
-    def _reap(self) -> None:
-        proc = self._proc
-        if proc is not None:
-            self.returncode = proc.wait()
-
-    def _port_accepts(self) -> bool:
-        """True if a process of this server still accepts on its port after the kill.
-
-        Checked before the lease goes.  A listener that is not ours (a stale
-        server that answered instead) is not this server's leftover.
-        """
-        if self.port is None or not self._accepts():
+    def _address_accepts(self) -> bool:
+        """True if something still accepts on the server's address after its tree is gone."""
+        if self.spec.unix_socket:
+            if not self.socket_path or not os.path.exists(self.socket_path):
+                return False
+            family, address = socket.AF_UNIX, self.socket_path
+        elif self.port is None:
             return False
-        deadline = Deadline(scaled_for_cleanup(1.0))
-        while True:
-            if not kill.find_marked(marker.SERVER_ID_ENV, self.server_id):
-                return False
-            if not self._accepts():
-                return False
-            if deadline.expired:
-                return True
-            pause(deadline.cap(poll_interval(deadline.elapsed())))
-
-    def _accepts(self) -> bool:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        else:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            address = (self.host, self.port)  # type: ignore[assignment]
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.5)
             try:
-                sock.connect((self.host, self.port))
+                sock.connect(address)
             except OSError:
                 return False
         return True
+
+    def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()  # the server has its copy; ours would keep the port open
 
     def _release_port(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.release()
 
-    def _cleanup_dir(self, keep: bool, reuse: bool = False) -> None:
-        if reuse or self._dir is None:
+    def _remove_dir(self) -> None:
+        directory, self._dir = self._dir, None
+        if directory is None:
             return
-        watchdog.unregister_dir(self._dir)  # kept or removed: no longer the watchdog's
-        if not keep:
-            try:
-                self._kept_output = self._read_tail(_KEPT_OUTPUT) if self.log_path else ""
-            except OSError:
-                self._kept_output = ""
-            shutil.rmtree(self._dir, ignore_errors=True)
-        self._dir = None
+        self._log.remember()
+        try:
+            supervisor.register_dir(directory, add=False)
+        except Exception:
+            pass
+        shutil.rmtree(directory, ignore_errors=True)
+        if self._log.path and self._log.path.startswith(directory + os.sep):
+            self._log.path = None
+
+    # ------------------------------------------------------------ waiting
+
+    def wait_for_log(self, pattern: Union[str, "re.Pattern[str]"],
+                     timeout: float = 10.0) -> "re.Match[str]":
+        """Wait for a line of new output that matches ``pattern``; the match.
+
+        Reads only what is new: the first call from the start of the current
+        launch's output, each later one from the end of the line the
+        previous call matched.  ``timeout`` is multiplied by
+        ``HARNESS_TIMEOUT_FACTOR``; :class:`~harness.errors.WaitTimeout` at
+        the deadline, :class:`~harness.errors.HarnessError` if the server
+        exits first (both with the output that was read).
+        """
+        regex = _pattern(pattern)
+        limit = seconds(timeout, "timeout")
+        deadline = Deadline(scaled(limit))
+        start = self._read_offset if self._read_offset is not None else self._log.offset
+        offset, carry, looks = start, "", 0
+        while True:
+            looks += 1
+            text, offset = self._log.read(offset)
+            buffered = carry + text
+            cut = buffered.rfind("\n") + 1
+            complete = buffered[:cut]
+            match = regex.search(complete)
+            if match is not None:
+                line_end = complete.find("\n", match.end()) + 1 or len(complete)
+                unread = len(complete[line_end:].encode("utf-8")) + len(buffered[cut:].encode())
+                self._read_offset = offset - unread
+                return match
+            carry = buffered[cut:] if not complete else complete[-4096:] + buffered[cut:]
+            if self._launched is None or self._exited(0):
+                raise HarnessError(
+                    f"server {self.name!r} {self.state} while waiting for {regex.pattern!r} "
+                    f"in its output; last lines:\n" + _indent(self.log_tail(10)))
+            if deadline.expired:
+                raise WaitTimeout(
+                    f"{regex.pattern!r} did not appear in the output of server {self.name!r} "
+                    f"within {deadline.seconds:.1f} s ({looks} looks); last lines:\n"
+                    + _indent(self.log_tail(10)), what=f"log line {regex.pattern!r}",
+                    waited=deadline.elapsed(), attempts=looks, last=self.log_tail(10))
+            # Waiting on the exit is the pause: an exit ends it at once.
+            self._exited(deadline.cap(poll_interval(deadline.elapsed())))
 
     # ------------------------------------------------------------ talking
 
-    def request(self, method: str, path: str = "/", **kwargs: Any) -> Any:
+    def request(self, method: str, path: str = "/", **kwargs: Any) -> Response:
         """``harness.http.request`` against this server; errors carry the log tail."""
         from .http import request
         if not isinstance(path, str) or not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
+        if self.spec.unix_socket and self.socket_path:
+            kwargs.setdefault("unix_socket", self.socket_path)
+        if self.spec.https:
+            kwargs.setdefault("verify", self.ssl_context)
         try:
             return request(method, self.url + path, **kwargs)
         except HarnessError as exc:
             self._attach_tail(exc)
             raise
 
-    def get(self, path: str = "/", **kwargs: Any) -> Any:
+    def get(self, path: str = "/", **kwargs: Any) -> Response:
         return self.request("GET", path, **kwargs)
 
-    def post(self, path: str = "/", **kwargs: Any) -> Any:
+    def post(self, path: str = "/", **kwargs: Any) -> Response:
         return self.request("POST", path, **kwargs)
+
+    def put(self, path: str = "/", **kwargs: Any) -> Response:
+        return self.request("PUT", path, **kwargs)
+
+    def patch(self, path: str = "/", **kwargs: Any) -> Response:
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path: str = "/", **kwargs: Any) -> Response:
+        return self.request("DELETE", path, **kwargs)
 
     def memory(self) -> int:
         """Resident memory of the server and its children, in bytes."""
@@ -647,6 +640,7 @@ class ServerProcess:
     # --------------------------------------------------------- contextmgr
 
     def __enter__(self) -> "ServerProcess":
+        __tracebackhide__ = True
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -655,79 +649,113 @@ class ServerProcess:
 
 def start_server(app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess:
     """``ServerProcess(...).start()``."""
+    __tracebackhide__ = True
     return ServerProcess(app_code, **kwargs).start()
 
 
 # ------------------------------------------------------------------ helpers
 
-def _write_private(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
+class _PortWatch:
+    """Gives up on a server that listens on other ports but not on $PORT, after a grace.
 
+    The grace (a second, times HARNESS_TIMEOUT_FACTOR) is for servers that
+    open an admin or metrics port before their main one.  Looked at no more
+    than every 50 ms: it reads the process tree's sockets.
+    """
 
-def _shown(cmd: Sequence[str]) -> str:
-    import shlex
-    shown = [c if len(c) < 200 else c[:60] + "..." for c in cmd]
-    return " ".join(shlex.quote(c) for c in shown)
+    GRACE = 1.0
+    EVERY = 0.05
 
+    def __init__(self, server: "ServerProcess") -> None:
+        self.server = server
+        self.last_look = 0.0
+        self.wrong_since: Optional[float] = None
+        self.seen: set = set()
 
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except OSError:
-        pass
-
-
-def _pgid(pid: int) -> Optional[int]:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
-def _has_exited(proc: subprocess.Popen) -> bool:
-    """Whether ``proc`` exited, without reaping it where the OS allows."""
-    if hasattr(os, "waitid"):
-        try:
-            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return proc.poll() is not None
-        return info is not None and info.si_pid != 0
-    return proc.poll() is not None
-
-
-def _exit_status(proc: subprocess.Popen) -> Optional[int]:
-    """The exit status of an exited, unreaped child, without reaping it (else None)."""
-    if hasattr(os, "waitid"):
-        try:
-            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return proc.returncode
-        if info is None or info.si_pid == 0:
+    def __call__(self) -> Optional[Outcome]:
+        server = self.server
+        now = time.monotonic()
+        if server.pid is None or server.port is None or now - self.last_look < self.EVERY:
             return None
-        if info.si_code == os.CLD_EXITED:
-            return info.si_status
-        return -info.si_status
-    return proc.returncode
+        self.last_look = now
+        ports = ownership.listen_ports(server._tree())
+        if not ports or server.port in ports:
+            self.wrong_since = None
+            return None
+        self.seen = ports
+        if self.wrong_since is None:
+            self.wrong_since = now
+        if now - self.wrong_since < scaled_for_cleanup(self.GRACE):
+            return None
+        shown = ", ".join(map(str, sorted(ports)))
+        return Outcome(False, f"listens on port {shown} instead of {server.port}",
+                       f"the server listens on {shown}, not on $PORT={server.port}")
 
 
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+def _write_private(path: str, data: bytes) -> str:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
 
 
-def _tree_listen_ports(pid: int, host: str) -> set:
-    """TCP ports that ``pid`` or its descendants listen on (Linux; else empty)."""
-    table = sockets.listening(_family(host))
-    if not table:
-        return set()
-    inodes = set()
-    for member in [pid] + procinfo.descendants(pid):
-        inodes.update(procinfo._socket_inodes(member))
-    return {port for inode, port in table.items() if inode in inodes}
+def _socket_path(directory: str) -> str:
+    """The server's socket path, in its private dir if that is short enough for sun_path."""
+    path = os.path.join(directory, "server.sock")
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return path
+    # A long TMPDIR: a private dir under /tmp, linked from the server's dir for clean-up.
+    short = os.path.join("/tmp", f"harness-s{secrets.token_hex(6)}")
+    os.mkdir(short, 0o700)
+    os.symlink(short, os.path.join(directory, "socket-dir"))
+    return os.path.join(short, "s")
 
 
-safety_net.install()
+def _unix_listener(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _ssl_context(verify: Verify) -> ssl.SSLContext:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return ssl.create_default_context()
+
+
+def _factor() -> float:
+    try:
+        return timeout_factor()
+    except ValueError:
+        return 1.0
+
+
+def _pattern(pattern: object) -> "re.Pattern[str]":
+    if isinstance(pattern, str):
+        try:
+            return re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern is not a valid regex: {pattern!r} ({exc})") from None
+    if isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str):
+        return pattern
+    raise TypeError(f"pattern must be a str regex or a compiled str pattern, got {pattern!r}")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines()) or "    (no output)"
 
 
 __all__ = ["ServerProcess", "start_server", "describe_exit"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from typing import List, Optional
 
@@ -55,9 +54,10 @@ def my_harness_dirs() -> set:
 
 
 def remove_kept(log_path: Optional[str]) -> None:
-    """Remove the temp dir harness kept for a failed server's log."""
+    """Remove the log harness kept for a failed server (in the kept-logs folder)."""
+    from harness._server import logstore
     if log_path:
-        shutil.rmtree(os.path.dirname(log_path), ignore_errors=True)
+        logstore.discard(log_path)
 
 
 class NoLeftoversMixin:
@@ -66,13 +66,12 @@ class NoLeftoversMixin:
     def setUp(self) -> None:
         super().setUp()  # type: ignore[misc]
         self._dirs_before = my_harness_dirs()
-        from harness._server import watchdog as _watchdog
         self._children_before = set(_procinfo.descendants(os.getpid()))
-        self._watchdog = _watchdog
 
     def tearDown(self) -> None:
-        watchdog = self._watchdog.watchdog_pid()
-        children = set(_procinfo.descendants(os.getpid())) - self._children_before - {watchdog}
+        from harness._server import supervisor
+        zygotes = set(supervisor.running())  # they live as long as the runner, by design
+        children = set(_procinfo.descendants(os.getpid())) - self._children_before - zygotes
         children = {p for p in children if pid_alive(p)}
         self.assertEqual(children, set(), "child processes left behind")
         self.assertEqual(my_harness_dirs() - self._dirs_before, set(), "temp dirs left behind")

@@ -19,6 +19,25 @@ def python_env() -> dict:
     return env
 
 
+# Python installs its KeyboardInterrupt handler at start-up only where SIGINT
+# is at its default disposition, and an ignored SIGINT is inherited through
+# fork and exec.  So a test runner started with SIGINT ignored (a background
+# job, nohup, some CI agents) would start children that ignore the Ctrl-C a
+# test sends them, and the test would hang until its timeout.  A child that
+# a test interrupts runs this first: it then starts as it would from a
+# terminal, whatever the runner inherited.  (A handler, unlike SIG_IGN, is
+# reset by exec: the child's own children start with the default again.)
+DEFAULT_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)"
+
+
+def python_m(module: str, *args: str) -> List[str]:
+    """argv for ``python -m module *args`` whose SIGINT is Python's default
+    (see ``DEFAULT_SIGINT``), for tests that press Ctrl-C on it."""
+    code = (f"{DEFAULT_SIGINT}\nimport runpy\n"
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-c", code] + list(args)
+
+
 def spawn_python(code: str, **kwargs) -> subprocess.Popen:
     """Start ``python -c code`` with this checkout importable and pipes for stdio."""
     kwargs.setdefault("stdin", subprocess.PIPE)

@@ -9,6 +9,7 @@ import tempfile
 import threading
 import unittest
 
+from harness._os import procinfo as _procinfo
 from harness._wait import Deadline
 from harness.checks import (
     AllChecks,
@@ -18,10 +19,13 @@ from harness.checks import (
     Outcome,
     Tally,
     TcpCheck,
+    WaitEnd,
     as_check,
     poll_interval,
     wait_ready,
 )
+
+HANG = 30.0  # hang-catcher only
 
 
 class FakeServer:
@@ -34,6 +38,7 @@ class FakeServer:
         self.log_offset = 0
         self.launch_id = 1
         self.handoff = handoff
+        self.listen_inode = None
 
 
 class ThreadServer:
@@ -178,10 +183,28 @@ class TcpCheckTest(unittest.TestCase):
         self.addCleanup(holder.close)
         self.assertEqual(TcpCheck().probe(FakeServer(port), 1.0).label, "connection refused")
 
-    def test_handoff_passes_at_once(self) -> None:
-        port, holder = closed_port()
-        self.addCleanup(holder.close)
-        self.assertTrue(TcpCheck().probe(FakeServer(port, handoff=True), 1.0).ok)
+    @unittest.skipUnless(_procinfo.HAVE_PROC, "the accept queue is read from Linux's tables")
+    def test_handoff_needs_the_server_to_accept(self) -> None:
+        # harness listens itself under handoff: a connect alone proves nothing.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        self.addCleanup(sock.close)
+        server = FakeServer(sock.getsockname()[1], handoff=True)
+        server.listen_inode = os.fstat(sock.fileno()).st_ino
+        outcome = TcpCheck().probe(server, 0.2)
+        self.assertFalse(outcome.ok, "a connection nobody accepted is not readiness")
+        self.assertEqual(outcome.label, "connection queued, not accepted")
+        self.assertIn("accept()", outcome.detail)
+        taken: list = []
+        thread = threading.Thread(target=lambda: [taken.append(sock.accept()[0])
+                                                  for _ in range(2)])
+        thread.start()
+        self.addCleanup(lambda: [c.close() for c in taken])
+        outcome = TcpCheck().probe(server, 5.0)
+        thread.join(HANG)
+        self.assertTrue(outcome.ok, outcome)
+        self.assertEqual(outcome.label, "connection accepted")
 
 
 class LogCheckTest(unittest.TestCase):
@@ -323,9 +346,9 @@ class WaitReadyTest(unittest.TestCase):
     def test_verify_can_reject_a_streak(self) -> None:
         result = wait_ready(None, CallableCheck(lambda s: True), successes=2,
                             deadline=Deadline(10), exited=lambda t: False,
-                            verify=lambda: Outcome(False, "port answered by another process"),
-                            stop_on=lambda o: o.label.startswith("port answered"))
-        self.assertEqual(result.reason, "rejected")
+                            verify=lambda: Outcome(False, "port answered by another process",
+                                                   foreign=True))
+        self.assertEqual(result.reason, WaitEnd.PORT_LOST)
 
     def test_tally_summary_order_and_counts(self) -> None:
         tally = Tally()

@@ -157,7 +157,7 @@ class ServerCoverageTest(unittest.TestCase):
         the path through PYTHONPATH instead, which runs no .pth.
         """
         import coverage
-        boot = write(os.path.join(self.tmp, "boot.py"), _launch.BOOT)
+        boot = _launch.BOOT_PATH
         app = write(os.path.join(self.project, "app.py"),
                     "import shop\nprint(shop.price('book'))\n")
         env = dict(os.environ)
@@ -169,7 +169,7 @@ class ServerCoverageTest(unittest.TestCase):
         self.assertEqual(subprocess.run(probe, env=env, stdout=subprocess.PIPE,
                                         universal_newlines=True, timeout=60).stdout, "False\n",
                          "with -S nothing may start coverage before the boot script")
-        done = subprocess.run([sys.executable, "-S", boot, "--", app], env=env,
+        done = subprocess.run([sys.executable, "-S", boot, "app", app], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               universal_newlines=True, timeout=60)
         self.assertEqual((done.returncode, done.stdout), (0, "12\n"))
@@ -179,13 +179,13 @@ class ServerCoverageTest(unittest.TestCase):
 
     def test_boot_script_without_the_variable_does_not_import_coverage(self) -> None:
         """The common case pays nothing: no import, no data."""
-        boot = write(os.path.join(self.tmp, "boot.py"), _launch.BOOT)
+        boot = _launch.BOOT_PATH
         app = write(os.path.join(self.project, "app.py"),
                     "import sys\nprint('coverage' in sys.modules)\n")
         env = dict(os.environ)
         for var in ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG"):
             env.pop(var, None)
-        done = subprocess.run([sys.executable, boot, "--", app], env=env,
+        done = subprocess.run([sys.executable, boot, "app", app], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               universal_newlines=True, timeout=60)
         self.assertEqual((done.returncode, done.stdout), (0, "False\n"))

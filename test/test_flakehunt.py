@@ -24,7 +24,7 @@ import tempfile
 import unittest
 from typing import List, Optional, Tuple
 
-from _support import ROOT, python_env
+from _support import ROOT, python_env, python_m
 
 from harness import _wait
 from harness._cli.flakehunt import (
@@ -55,7 +55,9 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> Tuple[float, float]:
 
 
 def flakehunt_cmd(*args: str) -> List[str]:
-    return [sys.executable, "-m", "harness", "flakehunt", "--start-dir", FIXTURES] + list(args)
+    """``python -m harness flakehunt``, interruptible by SIGINT even when this
+    runner was started with SIGINT ignored (see ``_support.DEFAULT_SIGINT``)."""
+    return python_m("harness", "flakehunt", "--start-dir", FIXTURES, *args)
 
 
 def flakehunt(*args: str, env: Optional[dict] = None) -> Tuple[int, str, str]:
@@ -311,6 +313,32 @@ class FlakehuntHangTest(unittest.TestCase):
         self.assertEqual(len(tokens), 4, "both runs should have reached the hang within 3 s")
         self.assert_all_gone(tokens)
         self.assertEqual(harness_dirs_of(proc.pid), [])
+
+    def test_hung_runs_and_their_helpers_die_with_a_sigkilled_flakehunt(self) -> None:
+        proc = subprocess.Popen(flakehunt_cmd("flaky_fixture.Hangs", "-n", "2", "-j", "2",
+                                              "--timeout", "600"),
+                                cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = _wait.Deadline(HANG)
+            for pause in _wait.backoff(cap=0.1):
+                if len(self.tokens()) >= 4 or deadline.expired or proc.poll() is not None:
+                    break
+                _wait_for(pause)
+            tokens = self.tokens()
+            self.assertEqual(len(tokens), 4, "both runs should have reached their hang")
+            proc.kill()  # no handler, no cleanup code of flakehunt's runs
+            proc.wait(HANG)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        deadline = _wait.Deadline(HANG)
+        for pause in _wait.backoff(cap=0.1):
+            if not any(_procinfo.is_alive(t) for t in tokens) or deadline.expired:
+                break
+            _wait_for(pause)
+        self.assert_all_gone(tokens)
 
     def test_processes_a_passing_run_leaves_in_its_group_are_ended(self) -> None:
         code, out, err = flakehunt("flaky_fixture.LeavesHelper", "-n", "2", "-j", "2",

@@ -7,7 +7,7 @@ import time
 import unittest
 from typing import Any
 
-from _process_helpers import NoLeftoversMixin, pid_alive, remove_kept, server_argv
+from _process_helpers import OK_APP, NoLeftoversMixin, pid_alive, remove_kept, server_argv
 
 from harness._os import procinfo as _procinfo
 from harness.checks import Check, HttpCheck, Outcome, TcpCheck
@@ -154,6 +154,22 @@ class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
         self.assertIn("connection refused", str(error))
         if _procinfo.HAVE_PROC:
             self.assertRegex(str(error), r"listens on port \d+ instead of \d+")
+
+    @unittest.skipUnless(_procinfo.HAVE_PROC, "listeners are read from Linux's tables")
+    def test_wrong_port_fails_fast_naming_both_ports(self) -> None:
+        started = time.monotonic()
+        error = self.expect_failure(ServerNotReady, server_argv("wrong_port.py"),
+                                    start_timeout=LONG)
+        self.assertLess(time.monotonic() - started, LONG / 2, "waited for the whole timeout")
+        self.assertRegex(str(error), r"given up after .*: it listens on port (\d+) instead of "
+                                     r"(\d+) \(its \$PORT\)")
+        self.assertIn("fix: make the server listen on $PORT", str(error))
+
+    def test_an_admin_port_opened_first_is_not_a_wrong_port(self) -> None:
+        app = ("import socket, time\nadmin = socket.socket()\nadmin.bind(('127.0.0.1', 0))\n"
+               "admin.listen(1)\ntime.sleep(0.5)\n" + OK_APP)
+        with start_server(app, start_timeout=LONG) as server:
+            self.assertEqual(server.get("/").status, 200)
 
     def test_stale_listener_on_port_is_not_ours(self) -> None:
         # Another process answers on the port harness expects our server on:

@@ -14,7 +14,7 @@ from _support import open_fds, spawn_python
 
 from harness._os import procinfo as _procinfo
 from harness._os.identity import ProcessId
-from harness._server import watchdog as _watchdog
+from harness._server import supervisor
 from harness.checks import HttpCheck
 from harness.process import start_server
 
@@ -70,6 +70,14 @@ def wait_dead(pids: list, seconds: float) -> list:
     return left
 
 
+def wait_gone(paths: list, seconds: float) -> list:
+    """Paths still there after up to ``seconds`` (polled: this is a test)."""
+    end = time.monotonic() + seconds
+    while any(os.path.exists(p) for p in paths) and time.monotonic() < end:
+        time.sleep(0.01)
+    return [p for p in paths if os.path.exists(p)]
+
+
 class RunnerDeathTest(unittest.TestCase):
     def setUp(self) -> None:
         self.out = tempfile.mkdtemp()
@@ -105,7 +113,7 @@ class RunnerDeathTest(unittest.TestCase):
         elapsed = time.monotonic() - started
         self.assertEqual(left, [], "servers (or escaped grandchildren) outlived a SIGKILLed runner")
         sys.stderr.write(f"[all dead {elapsed * 1000:.0f} ms after the runner's SIGKILL] ")
-        # the watchdog also removes the runner's temp dirs
+        # the zygote also removes the runner's temp dirs
         end = time.monotonic() + HANG
         while any(os.path.exists(d) for d in dirs) and time.monotonic() < end:
             time.sleep(0.01)
@@ -117,7 +125,9 @@ class RunnerDeathTest(unittest.TestCase):
         self.assertEqual(proc.wait(HANG), -signal.SIGTERM, "the runner still dies by SIGTERM")
         self.assertEqual(wait_dead(pids, HANG), [])
         self.assertEqual(os.listdir(self.out), ["clean-exit"], "app server shut down gracefully")
-        self.assertFalse(any(os.path.exists(d) for d in dirs))
+        # The servers were started from a thread, so no signal handler was installed:
+        # the zygote stopped them (gracefully) and removes the dirs right after.
+        self.assertEqual(wait_gone(dirs, HANG), [])
 
     def test_sigint_of_runner_stops_servers(self) -> None:
         proc, pids, dirs = self.run_runner("threading.Event().wait()")
@@ -194,14 +204,14 @@ class HygieneTest(NoLeftoversMixin, unittest.TestCase):
     def snapshot(self) -> tuple:
         from harness.ports import held_ports
         children = {p for p in _procinfo.descendants(os.getpid()) if pid_alive(p)}
-        children.discard(_watchdog.watchdog_pid())
+        children -= set(supervisor.running())  # the zygotes live as long as the runner
         return open_fds(), children, held_ports()
 
     def test_200_start_stop_cycles_leave_nothing(self) -> None:
         sleeper = [sys.executable, "-S", "-c", "import signal; signal.pause()"]
         if os.path.exists("/bin/sleep"):
             sleeper = ["/bin/sleep", "600"]
-        start_server(argv=sleeper, health=lambda s: True).stop()  # starts the watchdog
+        start_server(argv=sleeper, health=lambda s: True).stop()  # starts the zygote
         before = self.snapshot()
         for i in range(self.CYCLES):
             if i % 20 == 0:  # a real HTTP server now and then, both ways of binding

@@ -195,11 +195,13 @@ class PluginTest(unittest.TestCase):
         code, output = run_pytest(["-rA", "test_crash.py"], self.dir, extra_env={"TMPDIR": tmp})
         self.assertEqual(code, 1, output)
         self.assertIn("1 failed, 1 passed", output)
-        left = os.listdir(tmp)
+        self.assertEqual(os.listdir(tmp), [f"harness-logs-{os.getuid()}"], output)
+        folder = os.path.join(tmp, f"harness-logs-{os.getuid()}")
+        left = os.listdir(folder)
         self.assertEqual(len(left), 1, (left, output))  # the failing test's log only
-        with open(os.path.join(tmp, left[0], "server.log")) as f:
+        with open(os.path.join(folder, left[0])) as f:
             self.assertIn("crash-marker-unexpected", f.read())
-        self.assertIn(os.path.join(tmp, left[0], "server.log"), output)  # its path is shown
+        self.assertIn(os.path.join(folder, left[0]), output)  # its path is shown
 
     def test_env_of_a_call_merges_onto_the_defaults_env(self):
         self.write("test_env.py", ENV_TESTS)

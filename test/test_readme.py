@@ -149,9 +149,11 @@ class ReadmeExamplesTest(unittest.TestCase):
         self.assertGreaterEqual(len(commands), 2, "README lost its two set-up commands")
         self.assertTrue(commands[0].endswith(".venv/bin/python -m harness demo"), commands[0])
         self.assertTrue(commands[1].endswith(
-            ".venv/bin/python -m unittest discover -s test"), commands[1])
+            " .venv/bin/pip install -e '.[test]' && .venv/bin/python -m unittest"), commands[1])
         with open(os.path.join(ROOT, ".ci", "run")) as f:
-            self.assertIn("-m unittest discover -s test", f.read())  # what CI runs
+            ci = f.read()  # CI installs and runs the suite the same way
+        self.assertIn('-e "$root[test]"', ci)
+        self.assertRegex(ci, r'"\$venv/bin/python" -m unittest\)')
 
     def test_extractor(self):
         text = textwrap.dedent("""\

@@ -25,7 +25,7 @@ from _support import open_fds
 from harness import HttpCheck, ServerProcess, TcpCheck
 from harness._config import scaled
 from harness._os import procinfo as _procinfo
-from harness._server import watchdog as _watchdog
+from harness._server import supervisor
 from harness._wait import Deadline, backoff
 
 
@@ -123,9 +123,10 @@ class RealServerTestCase(unittest.TestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        # harness keeps one pipe to its watchdog per test runner, opened on the
-        # first start(): open it now so the fd count compares like with like.
-        _watchdog.ensure()
+        # harness keeps its zygote's control socket and the lifeline pipe per test
+        # runner, opened on the first start(): open them now so the fd count
+        # compares like with like.
+        supervisor.zygote(None)
         self.fds_before = open_fds()
 
     def project(self, files: Dict[str, str]) -> str:

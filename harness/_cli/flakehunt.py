@@ -15,13 +15,13 @@ a test can log it, or seed its randomness from it to replay one run.
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import math
 import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,8 +29,8 @@ import time
 from typing import IO, Dict, List, Optional, Tuple
 
 from .. import _config, _wait
-from .._os import procinfo
-from .._server import marker
+from .._os import kill
+from .._server import marker, supervisor
 
 RUN_ENV = "HARNESS_FLAKEHUNT_RUN"
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -120,12 +120,21 @@ def failure_kind(output: str) -> Optional[str]:
     return f"{test}: {normalise(_exception_line(block))}"
 
 
+class RunOutcome(str, enum.Enum):
+    """How one run ended (a ``str``: JSON and old comparisons keep working)."""
+    PASS = "pass"
+    FAIL = "fail"                # a test failed, errored or the run timed out
+    LOAD_ERROR = "load_error"    # the test id could not be loaded
+    NO_TESTS = "no_tests"        # the id names no test
+    INTERRUPTED = "interrupted"  # stopped by Ctrl-C or --until-fail: not counted
+
+
 class RunResult:
-    """What one run did: outcome is "pass", "fail", "load_error", "no_tests" or "interrupted"."""
+    """What one run did: its :class:`RunOutcome`, failure kind, output and time."""
 
     def __init__(self, index: int, outcome: str, kind: Optional[str], output: str,
                  seconds: float, returncode: Optional[int]) -> None:
-        self.index, self.outcome, self.kind = index, outcome, kind
+        self.index, self.outcome, self.kind = index, RunOutcome(outcome), kind
         self.output, self.seconds, self.returncode = output, seconds, returncode
 
 
@@ -133,16 +142,17 @@ def classify(index: int, returncode: int, output: str, seconds: float,
              killed: Optional[str], timeout: float) -> RunResult:
     """Turn a finished run into a :class:`RunResult`."""
     if killed == "interrupted":
-        return RunResult(index, "interrupted", None, output, seconds, returncode)
+        return RunResult(index, RunOutcome.INTERRUPTED, None, output, seconds, returncode)
     if killed == "timeout":
-        return RunResult(index, "fail", f"timeout: no result within {timeout:g}s",
+        return RunResult(index, RunOutcome.FAIL, f"timeout: no result within {timeout:g}s",
                          output, seconds, returncode)
     if "unittest.loader._FailedTest" in output:
-        return RunResult(index, "load_error", failure_kind(output), output, seconds, returncode)
+        return RunResult(index, RunOutcome.LOAD_ERROR, failure_kind(output), output, seconds,
+                         returncode)
     if re.search(r"^Ran 0 tests", output, re.M) and returncode in (0, 5):
-        return RunResult(index, "no_tests", "no tests ran", output, seconds, returncode)
+        return RunResult(index, RunOutcome.NO_TESTS, "no tests ran", output, seconds, returncode)
     if returncode == 0:
-        return RunResult(index, "pass", None, output, seconds, returncode)
+        return RunResult(index, RunOutcome.PASS, None, output, seconds, returncode)
     kind = failure_kind(output)
     if kind is None:
         if returncode < 0:
@@ -154,35 +164,20 @@ def classify(index: int, returncode: int, output: str, seconds: float,
         else:
             last = [line for line in output.splitlines() if line.strip()][-1:]
             kind = f"exit code {returncode}" + (f": {normalise(last[0])}" if last else "")
-    return RunResult(index, "fail", kind, output, seconds, returncode)
+    return RunResult(index, RunOutcome.FAIL, kind, output, seconds, returncode)
 
 
 # ---------------------------------------------------------------- one run
 
 
-def _group_has_live_member(pgid: int) -> bool:
-    """True if a process of group ``pgid`` is alive (zombies are dead); True if unknown."""
-    pids = procinfo.all_pids()
-    if not pids:
-        return True
-    for pid in pids:
-        try:
-            if os.getpgid(pid) != pgid:
-                continue
-        except OSError:
-            continue
-        token = procinfo.identity(pid)  # None: it is gone already
-        if token is not None and procinfo.is_alive(token):
-            return True
-    return False
-
-
 class _Run:
-    """One fresh interpreter running the test, in its own session (process group).
+    """One fresh interpreter running the test, under the same guard as a server.
 
-    The process is reaped only by :meth:`wait`, under ``_lock``, after the
-    whole group was killed: until then its pid (the group id) cannot be
-    reused, so signalling the group never hits a stranger.
+    The run is launched through harness's zygote, under a keeper that is its
+    parent and a child subreaper: whatever the test starts (helpers, servers,
+    daemons) stays in the keeper's subtree, ends with the run, and ends when
+    flakehunt itself is killed (the lifeline).  The run carries the
+    ``HARNESS_OWNER`` marker, so ``python -m harness reap`` sees it too.
     """
 
     def __init__(self, index: int, argv: List[str], env: Dict[str, str], cwd: str,
@@ -190,43 +185,43 @@ class _Run:
         self.index = index
         self.out_path = out_path
         self.killed: Optional[str] = None
-        self._lock = threading.Lock()
-        self._reaped = False
+        self._stop_asked: Optional[str] = None
         self.started = time.monotonic()
-        with open(out_path, "wb") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, cwd=cwd, env=env,
-                                         start_new_session=True, close_fds=True)
-        self.exited = threading.Event()
+        env = dict(env, **{marker.OWNER_ENV: marker.owner_token()})
+        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        try:
+            self.link = supervisor.zygote(None).spawn(
+                {"kind": "exec", "argv": argv, "env": env, "cwd": cwd}, fd, None)
+        finally:
+            os.close(fd)
+        try:
+            self.pid = self.link.wait_started(_config.scaled(30.0))
+        except supervisor.LaunchError as exc:
+            self.link.close()
+            raise OSError(str(exc)) from None
+        self.identity = self.link.identity
 
-    def signal_group(self, sig: int) -> None:
-        with self._lock:
-            if not self._reaped:
-                try:
-                    os.killpg(self.proc.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
+    def stop(self, reason: str) -> None:
+        """Ask for the run to be stopped (timeout or Ctrl-C); :meth:`wait` does it."""
+        self._stop_asked = self._stop_asked or reason
 
-    def stop(self, reason: str, dump: bool = False) -> None:
-        """Stop the run (timeout or Ctrl-C): stack dump, SIGTERM, grace, SIGKILL."""
-        if self.exited.is_set():
-            return
-        self.killed = self.killed or reason
-        if dump and hasattr(signal, "SIGUSR1"):
-            with self._lock:
-                if not self._reaped:
-                    try:
-                        os.kill(self.proc.pid, signal.SIGUSR1)
-                    except ProcessLookupError:
-                        pass
+    def _dump_and_stop(self, dump: bool) -> None:
+        """Stack dump (timeouts), then SIGTERM, a grace, SIGKILL, to the whole subtree."""
+        if dump and hasattr(signal, "SIGUSR1") and self.identity is not None:
+            kill.signal_process(self.identity, signal.SIGUSR1)
             deadline = _wait.Deadline(_config.scaled(DUMP_WAIT))
-            for pause in _wait.backoff():
-                if self._dump_complete() or deadline.expired or self.exited.is_set():
+            for interval in _wait.backoff():
+                if self._dump_complete() or deadline.expired or self.link.exited(0):
                     break
-                self.exited.wait(deadline.cap(pause))
-        self.signal_group(signal.SIGTERM)
-        if not self.exited.wait(_config.scaled(TERM_GRACE)):
-            self.signal_group(signal.SIGKILL)
+                self.link.exited(deadline.cap(interval))  # an exit ends the wait at once
+        try:
+            self.link.stop(_config.scaled_for_cleanup(TERM_GRACE),
+                           _config.scaled_for_cleanup(GROUP_GONE_WAIT))
+        except supervisor.KeeperLost:
+            if self.identity is not None:
+                kill.stop_tree(lambda: [self.identity] if self.identity and
+                               kill.is_alive(self.identity) else [],
+                               grace=0.0, kill_wait=_config.scaled_for_cleanup(GROUP_GONE_WAIT))
 
     def _dump_complete(self) -> bool:
         try:
@@ -237,70 +232,33 @@ class _Run:
             return False
 
     def wait(self, timeout: float) -> Tuple[int, float]:
-        """Wait for the run (stopping it at ``timeout``); return (returncode, seconds)."""
-        timer = threading.Timer(timeout, self.stop, args=("timeout", True))
-        timer.daemon = True
-        timer.start()
-        try:
-            if hasattr(os, "waitid"):
-                # Wait for exit without reaping, so the group id stays ours.
-                while True:
-                    try:
-                        os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
-                        break
-                    except InterruptedError:  # pragma: no cover - PEP 475 retries
-                        continue
-                    except ChildProcessError:
-                        break
-                seconds = time.monotonic() - self.started
-                self.exited.set()
-                with self._lock:
-                    self._kill_leftovers()
-                    self._reaped = True
-                    returncode = self.proc.wait()
-                self._wait_group_gone()
-            else:  # pragma: no cover - platforms without waitid
-                for pause in _wait.backoff():
-                    with self._lock:
-                        if self.proc.poll() is not None:  # reaps under the lock
-                            self._reaped = True
-                            break
-                    self.exited.wait(pause)
-                seconds = time.monotonic() - self.started
-                self.exited.set()
-                returncode = self.proc.returncode
-                # Safe after the reap: a group id is not reused while it has members.
-                self._kill_leftovers()
-                self._wait_group_gone()
-        finally:
-            timer.cancel()
-        return returncode, seconds
+        """Wait for the run (stopping it at ``timeout``); return (returncode, seconds).
 
-    def _wait_group_gone(self) -> None:
-        """Return once every process of the run's group has died and been reaped.
-
-        SIGKILL is asynchronous: a killed helper lives on for a moment.  The
-        group id cannot be reused while the group has members (POSIX), so
-        probing it with signal 0 after the leader was reaped is still safe.
+        Whatever the test left running is ended with the run, and everything
+        is gone when this returns.
         """
-        deadline = _wait.Deadline(_config.scaled(GROUP_GONE_WAIT))
-        for interval in _wait.backoff():
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                return
-            except PermissionError:  # a member changed its uid: not ours to wait for
-                return
-            if not _group_has_live_member(self.proc.pid) or deadline.expired:
-                return  # only zombies left: dead, waiting for init to reap them
-            _wait.pause(deadline.cap(interval))
-
-    def _kill_leftovers(self) -> None:
-        """Anything the test left running in its process group dies with the run."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        deadline = _wait.Deadline(timeout)
+        seconds = 0.0
+        while True:
+            # An exit is reported at once; a stop asked from another thread is
+            # seen within 0.1 s.
+            if self.link.exited(deadline.cap(0.1)):
+                seconds = time.monotonic() - self.started
+                self._dump_and_stop(dump=False)  # helpers it left behind
+                break
+            if self._stop_asked is not None:
+                self.killed = self.killed or self._stop_asked
+                seconds = time.monotonic() - self.started
+                self._dump_and_stop(dump=False)
+                break
+            if deadline.expired:
+                self.killed = "timeout"
+                seconds = time.monotonic() - self.started
+                self._dump_and_stop(dump=True)
+                break
+        status = self.link.status
+        self.link.close()
+        return (status if status is not None else -signal.SIGKILL), seconds
 
 
 # ---------------------------------------------------------------- the hunt
@@ -379,11 +337,7 @@ class Hunt:
             active = list(self._active.values())
         for run in active:
             run.killed = run.killed or "interrupted"
-        stoppers = [threading.Thread(target=run.stop, args=("interrupted",)) for run in active]
-        for thread in stoppers:
-            thread.start()
-        for thread in stoppers:
-            thread.join()
+            run.stop("interrupted")  # each run's worker thread stops it (close() joins them)
 
     def wait_for_change(self, seen: int, timeout: float) -> int:
         """Block until more results than ``seen`` exist, or ``timeout``; return the count."""
@@ -417,7 +371,8 @@ def counted(results: List[RunResult]) -> List[RunResult]:
     when the test cannot be loaded at all, so one that is counted failed to
     load only sometimes (a flaky import).
     """
-    return sorted((r for r in results if r.outcome != "interrupted"), key=lambda r: r.index)
+    return sorted((r for r in results if r.outcome is not RunOutcome.INTERRUPTED),
+                  key=lambda r: r.index)
 
 
 class Summary:
@@ -426,7 +381,7 @@ class Summary:
     def __init__(self, results: List[RunResult]) -> None:
         done = counted(results)
         self.runs = len(done)
-        self.failed = [r for r in done if r.outcome != "pass"]
+        self.failed = [r for r in done if r.outcome is not RunOutcome.PASS]
         self.failures = len(self.failed)
         self.kinds: Dict[str, List[RunResult]] = {}
         for result in self.failed:
@@ -470,7 +425,7 @@ class Progress:
             return
         done_runs = counted(results)
         done = len(done_runs)
-        failed = sum(1 for r in done_runs if r.outcome != "pass")
+        failed = sum(1 for r in done_runs if r.outcome is not RunOutcome.PASS)
         rate = failed / done if done else 0.0
         left = (elapsed / done * (self.total - done)) if done else None
         line = (f"[{done}/{self.total}] failures {failed} ({_pct(rate)})"
@@ -481,7 +436,7 @@ class Progress:
             self.width = len(line)
         else:
             for result in results[self.seen:]:  # arrival order: runs finish out of order
-                if result.outcome not in ("pass", "interrupted"):
+                if result.outcome not in (RunOutcome.PASS, RunOutcome.INTERRUPTED):
                     self.stream.write(f"run {result.index}: FAIL {result.kind}\n")
             self.seen = len(results)
             if done // self.step > self.reported // self.step or (
@@ -598,12 +553,14 @@ def run(args: argparse.Namespace) -> int:
                 seen = hunt.wait_for_change(seen, 0.5 if progress.live else 5.0)
                 results = list(hunt.results)
                 progress.update(results, time.monotonic() - hunt.started)
-                bad = [r for r in results if r.outcome in ("load_error", "no_tests")]
-                if bad and not any(r.outcome == "pass" for r in results):
+                bad = [r for r in results
+                       if r.outcome in (RunOutcome.LOAD_ERROR, RunOutcome.NO_TESTS)]
+                if bad and not any(r.outcome is RunOutcome.PASS for r in results):
                     load_error = bad[0]
                     hunt.stop("the tests could not be loaded")
-                elif args.until_fail and any(r.outcome not in ("pass", "interrupted")
-                                             for r in results):
+                elif args.until_fail and any(
+                        r.outcome not in (RunOutcome.PASS, RunOutcome.INTERRUPTED)
+                        for r in results):
                     hunt.stop("--until-fail: first failure seen")
             # The last runs may finish together, after the last update above.
             progress.update(list(hunt.results), time.monotonic() - hunt.started)
@@ -622,7 +579,7 @@ def run(args: argparse.Namespace) -> int:
         hunt.close()
         progress.clear()
     if load_error is not None:
-        reason = ("names no test" if load_error.outcome == "no_tests"
+        reason = ("names no test" if load_error.outcome is RunOutcome.NO_TESTS
                   else f"could not be loaded: {load_error.kind}")
         what = repr(label) if args.test_ids else label
         print(f"flakehunt: {what} {reason}. Check the id (module, module.Class "

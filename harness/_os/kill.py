@@ -1,23 +1,54 @@
-"""Ending process trees safely: signal only processes that are still ours.
+"""Ending a process tree: the one algorithm, and signals that never hit a stranger.
 
-A process is named by an identity token (pid plus start time, see
-:func:`harness._os.procinfo.identity`), so a pid the kernel has since given to
-someone else is never signalled.  On Linux the check and the signal go
-through a pidfd, which closes the remaining window.  Used by
-``ServerProcess.stop`` and by ``python -m harness reap`` (:func:`terminate_tree`).
+:func:`stop_tree` is the only kill sequence in harness.  Its callers differ
+only in how they list the processes to end:
+
+* a server's keeper (:mod:`harness._server.zygote`) lists its own subtree:
+  being a child subreaper, it is the ancestor of everything the server ever
+  started, daemons and ``setsid`` escapees included;
+* the keeper and the zygote run it on their subtree when the test runner
+  dies (the lifeline pipe reads EOF);
+* ``python -m harness reap`` lists an orphan's tree and the processes
+  carrying its ``HARNESS_SERVER_ID`` marker (:func:`terminate_tree`).
+
+A process is named by its :class:`~.identity.ProcessId`, so a pid the
+kernel has since given to someone else is never signalled; on Linux the
+check and the signal go through a pidfd, which closes the remaining window.
+A process *group* is signalled only by a caller that guarantees the group
+id is still its own (its leader not reaped yet).
+
+Loaded without the rest of harness by the zygote: imports only the
+standard library, :mod:`.proc`, :mod:`.identity` and :mod:`harness._wait`.
 """
 from __future__ import annotations
 
 import os
 import signal
-from typing import Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional
 
 from .._wait import Deadline, pause, poll_interval
-from . import procinfo
+from . import proc
 from .identity import ProcessId
 
 SERVER_ID_ENV = "HARNESS_SERVER_ID"  # harness._server.marker.SERVER_ID_ENV
 _HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+
+Members = Callable[[], Iterable[ProcessId]]
+
+
+def is_alive(target: ProcessId) -> bool:
+    """True if ``target`` still runs (a zombie has exited: not alive)."""
+    if proc.HAVE_PROC:
+        return proc.alive(target)
+    from . import procinfo  # psutil, only off Linux: the zygote never gets here on Linux
+    return procinfo.is_alive(target)
+
+
+def _identity(pid: int) -> Optional[ProcessId]:
+    if proc.HAVE_PROC:
+        return proc.identity(pid)
+    from . import procinfo  # see is_alive
+    return procinfo.identity(pid)
 
 
 def signal_process(target: ProcessId, sig: int) -> bool:
@@ -31,15 +62,17 @@ def signal_process(target: ProcessId, sig: int) -> bool:
         except OSError:
             return False
         try:
-            if procinfo.identity(pid) != target:
+            # The pidfd pins the process: if it is still `target` now, the
+            # signal cannot reach a later process with the same pid.
+            if _identity(pid) != target:
                 return False
-            signal.pidfd_send_signal(fd, sig)  # type: ignore[attr-defined]
+            signal.pidfd_send_signal(fd, sig)
             return True
         except OSError:
             return False
         finally:
             os.close(fd)
-    if procinfo.identity(pid) != target:
+    if _identity(pid) != target:
         return False
     try:
         os.kill(pid, sig)
@@ -48,44 +81,105 @@ def signal_process(target: ProcessId, sig: int) -> bool:
     return True
 
 
-def find_marked(name: str, value: str, started_after: Optional[int] = None) -> List[ProcessId]:
-    """Tokens of live processes whose environment has ``name=value``.
+def _signal_group(group: Optional[int], sig: int) -> None:
+    if group is not None and group > 1:
+        try:
+            os.killpg(group, sig)
+        except OSError:
+            pass
 
-    This finds descendants that left the process group and the process tree
-    (setsid, double fork): the marker is inherited through both.
-    ``started_after`` (Linux clock ticks, ``ProcessId.start_ticks``) skips
-    older processes without reading their environment.
+
+def alive(ids: Iterable[ProcessId]) -> List[ProcessId]:
+    return [pid_id for pid_id in ids if is_alive(pid_id)]
+
+
+def wait_gone(ids: Iterable[ProcessId], deadline: Deadline,
+              on_wait: Optional[Callable[[], None]] = None) -> List[ProcessId]:
+    """Wait until none of ``ids`` runs (zombies count as gone); the survivors."""
+    left = alive(ids)
+    while left and not deadline.expired:
+        if on_wait is not None:
+            on_wait()
+        pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
+        left = alive(left)
+    return left
+
+
+def stop_tree(members: Members, *, grace: float, kill_wait: float,
+              group: Optional[int] = None,
+              on_wait: Optional[Callable[[], None]] = None) -> List[ProcessId]:
+    """End every process ``members()`` lists, and the process group ``group``.
+
+    With ``grace > 0``: SIGCONT and SIGTERM (a stopped process ignores
+    SIGTERM until continued) to the group and to every member, then up to
+    ``grace`` seconds for all of them to exit.  Then SIGKILL to the group
+    and to whoever ``members()`` lists *now* (a member may have forked
+    meanwhile), in rounds, until none is left or ``kill_wait`` passes.
+    ``on_wait`` runs at every look (a keeper reaps its zombies there).
+    Returns the members still alive at the end (empty on success).
+    """
+    if grace > 0:
+        first = list(members())
+        for sig in (signal.SIGCONT, signal.SIGTERM):
+            _signal_group(group, sig)
+            for member in first:
+                signal_process(member, sig)
+        deadline = Deadline(grace)
+        while True:
+            if on_wait is not None:
+                on_wait()
+            if not alive(members()) or deadline.expired:
+                break
+            pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
+    deadline = Deadline(kill_wait)
+    while True:
+        _signal_group(group, signal.SIGKILL)
+        left = alive(members())
+        for member in left:
+            signal_process(member, signal.SIGKILL)
+        if on_wait is not None:
+            on_wait()
+        left = alive(left) + [m for m in alive(members()) if m not in left]
+        if not left or deadline.expired:
+            return left
+        pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
+
+
+def find_marked(name: str, value: str, started_after: Optional[int] = None) -> List[ProcessId]:
+    """Live processes whose environment has ``name=value``.
+
+    The marker is inherited through ``setsid`` and double forks, so this
+    finds descendants that left the process group and the tree, unless
+    they replaced their environment.  ``started_after`` (Linux clock ticks,
+    ``ProcessId.start_ticks``) skips older processes without reading their
+    environment.
     """
     needle = f"{name}={value}".encode()
     found: List[ProcessId] = []
     me = os.getpid()
-    if procinfo.HAVE_PROC:
+    if proc.HAVE_PROC:
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == me:
                 continue
-            fields = procinfo._stat_fields(int(entry))
-            if fields is None or fields[procinfo._STATE] in (b"Z", b"X"):
+            fields = proc.stat_fields(int(entry))
+            if fields is None or fields[proc.STATE] in (b"Z", b"X"):
                 continue
-            start = int(fields[procinfo._STARTTIME])
+            start = int(fields[proc.STARTTIME])
             if started_after is not None and start < started_after:
                 continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    env = f.read()
-            except OSError:
-                continue
-            if env.startswith(needle + b"\0") or (b"\0" + needle + b"\0") in env \
-                    or env == needle or env.endswith(b"\0" + needle):
+            block = proc.environ(int(entry))
+            if block is not None and proc.has_env(block, needle):
                 found.append(ProcessId(int(entry), str(start)))
         return found
+    from . import procinfo  # psutil, only off Linux
     if procinfo.HAVE_PSUTIL:
         import psutil
-        for proc in psutil.process_iter():
-            if proc.pid == me:
+        for process in psutil.process_iter():
+            if process.pid == me:
                 continue
             try:
-                if proc.environ().get(name) == value:
-                    pid_id = procinfo.identity(proc.pid)
+                if process.environ().get(name) == value:
+                    pid_id = procinfo.identity(process.pid)
                     if pid_id:
                         found.append(pid_id)
             except (psutil.Error, OSError):
@@ -93,83 +187,49 @@ def find_marked(name: str, value: str, started_after: Optional[int] = None) -> L
     return found
 
 
-def tree_ids(pid: int) -> List[ProcessId]:
-    """The live descendants of ``pid``."""
-    ids = []
-    for child in procinfo.descendants(pid):
-        pid_id = procinfo.identity(child)
-        if pid_id is not None:
-            ids.append(pid_id)
-    return ids
+def descendants(pid: int) -> List[ProcessId]:
+    """The live descendants of ``pid`` (children files, else a scan)."""
+    pids = proc.subtree(pid)
+    if pids is None:
+        from . import procinfo  # psutil or a full scan, off the fast path
+        pids = procinfo.descendants(pid)
+    return [i for i in map(_identity, pids) if i is not None]
 
 
-def alive(ids: Iterable[ProcessId]) -> List[ProcessId]:
-    return [t for t in ids if procinfo.is_alive(t)]
-
-
-def wait_gone(ids: Iterable[ProcessId], deadline: Deadline) -> List[ProcessId]:
-    """Wait until none of ``ids`` runs (zombies count as gone); the survivors."""
-    left = alive(ids)
-    while left and not deadline.expired:
-        pause(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
-        left = alive(left)
-    return left
-
-
-def terminate_tree(pid: int, token: Optional[ProcessId] = None, *,
+def terminate_tree(pid: int, identity: Optional[ProcessId] = None, *,
                    server_id: Optional[str] = None, grace: float = 5.0) -> List[ProcessId]:
     """End ``pid``, its process group, its descendants and its marked escapees.
 
-    ``token`` is the identity token recorded when the process was started;
-    if the pid now names another process, nothing but the marked processes
-    (``HARNESS_SERVER_ID=server_id``) is touched.  Sends SIGCONT and SIGTERM
-    (a stopped process ignores SIGTERM until continued), waits up to
-    ``grace`` seconds, then SIGKILL.  Returns the tokens still alive
-    afterwards (empty on success).
+    For ``python -m harness reap``.  ``identity`` is the process as recorded
+    when it was found; if the pid now names another process, only the
+    processes marked ``HARNESS_SERVER_ID=server_id`` are touched.  Returns
+    the survivors (empty on success).
     """
-    current = procinfo.identity(pid)
-    if token is None:
-        token = current
-    members: List[ProcessId] = []
-    ours = token is not None and current == token
-    if ours:
-        assert token is not None
-        members.append(token)
-        members.extend(tree_ids(pid))
-    if server_id:
-        members.extend(t for t in find_marked(SERVER_ID_ENV, server_id) if t not in members)
-    group = pid if ours and _pgid(pid) == pid else None
-    for sig in (signal.SIGCONT, signal.SIGTERM):
-        if group is not None and procinfo.is_alive(token) if token else False:
-            _killpg(group, sig)
-        for member in members:
-            signal_process(member, sig)
-    survivors = wait_gone(members, Deadline(grace))
-    if survivors:
-        if group is not None and procinfo.is_alive(token) if token else False:
-            _killpg(group, signal.SIGKILL)
+    current = _identity(pid)
+    if identity is None:
+        identity = current
+    ours = identity is not None and current == identity
+    root: Optional[ProcessId] = identity if ours else None
+
+    def members() -> List[ProcessId]:
+        found: List[ProcessId] = []
+        if root is not None and is_alive(root):
+            found.append(root)
+            found.extend(descendants(root.pid))
         if server_id:
-            survivors.extend(t for t in find_marked(SERVER_ID_ENV, server_id)
-                             if t not in survivors)
-        for member in survivors:
-            signal_process(member, signal.SIGKILL)
-        survivors = wait_gone(survivors, Deadline(max(1.0, grace)))
-    return survivors
+            found.extend(m for m in find_marked(SERVER_ID_ENV, server_id) if m not in found)
+        return found
+
+    group = None
+    if root is not None:
+        try:
+            group = pid if os.getpgid(pid) == pid else None
+        except OSError:
+            group = None
+    # We are not the leader's parent, so its group id is ours only while
+    # the leader (or another member) lives: it was just checked.
+    return stop_tree(members, grace=grace, kill_wait=max(1.0, grace), group=group)
 
 
-def _pgid(pid: int) -> Optional[int]:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
-def _killpg(pgid: int, sig: int) -> bool:
-    try:
-        os.killpg(pgid, sig)
-    except OSError:
-        return False
-    return True
-
-
-__all__ = ["terminate_tree", "signal_process", "find_marked", "tree_ids", "wait_gone", "alive"]
+__all__ = ["stop_tree", "terminate_tree", "signal_process", "find_marked", "descendants",
+           "wait_gone", "alive", "is_alive"]

@@ -1,18 +1,24 @@
-"""Which sockets listen on which TCP port, cheaply (for proving a listener is ours).
+"""Which sockets listen on which TCP port, whose they are, and how many connections wait.
 
 /proc/net/tcp lists *every* TCP socket of the network namespace; on a busy
 CI host with tens of thousands of TIME_WAIT entries, reading it takes tens
 of milliseconds.  The kernel's sock_diag netlink interface can be asked for
 listening sockets only, which takes well under a millisecond; /proc/net/tcp
-is the fallback.  Linux only: elsewhere the answer is "unknown" (``None``).
+is the fallback.  Either way each listener comes with its owner's uid
+(visible for every user's sockets, unlike the owning process) and its
+accept queue length (connections the kernel accepted that the server has
+not yet taken).  Linux only: elsewhere the answer is "unknown" (``None``).
+
+Both families are read: a dual-stack ``[::]`` listener sits in the IPv6
+table and takes IPv4 connections too.
 """
 from __future__ import annotations
 
 import socket
 import struct
-from typing import Dict, Optional
+from typing import Dict, List, NamedTuple, Optional
 
-from . import procinfo
+from . import proc
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -23,17 +29,122 @@ _NLMSG_DONE = 3
 _TCP_LISTEN = 10
 _HEADER = struct.Struct("=LHHLL")                   # nlmsghdr
 _REQUEST = struct.Struct("=BBBBL4s16s16sL8s")       # inet_diag_req_v2 (56 bytes)
+# Offsets in inet_diag_msg: the id's sport, then idiag_rqueue, idiag_uid, idiag_inode.
+_SPORT, _SRC, _RQUEUE, _UID, _INODE = 4, 8, 56, 64, 68
 
 
-def listening(family: int = socket.AF_INET) -> Optional[Dict[int, int]]:
-    """Socket inode -> local port of every listening TCP socket of ``family``."""
+class Listener(NamedTuple):
+    """A listening TCP socket: its port, address, owner uid and accept queue length."""
+    inode: int
+    port: int
+    address: str
+    uid: int
+    queued: int
+
+
+def listeners(family: int = socket.AF_INET) -> Optional[Dict[int, Listener]]:
+    """Socket inode -> :class:`Listener` for every listening TCP socket of ``family``."""
     found = _netlink(family)
     if found is None:
         found = _proc(family)
     return found
 
 
-def _netlink(family: int) -> Optional[Dict[int, int]]:
+def listening(family: int = socket.AF_INET) -> Optional[Dict[int, int]]:
+    """Socket inode -> local port of every listening TCP socket of ``family``."""
+    table = listeners(family)
+    return None if table is None else {inode: item.port for inode, item in table.items()}
+
+
+def on_port(port: int) -> Optional[List[Listener]]:
+    """Every listener on ``port``, IPv4 and IPv6, wildcards included; ``None`` if unknown."""
+    found: List[Listener] = []
+    known = False
+    for family in (socket.AF_INET, socket.AF_INET6):
+        table = listeners(family)
+        if table is not None:
+            known = True
+            found.extend(item for item in table.values() if item.port == port)
+    return found if known else None
+
+
+GONE = -1
+
+
+def accept_queue(family: int, inode: int) -> Optional[int]:
+    """How many connections wait in the accept queue of listener ``inode``.
+
+    For a socket harness handed to a server: 0 after a probe connected
+    means the server took the connection; :data:`GONE` means the socket
+    no longer listens (its holder closed it or died); ``None`` means it
+    cannot be known here (not Linux; Unix sockets).
+    """
+    if family == getattr(socket, "AF_UNIX", None):
+        return _unix_queue(inode)
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    table = listeners(family)
+    if table is None:
+        return None
+    return table[inode].queued if inode in table else GONE
+
+
+_UNIX_REQUEST = struct.Struct("=BBHIIIII")   # unix_diag_req
+_UNIX_MSG = struct.Struct("=BBBBIII")        # unix_diag_msg
+_UDIAG_SHOW_RQLEN = 0x10
+_UNIX_DIAG_RQLEN = 4
+
+
+def _unix_queue(inode: int) -> Optional[int]:
+    """The accept queue length of listening Unix socket ``inode`` (sock_diag), or GONE."""
+    if not hasattr(socket, "AF_NETLINK"):
+        return None
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+    except OSError:
+        return None
+    with sock:
+        body = _UNIX_REQUEST.pack(socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0,
+                                  _UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
+        header = _HEADER.pack(_HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY,
+                              _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+        try:
+            sock.settimeout(1.0)
+            sock.sendto(header + body, (0, 0))
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return None
+                offset = 0
+                while offset + _HEADER.size <= len(data):
+                    length, kind = _HEADER.unpack_from(data, offset)[:2]
+                    if kind == _NLMSG_DONE:
+                        return GONE
+                    if kind == _NLMSG_ERROR or length < _HEADER.size:
+                        return None
+                    msg = offset + _HEADER.size
+                    if _UNIX_MSG.unpack_from(data, msg)[4] == inode:
+                        attr = msg + _UNIX_MSG.size
+                        while attr + 4 <= offset + length:
+                            size, kind_ = struct.unpack_from("=HH", data, attr)
+                            if size < 4:
+                                break
+                            if kind_ == _UNIX_DIAG_RQLEN:
+                                return struct.unpack_from("=I", data, attr + 4)[0]
+                            attr += (size + 3) & ~3
+                        return None
+                    offset += (length + 3) & ~3
+        except OSError:
+            return None
+
+
+def _address(family: int, raw: bytes) -> str:
+    if family == socket.AF_INET:
+        return socket.inet_ntop(family, raw[:4])
+    return socket.inet_ntop(family, raw[:16])
+
+
+def _netlink(family: int) -> Optional[Dict[int, Listener]]:
     if not hasattr(socket, "AF_NETLINK"):
         return None
     try:
@@ -48,7 +159,7 @@ def _netlink(family: int) -> Optional[Dict[int, int]]:
         try:
             sock.settimeout(1.0)
             sock.sendto(header + body, (0, 0))
-            found: Dict[int, int] = {}
+            found: Dict[int, Listener] = {}
             while True:
                 data = sock.recv(65536)
                 offset = 0
@@ -59,9 +170,11 @@ def _netlink(family: int) -> Optional[Dict[int, int]]:
                     if kind == _NLMSG_ERROR or length < _HEADER.size:
                         return None
                     msg = offset + _HEADER.size
-                    port = struct.unpack_from("!H", data, msg + 4)[0]
-                    inode = struct.unpack_from("=L", data, msg + 68)[0]
-                    found[inode] = port
+                    port = struct.unpack_from("!H", data, msg + _SPORT)[0]
+                    queued, = struct.unpack_from("=L", data, msg + _RQUEUE)
+                    uid, inode = struct.unpack_from("=LL", data, msg + _UID)
+                    address = _address(family, data[msg + _SRC:msg + _SRC + 16])
+                    found[inode] = Listener(inode, port, address, uid, queued)
                     offset += (length + 3) & ~3
                 if not data:
                     return None
@@ -69,18 +182,32 @@ def _netlink(family: int) -> Optional[Dict[int, int]]:
             return None
 
 
-def _proc(family: int) -> Optional[Dict[int, int]]:
-    if not procinfo.HAVE_PROC:
+def _proc_address(family: int, text: str) -> str:
+    raw = bytes.fromhex(text)
+    if family == socket.AF_INET:
+        return socket.inet_ntop(family, raw[::-1])
+    # /proc/net/tcp6 writes the address as four host-order 32-bit words.
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(family, words)
+
+
+def _proc(family: int) -> Optional[Dict[int, Listener]]:
+    if not proc.HAVE_PROC:
         return None
     table = "/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp"
-    found: Dict[int, int] = {}
+    found: Dict[int, Listener] = {}
     try:
         with open(table) as f:
             next(f, None)
             for row in f:
                 fields = row.split()
-                if fields[3] == "0A":
-                    found[int(fields[9])] = int(fields[1].rsplit(":", 1)[1], 16)
-    except OSError:
+                if fields[3] != "0A":
+                    continue
+                address, port = fields[1].rsplit(":", 1)
+                queued = int(fields[4].split(":")[1], 16)
+                found[int(fields[9])] = Listener(int(fields[9]), int(port, 16),
+                                                 _proc_address(family, address),
+                                                 int(fields[7]), queued)
+    except (OSError, ValueError, IndexError):
         return None
     return found

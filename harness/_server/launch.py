@@ -1,121 +1,172 @@
-"""Spawning a server: command line, environment, fds; nothing else.
+"""Launching one server: its command, its environment, warm or fresh, through a zygote.
 
 The server runs in a new session (its own process group, away from the
-terminal's Ctrl-C), with stdin from /dev/null -- or, with handoff, the
-listening socket -- and stdout/stderr appended to a log file.
+terminal's Ctrl-C), with stdin from /dev/null, stdout and stderr appended
+to its log, and -- with handoff -- the listening socket as fd 3 by
+systemd's socket-activation convention (``LISTEN_FDS=1``, ``LISTEN_PID`` =
+the server's *own* pid, set in the forked process before it execs).
 
-Handoff follows systemd's socket activation: the socket is fd 3,
-``LISTEN_FDS=1`` and ``LISTEN_PID`` is the server's *own* pid.  The
-environment is fixed before exec, so the pid is filled in by a shim that
-runs in the child and then execs the server (exec keeps the pid):
-
-- ``app_code`` servers already start in harness's boot script, which does it
-  in Python before running the app;
-- ``argv`` servers go through ``/bin/sh -c 'exec 3<&0 ...; LISTEN_PID=$$
-  ... exec "$@"'`` (a fixed script; the user's argv are positional
-  arguments, never parsed by the shell).  The socket arrives as stdin,
-  because Debian's /bin/sh cannot redirect fds above 9 and subprocess only
-  dup2s stdio; dash costs about a millisecond, a Python shim about 15 ms.
+A Python server (``app_code`` or ``target``) is *fresh* (a new
+interpreter runs :mod:`.boot`) or *warm* (forked from a zygote that has
+imported its ``preload`` modules).  :func:`warm_key` decides, with
+``HARNESS_WARM`` (``0``: never warm, ``1``: every Python server warm).
 """
 from __future__ import annotations
 
+import logging
 import os
-import shutil
-import subprocess
+import re
 import sys
-from typing import Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
-# The boot script of app_code servers (written next to app.py).
-BOOT = '''\
-"""Started by harness: graceful SIGTERM, socket handoff, then the app."""
-import os
-import signal
-import sys
+from .._wait import Deadline
+from . import boot, supervisor
+from .spec import ServerSpec
 
-if os.environ.get("COVERAGE_PROCESS_START"):
-    # Measure the app, as coverage's own .pth file does (coverage >= 7.10;
-    # older ones, e.g. Python 3.8's, have none); a no-op if it already ran.
-    # Before our SIGTERM handler, so a handler of coverage's cannot replace it.
-    try:
-        import coverage
-    except ImportError:
-        pass
-    else:
-        coverage.process_startup()
-
-
-def _harness_sigterm(signum, frame):
-    # Python dies at once on SIGTERM; raising lets finally, atexit and
-    # coverage's data file run.  The exit code is 128 + 15 = 143.  Once only:
-    # a second SIGTERM must not interrupt that clean-up (SIGKILL ends a hang).
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise SystemExit(128 + signum)
-
-
-signal.signal(signal.SIGTERM, _harness_sigterm)
-if sys.argv[1] == "--handoff":
-    os.dup2(0, 3)
-    _null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(_null, 0)
-    os.close(_null)
-    os.environ["LISTEN_PID"] = str(os.getpid())
-del sys.argv[:2]
-import runpy  # noqa: E402
-
-runpy.run_path(sys.argv[0], run_name="__main__")
-'''
-
-SH_SHIM = 'exec 3<&0 0</dev/null; LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
-PY_SHIM = ("import os,sys\nos.dup2(0,3)\nn=os.open(os.devnull,os.O_RDONLY)\nos.dup2(n,0)\n"
-           "os.close(n)\nos.environ['LISTEN_PID']=str(os.getpid())\n"
-           "os.execvp(sys.argv[1],sys.argv[1:])\n")
-
+WARM_VAR = "HARNESS_WARM"
+BOOT_PATH = os.path.abspath(boot.__file__)
 _LISTEN_VARS = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+_log = logging.getLogger("harness.launch")
+# Modules whose warm launch failed (threads): launched fresh at once from then on.
+_unsafe: Dict[Any, str] = {}
 
 
-def _shell() -> Optional[str]:
-    return "/bin/sh" if os.path.exists("/bin/sh") else shutil.which("sh")
+def warm_setting() -> Optional[bool]:
+    """``HARNESS_WARM``: ``False`` (0), ``True`` (1) or ``None`` (unset: as each server asks)."""
+    raw = os.environ.get(WARM_VAR, "").strip()
+    if raw == "":
+        return None
+    if raw in ("0", "1"):
+        return raw == "1"
+    raise ValueError(f"{WARM_VAR} must be 0 (never warm), 1 (every Python server warm) or "
+                     f"unset, got {raw!r}")
 
 
-def command(argv: List[str], handoff: bool) -> List[str]:
-    """The argv actually executed for a user ``argv`` server."""
-    if not handoff:
-        return list(argv)
-    shell = _shell()
-    if shell:
-        return [shell, "-c", SH_SHIM, "harness-handoff"] + list(argv)
-    return [sys.executable, "-I", "-S", "-c", PY_SHIM] + list(argv)
+def warm_key(spec: ServerSpec) -> Optional[supervisor.PreloadKey]:
+    """The zygote key of a warm launch, or ``None`` for a fresh one.
+
+    ``target`` servers are warm unless told otherwise (the zygote imports
+    the target's module once); ``app_code`` servers when they give
+    ``preload``; argv servers never.
+    """
+    setting = warm_setting()
+    if spec.kind == "argv" or setting is False or not hasattr(os, "fork"):
+        return None
+    if spec.preload is None and spec.kind == "app" and not setting:
+        return None
+    key = tuple(spec.preload or ())
+    if key in _unsafe or (spec.target_module, key) in _unsafe:
+        return None
+    return key
 
 
-def app_command(boot_path: str, app_path: str, handoff: bool) -> List[str]:
-    return [sys.executable, boot_path, "--handoff" if handoff else "--", app_path]
+def mark_unsafe(key: Any, reason: str) -> None:
+    _unsafe[key] = reason
 
 
-def environment(extra: Optional[Mapping[str, Optional[str]]], *, host: str, port: int,
-                marker: Mapping[str, str], handoff: bool, fd_name: str) -> Dict[str, str]:
-    """The inherited environment plus ``extra`` (``None`` removes), PORT, HOST, marker."""
+def environment(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[str],
+                markers: Mapping[str, str], temp_dir: str, fresh_python: bool) -> Dict[str, str]:
+    """The inherited environment plus ``spec.env`` (``None`` removes), PORT, HOST, marker."""
     env = dict(os.environ)
     for var in _LISTEN_VARS:  # never pass on an outer socket activation
         env.pop(var, None)
     env.setdefault("PYTHONUNBUFFERED", "1")  # a log shows what happened, when it happened
-    for key, value in (extra or {}).items():
+    for key, value in spec.env.items():
         if value is None:
             env.pop(key, None)
         else:
             env[key] = value
-    env["PORT"] = str(port)
-    env["HOST"] = host
-    env.update(marker)
-    if handoff:
+    if port is not None:
+        env["PORT"] = str(port)
+        env["HOST"] = spec.host
+    if socket_path is not None:
+        env["SOCKET_PATH"] = socket_path
+    env["TMPDIR"] = temp_dir  # what the server leaves in its temp dir goes with it
+    env.update(markers)
+    if spec.handoff:
         env["LISTEN_FDS"] = "1"
-        env["LISTEN_FDNAMES"] = fd_name
+        env["LISTEN_FDNAMES"] = re.sub(r"[^\w.-]", "_", spec.name)
+    if fresh_python:
+        env[boot.SYS_PATH_ENV] = os.pathsep.join(supervisor.runner_sys_path())
     return env
 
 
-def spawn(cmd: List[str], *, env: Dict[str, str], cwd: Optional[str], log_fd: int,
-          listen_fd: Optional[int]) -> subprocess.Popen:
-    """Start ``cmd`` in a new session; OSError if it cannot be executed."""
-    return subprocess.Popen(
-        cmd, stdin=listen_fd if listen_fd is not None else subprocess.DEVNULL,
-        stdout=log_fd, stderr=log_fd, env=env, cwd=cwd, close_fds=True,
-        start_new_session=True)
+def argv_command(spec: ServerSpec, port: Optional[int], socket_path: Optional[str]) -> List[str]:
+    """The user's argv with ``{port}``, ``{host}`` and ``{socket}`` filled in."""
+    assert spec.argv is not None
+    values = {"{port}": str(port) if port is not None else "{port}", "{host}": spec.host,
+              "{socket}": socket_path or "{socket}"}
+    out = []
+    for item in spec.argv:
+        for key, value in values.items():
+            item = item.replace(key, value)
+        out.append(item)
+    return out
+
+
+def fresh_command(kind: str, path: str) -> List[str]:
+    """A fresh interpreter running :mod:`.boot` for an app file or a target's pickle."""
+    return [sys.executable, BOOT_PATH, kind, path]
+
+
+class Launched:
+    """A started server: its pid, its keeper, the command shown in messages, warm or not."""
+
+    def __init__(self, link: supervisor.KeeperLink, pid: int, command: List[str],
+                 warm: bool, subreaper: bool) -> None:
+        self.link = link
+        self.pid = pid
+        self.command = command
+        self.warm = warm
+        self.subreaper = subreaper  # the keeper adopts escaped descendants
+
+
+def launch(spec: ServerSpec, *, env: Dict[str, str], command: List[str],
+           files: Mapping[str, str], log_fd: int, listen_fd: Optional[int],
+           deadline: Deadline) -> Launched:
+    """Start the server through the right zygote; :class:`supervisor.LaunchError` if it cannot."""
+    key = warm_key(spec)
+    if key is not None:
+        try:
+            return _launch_warm(spec, key, env, files, log_fd, listen_fd, deadline)
+        except supervisor.WarmUnavailable as exc:
+            mark_unsafe(key if spec.kind == "app" else (spec.target_module, key), str(exc))
+            _log.warning("warm launch of %r unavailable: %s; starting a fresh interpreter "
+                         "instead (now and for the rest of this run)", spec.name, exc)
+    request = {"kind": "exec", "argv": command, "env": env, "cwd": spec.cwd or os.getcwd()}
+    return _spawn(supervisor.zygote(None), request, log_fd, listen_fd, deadline, command, False)
+
+
+def _launch_warm(spec: ServerSpec, key: supervisor.PreloadKey, env: Dict[str, str],
+                 files: Mapping[str, str], log_fd: int, listen_fd: Optional[int],
+                 deadline: Deadline) -> Launched:
+    zygote = supervisor.zygote(key)
+    request: Dict[str, Any] = {"kind": spec.kind, "env": env, "cwd": spec.cwd or os.getcwd(),
+                               "sys_path": supervisor.runner_sys_path()}
+    if spec.kind == "app":
+        request["app_path"] = files["app"]
+        shown = [f"(warm, preload {list(key or ())})", files["app"]]
+    else:
+        if spec.target_module and spec.target_module != "__main__":
+            zygote.import_module(spec.target_module, max(deadline.remaining(), 1.0))
+        request["payload"] = spec.payload
+        request["main_path"] = spec.main_path
+        shown = [f"(warm, preload {list(key or ())})",
+                 f"{spec.target_module}.{getattr(spec.target, '__qualname__', '?')}"]
+    return _spawn(zygote, request, log_fd, listen_fd, deadline, shown, True)
+
+
+def _spawn(zygote: supervisor.Zygote, request: Dict[str, Any], log_fd: int,
+           listen_fd: Optional[int], deadline: Deadline, shown: List[str],
+           warm: bool) -> Launched:
+    link = zygote.spawn(request, log_fd, listen_fd)
+    try:
+        pid = link.wait_started(max(deadline.remaining(), 5.0))
+    except supervisor.LaunchError:
+        link.wait_closed()  # the keeper exits right after saying why: nothing stays behind
+        link.close()
+        raise
+    except BaseException:
+        link.close()
+        raise
+    return Launched(link, pid, shown, warm, zygote.subreaper)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from typing import Optional
 
 from .._os import procinfo
 from .._os.identity import ProcessId, own_pid_namespace
+from ..errors import HarnessError
 
 OWNER_ENV = "HARNESS_OWNER"
 SERVER_ID_ENV = "HARNESS_SERVER_ID"
@@ -50,11 +52,21 @@ def new_server_id() -> str:
 
 def make_private_dir() -> str:
     """A new 0700 temp directory with an unpredictable name, tagged with its owner."""
-    path = tempfile.mkdtemp(prefix=TEMP_PREFIX)  # mkdtemp: 0700, random name, O_EXCL
-    fd = os.open(os.path.join(path, OWNER_FILE),
-                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(owner_token() + "\n")
+    base = tempfile.gettempdir()
+    try:
+        path = tempfile.mkdtemp(prefix=TEMP_PREFIX)  # mkdtemp: 0700, random name, O_EXCL
+    except OSError as exc:
+        raise HarnessError(f"cannot create a private directory in {base}: {exc}; free space "
+                           f"there or point TMPDIR at a writable directory") from None
+    try:
+        fd = os.open(os.path.join(path, OWNER_FILE),
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(owner_token() + "\n")
+    except OSError as exc:
+        shutil.rmtree(path, ignore_errors=True)
+        raise HarnessError(f"cannot write in the private directory {path}: {exc}; free space "
+                           f"in {base} or point TMPDIR at a writable directory") from None
     return path
 
 

@@ -24,6 +24,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 def serve(routes, port=None):
     """Serve forever on $HOST:$PORT (or the handed-off fd 3)."""
+    listen(routes, port).serve_forever()
+
+
+def listen(routes, port=None):
+    """A server bound and listening on $HOST:$PORT (or the handed-off fd 3)."""
     Handler.routes = routes
     host = os.environ["HOST"]
     port = int(os.environ["PORT"]) if port is None else port
@@ -36,7 +41,7 @@ def serve(routes, port=None):
     else:
         server = http.server.HTTPServer((host, port), Handler)
     print("listening", flush=True)
-    server.serve_forever()
+    return server
 
 
 def ok():

@@ -68,7 +68,7 @@ sys.path.insert(0, ROOT)
 
 from harness import HttpCheck, ServerProcess, is_port_free  # noqa: E402
 from harness._os import procinfo as _procinfo  # noqa: E402
-from harness._server import watchdog as _watchdog  # noqa: E402
+from harness._server import logstore, supervisor  # noqa: E402
 from harness._wait import Deadline, backoff  # noqa: E402
 from harness.errors import HarnessError, ServerNotReady, ServerStartError  # noqa: E402
 from harness.ports import held_ports, lease_holders  # noqa: E402
@@ -88,7 +88,7 @@ WRONG_JSON_TIMEOUT = 3.0  # harness: how long a server may take to say "message"
 WRITEUP_START_SLEEP = 1.0
 WRITEUP_CLEANUP_SLEEP = 2.0
 WRITEUP_RETRIES, WRITEUP_RETRY_DELAY = 5, 0.1
-LEFTOVER_WAIT = 10.0      # how long exiting processes (watchdogs) may take to go
+LEFTOVER_WAIT = 10.0      # how long exiting processes (zygotes) may take to go
 
 SERVER = r'''
 import json, os, socket, sys, time
@@ -182,7 +182,7 @@ def harness_lifecycle(kind: str, delay: float, handoff: bool,
     except ServerStartError as error:
         seconds = time.monotonic() - start
         if error.log_path:  # a failed start keeps its log for the user: ours to remove
-            shutil.rmtree(os.path.dirname(error.log_path), ignore_errors=True)
+            logstore.discard(error.log_path)
         text = str(error)
         if expected == "crash" and not isinstance(error, ServerNotReady):
             ok = error.returncode == 3 and "bad configuration" in text
@@ -310,9 +310,18 @@ def writeup_lifecycle(kind: str, delay: float, handoff: bool,
 
 def _open_fds() -> Optional[set]:
     try:
-        return set(os.listdir("/proc/self/fd"))
+        names = os.listdir("/proc/self/fd")
     except OSError:
         return None
+    return {name for name in names if _is_open(int(name))}  # not listdir's own, closed now
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def plan(seed: int, worker: int, count: int) -> List[Tuple[str, float, bool]]:
@@ -341,7 +350,7 @@ def worker_main(approach: str, seed: int, worker: int, count: int,
         outcomes.append(outcome)
     fds_after = _open_fds()
     leaked = set() if fds_before is None or fds_after is None else fds_after - fds_before
-    leaked.discard(str(_watchdog._wfd))  # the runner's watchdog pipe lives as long as the runner
+    leaked -= {str(fd) for fd in supervisor.own_fds()}  # they live as long as the runner
     report = {"outcomes": [o.to_json() for o in outcomes], "leases_held": len(held_ports()),
               "fds_leaked": len(leaked)}
     sys.stdout.write(json.dumps(report) + "\n")
@@ -368,7 +377,7 @@ def _leftover_processes(tmpdir: str) -> List[str]:
 
 
 def _wait_no_leftovers(tmpdir: str) -> List[str]:
-    """Exiting processes (each runner's watchdog) may take a moment to go."""
+    """Exiting processes (each runner's zygote) may take a moment to go."""
     deadline = Deadline(LEFTOVER_WAIT)
     for pause in backoff():
         found = _leftover_processes(tmpdir)

@@ -1,0 +1,160 @@
+"""The message of a failed start: facts in, text out.
+
+A pure function of :class:`StartFacts`, gathered while the process still
+existed, so it can be tested alone and never races the server's exit.
+The message says what happened, shows what every readiness probe saw,
+the head and tail of the server's output, where the log is kept, and ends
+with the one change most likely to fix it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import signal
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Type
+
+from ..checks import WaitEnd
+from ..errors import ServerNotReady, ServerStartError
+
+
+def describe_exit(returncode: Optional[int]) -> str:
+    if returncode is None:
+        return "is still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"
+
+
+def shown(command: Sequence[str]) -> str:
+    """A command line fit for a message: quoted, long items shortened."""
+    return " ".join(shlex.quote(c if len(c) < 200 else c[:60] + "...") for c in command)
+
+
+@dataclasses.dataclass
+class StartFacts:
+    """What a person needs to know about a start that failed."""
+
+    name: str
+    reason: WaitEnd
+    elapsed: float
+    returncode: Optional[int]
+    command: List[str]
+    pid: Optional[int]
+    where: str                      # the URL, or "unix socket PATH"
+    handoff: bool
+    check: str
+    successes: int
+    summary: str                    # "connection refused x12, HTTP 404 x3"
+    counts: Dict[str, int]
+    details: Dict[str, str]
+    other_ports: Set[int]
+    port: Optional[int]
+    lost: str                       # why the port was lost, "" if it was not
+    fixed_port: bool
+    deadline_seconds: float
+    start_timeout: float
+    factor: float
+    log_lines: List[str]            # head and tail of this launch's output
+    log_path: Optional[str]         # where the log is kept ("" or None: not kept)
+    warm: bool = False
+    not_kept: str = ""              # why the log was not kept
+
+
+def _fix(facts: StartFacts) -> str:
+    """The one change most likely to fix it."""
+    log = "\n".join(facts.log_lines)
+    if facts.reason is WaitEnd.EXITED:
+        if facts.returncode == 0:
+            return ("run the server in the foreground: harness supervises the process it "
+                    "starts, and this one exited (did it daemonize?)")
+        missing = re.search(r"ModuleNotFoundError: No module named '([^']+)'", log)
+        if missing:
+            return (f"make {missing.group(1)!r} importable in the server: install it in this "
+                    f"environment, or add its directory with env={{'PYTHONPATH': ...}} (a "
+                    f"target= function's module is found on the test's own sys.path)")
+        if re.search(r"address already in use|EADDRINUSE|errno (98|48)\b", log, re.I):
+            if facts.handoff:
+                return ("with handoff=True use the listening socket on fd 3 (LISTEN_FDS=1) "
+                        "instead of binding the port again")
+            if facts.fixed_port:
+                return (f"port {facts.port} was given explicitly and is taken; free it or let "
+                        f"harness choose one (port=None)")
+            return "bind the port in $PORT (or '{port}' in argv), not a fixed one"
+        return "fix the error at the end of the server's output, shown above"
+    if facts.reason is WaitEnd.PORT_LOST:
+        if facts.fixed_port:
+            return (f"port {facts.port} was given explicitly: free it (see above who holds "
+                    f"it), or let harness choose one (port=None)")
+        return "stop the process named above, which listens on the server's port"
+    if facts.other_ports:
+        ports = ", ".join(map(str, sorted(facts.other_ports)))
+        return (f"make the server listen on $PORT ({facts.port}) instead of {ports} "
+                f"(or '{{port}}' in argv)")
+    labels = list(facts.counts)
+    if facts.port is None and facts.where.startswith("unix socket"):
+        if labels and all(label in ("connection refused", "FileNotFoundError") or
+                          label.startswith("ENOENT") for label in labels):
+            return ("make the server listen on the Unix socket $SOCKET_PATH (or '{socket}' "
+                    "in argv); nothing accepted connections there")
+    elif labels and all(label == "connection refused" for label in labels):
+        return ("make the server listen on $HOST:$PORT (or '{host}:{port}' in argv); it "
+                "never accepted a connection there")
+    if any(label.startswith("HTTP 404") for label in labels):
+        return "point health= at a path the server answers (HttpCheck('/your/health'))"
+    if any(label.startswith("JSON ") for label in labels):
+        return "make the health answer carry what HttpCheck(json=...) asks for, or relax json="
+    return (f"if the server is only slow, raise start_timeout (now {facts.start_timeout:g} s) "
+            f"or HARNESS_TIMEOUT_FACTOR on a slow machine")
+
+
+def start_failure(facts: StartFacts) -> Tuple[Type[ServerStartError], str]:
+    """The exception class and message for a failed start."""
+    if facts.reason is WaitEnd.EXITED:
+        what = f"{describe_exit(facts.returncode)} during start-up after {facts.elapsed:.2f} s"
+        if facts.returncode == 0:
+            what += (" (a server must keep running in the foreground; one that daemonizes "
+                     "cannot be supervised)")
+        cls: Type[ServerStartError] = ServerStartError
+    elif facts.reason is WaitEnd.PORT_LOST:
+        what = f"did not get its port after {facts.elapsed:.2f} s: {facts.lost}"
+        cls = ServerNotReady
+    elif facts.reason is WaitEnd.GAVE_UP:
+        what = (f"was given up after {facts.elapsed:.2f} s: it listens on port "
+                f"{', '.join(map(str, sorted(facts.other_ports))) or '?'} instead of "
+                f"{facts.port} (its $PORT); it has been stopped")
+        cls = ServerNotReady
+    else:
+        scale = f" x HARNESS_TIMEOUT_FACTOR={facts.factor:g}" if facts.factor != 1 else ""
+        what = (f"was not ready within {facts.deadline_seconds:.1f} s (start_timeout="
+                f"{facts.start_timeout:g}{scale}); it has been stopped")
+        cls = ServerNotReady
+    lines = [f"server {facts.name!r} {what}",
+             f"  command: {shown(facts.command)}",
+             f"  pid {facts.pid}, {facts.where}" + (" (socket handed off as fd 3)"
+                                                   if facts.handoff else ""),
+             f"  readiness {facts.check}, {facts.successes} passes in a row needed: "
+             f"{facts.summary}"]
+    # What each kind of outcome looked like, the most frequent first: the
+    # last probe is often just the one the deadline cut short.
+    for label in sorted(facts.counts, key=lambda lbl: -facts.counts[lbl]):
+        if facts.details.get(label):
+            lines.append(f"  last {label}: {facts.details[label][:200]!r}")
+            if len([line for line in lines if line.startswith("  last ")]) >= 4:
+                break
+    if facts.other_ports:
+        lines.append(f"  the server listens on port "
+                     f"{', '.join(map(str, sorted(facts.other_ports)))} instead of {facts.port}")
+    kept = f"kept at {facts.log_path}" if facts.log_path else f"not kept: {facts.not_kept}" \
+        if facts.not_kept and "=0" not in facts.not_kept else "not kept (HARNESS_KEEP_LOGS=0)"
+    if facts.log_lines:
+        lines.append(f"  log ({kept}):")
+        lines.extend("    " + line for line in facts.log_lines)
+    else:
+        lines.append(f"  log: empty ({kept})")
+    lines.append(f"  fix: {_fix(facts)}")
+    return cls, "\n".join(lines)

@@ -1,0 +1,101 @@
+"""Is the port the server's?  Every listener on it must belong to the server's process tree.
+
+A readiness check talks to *a* listener on the port; nothing in the
+answer says whose it is.  Three ways a stranger's answer could pass for
+the server's, each seen in practice:
+
+* another user's dual-stack ``[::]`` listener, in the IPv6 table, takes
+  the leased port while the server is slow to bind;
+* a ``SO_REUSEPORT`` listener on ``127.0.0.1:PORT`` shares the port with a
+  server bound to ``0.0.0.0``: the kernel spreads connections over both;
+* a server that listens on another port, while a stale server from an
+  earlier run answers on ours.
+
+So ready requires that *every* listener on the port, IPv4 and IPv6,
+wildcard binds included, is a socket held by the server or one of its
+descendants (the keeper's subtree: daemons that left the server's tree are
+still in it).  A listener that is not is named by pid where this user can
+see it, and by uid always (sock_diag reports every socket's owner).
+Linux only; elsewhere the answer is "cannot tell" and readiness proceeds.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Iterable, List, Optional, Set
+
+from .._os import proc, procinfo, sockets
+
+
+def tree_pids(server_pid: int, keeper_pid: Optional[int]) -> List[int]:
+    """The server and every process it started (the keeper's subtree when there is one)."""
+    if keeper_pid is not None:
+        below = proc.subtree(keeper_pid)
+        if below is not None:
+            return below
+    return [server_pid] + procinfo.descendants(server_pid)
+
+
+def tree_inodes(pids: Iterable[int]) -> Set[int]:
+    inodes: Set[int] = set()
+    for pid in pids:
+        inodes |= proc.socket_inodes(pid)
+    return inodes
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def describe_foreign(listener: sockets.Listener) -> str:
+    """Who holds ``listener``: a pid and command line where visible, the user always."""
+    holders = [pid for pid in procinfo.all_pids()
+               if listener.inode in proc.socket_inodes(pid)]
+    where = f"[{listener.address}]" if ":" in listener.address else listener.address
+    if holders:
+        who = "; ".join(f"pid {pid} ({procinfo.short_cmdline(procinfo.cmdline(pid), 80)})"
+                        for pid in holders[:3])
+        return f"{who}, user {_user(listener.uid)}, listening on {where}:{listener.port}"
+    mine = listener.uid == os.geteuid()
+    return (f"a process of user {_user(listener.uid)} listening on {where}:{listener.port}"
+            + ("" if mine else " (its pid is not visible to this user)"))
+
+
+def foreign_listeners(port: int, pids: Iterable[int]) -> Optional[List[sockets.Listener]]:
+    """Listeners on ``port`` that no process of ``pids`` holds; ``None`` if unknown."""
+    found = sockets.on_port(port)
+    if found is None or not proc.HAVE_PROC:
+        return None
+    if not found:
+        return []
+    ours = tree_inodes(pids)
+    return [listener for listener in found if listener.inode not in ours]
+
+
+def only_others_listen(port: int, pids: Iterable[int]) -> bool:
+    """True if ``port`` has listeners and none of them is held by one of ``pids``."""
+    found = sockets.on_port(port)
+    if not found or not proc.HAVE_PROC:
+        return False
+    inodes = tree_inodes(pids)
+    return not any(listener.inode in inodes for listener in found)
+
+
+def own_tree(server_pid: int) -> List[int]:
+    """The server and its descendants by parentage (not the orphans it left to its keeper)."""
+    below = proc.subtree(server_pid)
+    return [server_pid] + (below if below is not None else procinfo.descendants(server_pid))
+
+
+def listen_ports(pids: Iterable[int]) -> Set[int]:
+    """TCP ports the processes ``pids`` listen on (Linux; else empty)."""
+    inodes = tree_inodes(pids)
+    ports: Set[int] = set()
+    for family in (socket.AF_INET, socket.AF_INET6):
+        table = sockets.listeners(family) or {}
+        ports.update(item.port for inode, item in table.items() if inode in inodes)
+    return ports

@@ -1,0 +1,249 @@
+"""``ServerSpec``: the arguments of a ``ServerProcess``, checked before anything starts.
+
+Every mistake is a ``TypeError`` or ``ValueError`` that names the argument,
+raised by :meth:`ServerSpec.checked` -- before a port is leased, a
+directory made or a process started -- so a bad call leaves nothing to
+clean up.  The result is frozen: a server's configuration does not change
+under it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import pickle
+import re
+import ssl
+import sys
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+from .. import _validate
+from ..checks import Check, HealthSpec, as_check
+
+PathLike = Union[str, "os.PathLike[str]"]
+Verify = Union[bool, str, ssl.SSLContext]
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSpec:
+    """What to run and how; see ``ServerProcess`` for the meaning of each field."""
+
+    kind: str                       # "app" (app_code), "argv" or "target"
+    app_code: Optional[str]
+    argv: Optional[Tuple[str, ...]]
+    target: Optional[Callable[..., Any]]
+    payload: Optional[bytes]        # pickle of (target, args, kwargs)
+    target_module: Optional[str]
+    main_path: Optional[str]        # the file of a target defined in __main__
+    preload: Optional[Tuple[str, ...]]
+    host: str
+    port: Optional[int]
+    port_range: Optional[Tuple[int, int]]
+    handoff: bool
+    unix_socket: bool
+    env: Dict[str, Optional[str]]
+    cwd: Optional[str]
+    check: Check
+    ready_successes: int
+    start_timeout: float
+    stop_timeout: float
+    name: str
+    https: bool
+    verify: Verify
+    listens: bool
+
+    @property
+    def uses_port(self) -> bool:
+        """The server listens on a TCP port of ours (not a Unix socket, not nothing)."""
+        return self.listens and not self.unix_socket
+
+    @classmethod
+    def checked(cls, app_code: Optional[str] = None, *, argv: Optional[Sequence[str]] = None,
+                target: Optional[Callable[..., Any]] = None, args: Sequence[Any] = (),
+                kwargs: Optional[Mapping[str, Any]] = None,
+                preload: Optional[Sequence[str]] = None, host: str = "127.0.0.1",
+                port: Optional[int] = None, port_range: Optional[Sequence[int]] = None,
+                handoff: bool = False, unix_socket: bool = False,
+                env: Optional[Mapping[str, Optional[str]]] = None,
+                cwd: Optional[PathLike] = None, health: HealthSpec = "/health",
+                ready_successes: int = 2, start_timeout: float = 10.0,
+                stop_timeout: float = 5.0, name: Optional[str] = None, https: bool = False,
+                verify: Verify = True, listens: bool = True) -> "ServerSpec":
+        given = [what for what, value in (("app_code", app_code), ("argv", argv),
+                                          ("target", target)) if value is not None]
+        if len(given) != 1:
+            got = "neither" if not given else "both " + " and ".join(given) if len(given) == 2 \
+                else "all three"
+            raise ValueError("give exactly one of app_code (Python source), argv (a command "
+                             "list) or target (a function to run), got " + got)
+        kind = {"app_code": "app", "argv": "argv", "target": "target"}[given[0]]
+        if app_code is not None:
+            _check_app_code(app_code)
+        argv_tuple = _checked_argv(argv) if argv is not None else None
+        payload = target_module = main_path = None
+        if target is not None:
+            payload, target_module, main_path = _checked_target(target, args, kwargs)
+        elif args or kwargs:
+            raise ValueError("args and kwargs go with target=; app_code and argv servers get "
+                             "their settings through env= (or argv items)")
+        preload_tuple = _checked_preload(preload, kind)
+        for flag_name, flag in (("handoff", handoff), ("unix_socket", unix_socket),
+                                ("https", https), ("listens", listens)):
+            _validate.check_bool(flag, flag_name)
+        if unix_socket and (port is not None or port_range is not None):
+            raise ValueError("a unix_socket server has no TCP port: give port/port_range "
+                             "or unix_socket=True, not both")
+        host = _checked_host(host)
+        if port is not None:
+            _validate.check_port(port)
+            if port_range is not None:
+                raise ValueError("give port or port_range, not both")
+        range_pair = _validate.check_port_range(port_range) if port_range is not None else None
+        checked_cwd = _checked_cwd(cwd)
+        check = as_check(health)
+        if not listens and check.uses_port:
+            raise ValueError(f"health={check!r} talks to the server's port, but listens=False "
+                             f"says it has none: use a LogCheck or a callable")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
+        default_name = {"app": "app", "argv": os.path.basename(argv_tuple[0]) if argv_tuple
+                        else "server", "target": getattr(target, "__name__", "target")}[kind]
+        return cls(
+            kind=kind, app_code=app_code, argv=argv_tuple, target=target, payload=payload,
+            target_module=target_module, main_path=main_path, preload=preload_tuple,
+            host=host, port=port, port_range=range_pair, handoff=handoff,
+            unix_socket=unix_socket, env=_checked_env(env), cwd=checked_cwd, check=check,
+            ready_successes=_validate.check_positive_int(ready_successes, "ready_successes"),
+            start_timeout=_validate.seconds(start_timeout, "start_timeout"),
+            stop_timeout=_validate.seconds(stop_timeout, "stop_timeout"),
+            name=name or default_name, https=https, verify=_checked_verify(verify),
+            listens=listens)
+
+
+def _check_app_code(app_code: object) -> None:
+    if not isinstance(app_code, str):
+        raise TypeError(f"app_code must be a str of Python source, got {type(app_code).__name__}")
+    if not app_code.strip():
+        raise ValueError("app_code is empty")
+    if "\0" in app_code:
+        raise ValueError("app_code contains a NUL byte")
+
+
+def _checked_argv(argv: object) -> Tuple[str, ...]:
+    if isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple)):
+        raise TypeError(f"argv must be a list of str (no shell is used), got {argv!r}")
+    if not argv:
+        raise ValueError("argv is empty")
+    for index, item in enumerate(argv):
+        if not isinstance(item, str):
+            raise TypeError(f"argv items must be str, got {item!r}")
+        if "\0" in item:
+            raise ValueError(f"argv[{index}] contains a NUL byte: {item!r}")
+    if not argv[0]:
+        raise ValueError("argv[0] is empty: it names the program to run")
+    return tuple(argv)
+
+
+def _checked_target(target: object, args: object,
+                    kwargs: object) -> Tuple[bytes, str, Optional[str]]:
+    """The pickle of (target, args, kwargs); the target is pickled by reference."""
+    if not callable(target):
+        raise TypeError(f"target must be a function (or other callable importable by name), "
+                        f"got {target!r}")
+    if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)):
+        raise TypeError(f"args must be a tuple of arguments for target, got {args!r}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise TypeError(f"kwargs must be a dict of keyword arguments for target, got {kwargs!r}")
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", "")
+    if not module or "<locals>" in qualname or "<lambda>" in qualname:
+        raise ValueError(
+            f"target must be importable by its qualified name (a function at the top level of "
+            f"a module, or a class or static method), so the server process can import it; "
+            f"{target!r} is not (a lambda or a nested function?)")
+    main_path = None
+    if module == "__main__":
+        main_path = getattr(sys.modules.get("__main__"), "__file__", None)
+        if not main_path:
+            raise ValueError(f"target {qualname} is defined in __main__, which has no file "
+                             f"(an interactive session?): define it in a module")
+        main_path = os.path.abspath(main_path)
+    try:
+        payload = pickle.dumps((target, tuple(args), dict(kwargs or {})), protocol=4)
+    except Exception as exc:  # PicklingError, TypeError, AttributeError, ...
+        raise ValueError(f"target's arguments must be picklable (they are sent to the server "
+                         f"process): {type(exc).__name__}: {exc}") from None
+    return payload, module, main_path
+
+
+def _checked_preload(preload: object, kind: str) -> Optional[Tuple[str, ...]]:
+    if preload is None:
+        return None
+    if kind == "argv":
+        raise ValueError("preload applies to Python servers (app_code or target); an argv "
+                         "server is a program of its own")
+    if isinstance(preload, (str, bytes)) or not isinstance(preload, (list, tuple)):
+        raise TypeError(f"preload must be a list of module names such as ['flask'], "
+                        f"got {preload!r}")
+    for item in preload:
+        if not isinstance(item, str) or not _MODULE_NAME.match(item):
+            raise ValueError(f"preload items must be module names such as 'myapp.models', "
+                             f"got {item!r}")
+    return tuple(preload)
+
+
+def _checked_host(host: object) -> str:
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str IP address, got {host!r}")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"host must be a numeric loopback address such as '127.0.0.1' or '::1', "
+            f"got {host!r} (a name like 'localhost' may resolve to ::1 first)") from None
+    if not address.is_loopback:
+        raise ValueError(f"host must be a loopback address (servers under test are not "
+                         f"exposed to the network), got {host!r}")
+    return host
+
+
+def _checked_env(env: object) -> Dict[str, Optional[str]]:
+    if env is None:
+        return {}
+    if not isinstance(env, Mapping):
+        raise TypeError(f"env must be a dict of str -> str or None, got {env!r}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ValueError(f"env keys must be non-empty str without '=' or NUL, got {key!r}")
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"env[{key!r}] must be a str or None, got {value!r}")
+        if value is not None and "\0" in value:
+            raise ValueError(f"env[{key!r}] contains a NUL byte: {value!r}")
+    return dict(env)
+
+
+def _checked_cwd(cwd: object) -> Optional[str]:
+    if cwd is None:
+        return None
+    try:
+        path = os.fspath(cwd)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"cwd must be a path (str or os.PathLike), got {cwd!r}") from None
+    if not isinstance(path, str):
+        raise TypeError(f"cwd must be a str path, got {cwd!r}")
+    if "\0" in path or not os.path.isdir(path):
+        raise ValueError(f"cwd is not an existing directory: {path!r}")
+    return os.path.abspath(path)
+
+
+def _checked_verify(verify: object) -> Verify:
+    if isinstance(verify, (bool, ssl.SSLContext)):
+        return verify
+    if isinstance(verify, str):
+        if not os.path.isfile(verify):
+            raise ValueError(f"verify must be True, False, a CA file or an ssl.SSLContext; "
+                             f"{verify!r} is not a file")
+        return verify
+    raise TypeError(f"verify must be True, False, a CA file path or an ssl.SSLContext, "
+                    f"got {verify!r}")

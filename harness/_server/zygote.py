@@ -1,0 +1,550 @@
+"""The zygote and its keepers: the processes that launch servers and outlive none.
+
+Every server harness starts is launched through a *zygote*, a small
+process per test runner (one for servers that are programs, one per
+``preload`` set for warm Python servers), and lives under a *keeper*::
+
+    runner ─┬─ zygote ──┬── keeper ─┬─ server ── workers
+            │ (plain)   │            └─ daemon (its parent exited: re-parented to the keeper)
+            └─ zygote ──┴── keeper ── server
+              (warm: flask, myapp.models imported once)
+
+* The zygote is started once (``python -I -S`` for the plain one: about
+  15 ms) and forks a keeper per server; a warm zygote has imported the
+  ``preload`` modules and its keepers fork the server from that state, so a
+  Flask server starts in milliseconds instead of 200.
+* The keeper is a *child subreaper* (Linux ``PR_SET_CHILD_SUBREAPER``): a
+  descendant of the server whose parent exits (a daemon's double fork, a
+  ``setsid`` escapee that also scrubbed its environment) is re-parented to
+  the keeper instead of init.  So the keeper's subtree is exactly what the
+  server started, found by reading ``/proc/<pid>/task/*/children`` (no scan
+  of every process), and ``stop`` ends all of it with the one algorithm,
+  :func:`harness._os.kill.stop_tree`.
+* The keeper is the server's parent: it sees the exit at once (SIGCHLD),
+  tells the runner the status, and does not reap the server until the stop
+  is done, so the server's pid, which is also its process group id, cannot
+  be reused while a signal may still be sent to it.
+* Zygotes and keepers hold the read end of the runner's *lifeline* pipe,
+  whose write end only the runner has.  The kernel closes it however the
+  runner dies (SIGKILL included), so they read EOF, end their subtrees and
+  remove the runner's registered temp dirs.
+
+Invariants: the zygote is single-threaded when it forks (a ``preload``
+that starts threads makes it refuse, and harness falls back to a fresh
+interpreter); the server is never reaped before its group was killed; this
+module imports only the standard library and harness's stdlib-only
+low-level modules (``_os.kill``, ``_os.proc``, ``_server.boot``,
+``_server.channel``), because the zygote loads it without the package
+(see :mod:`.supervisor`).
+"""
+from __future__ import annotations
+
+import fcntl
+import importlib
+import io
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+from typing import Any, Dict, List, Optional, Set
+
+from .._os import kill, proc
+from .._os.identity import ProcessId
+from . import boot, channel
+
+PR_SET_CHILD_SUBREAPER = 36
+# How long a runner's death gives servers to exit on SIGTERM before SIGKILL.
+ORPHAN_GRACE = 1.0
+KILL_WAIT = 5.0
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
+def _traceback() -> str:
+    import traceback  # on error paths only: it costs the zygote's start 5 ms
+    return traceback.format_exc()
+
+
+def _print_traceback() -> None:
+    sys.stderr.write(_traceback())
+
+
+def exit_status(info: Any) -> int:
+    """A ``waitid`` result as a returncode: the exit code, or minus the signal."""
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+
+class _Loop:
+    """What the zygote and a keeper share: a SIGCHLD/SIGTERM wake-up pipe and the lifeline."""
+
+    def __init__(self, lifeline: int) -> None:
+        self.lifeline = lifeline
+        self.wake_r, self.wake_w = os.pipe()
+        for fd in (self.wake_r, self.wake_w):
+            os.set_blocking(fd, False)
+        self.terminating = False
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, self._noop)  # a handler, so the wake-up fd fires
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._terminate)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # not ours: the runner's terminal
+
+    @staticmethod
+    def _noop(signum: int, frame: Any) -> None:
+        pass
+
+    def _terminate(self, signum: int, frame: Any) -> None:
+        self.terminating = True
+
+    def wait(self, fds: List[int], timeout: Optional[float] = None) -> List[int]:
+        """The readable ones of ``fds`` (the wake-up pipe is drained, not returned)."""
+        try:
+            ready = select.select(fds + [self.wake_r, self.lifeline], [], [], timeout)[0]
+        except InterruptedError:  # pragma: no cover - PEP 475 retries select
+            ready = []
+        if self.wake_r in ready:
+            try:
+                while os.read(self.wake_r, 512):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
+        return [fd for fd in ready if fd != self.wake_r]
+
+    def lifeline_broken(self, ready: List[int]) -> bool:
+        if self.lifeline not in ready:
+            return False
+        try:
+            return os.read(self.lifeline, 1) == b""
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
+def _own_tree() -> List[ProcessId]:
+    """The live processes below this one (children files; a scan where there are none)."""
+    pids = proc.subtree(os.getpid())
+    if pids is None:
+        tree = proc.scan_children()
+        pids, todo = [], [os.getpid()]
+        while todo:
+            for kid in tree.get(todo.pop(), []):
+                pids.append(kid)
+                todo.append(kid)
+    return [i for i in map(proc.identity, pids) if i is not None]
+
+
+def _reap_all_but(keep: Optional[int]) -> None:
+    """Reap exited children (re-parented orphans included), never ``keep``."""
+    kids = proc.children(os.getpid())
+    if kids is None:
+        # No children file (not Linux): no subreaper either, so a keeper's
+        # only child is its server, which it reaps itself; a zygote reaps blindly.
+        if keep is not None:
+            return
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+    for kid in kids:
+        if kid != keep and proc.is_dead(kid):
+            try:
+                os.waitpid(kid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+# --------------------------------------------------------------------------
+# The server process (a child of its keeper)
+
+
+def _fd_above(fd: int, floor: int = 10) -> int:
+    return fcntl.fcntl(fd, fcntl.F_DUPFD, floor)
+
+
+def _close_all_but(keep: Set[int]) -> None:
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 256))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _server(request: Dict[str, Any], log_fd: int, listen_fd: Optional[int], errpipe: int,
+            inherited: List[int]) -> None:
+    """Become the server: never returns.
+
+    Anything that fails before the program runs is written to ``errpipe``
+    (close-on-exec: end of file there means the program started).
+    """
+    try:
+        os.setsid()  # its own session and process group, away from the runner's terminal
+        devnull = os.open(os.devnull, os.O_RDWR)
+        sources = [_fd_above(devnull), _fd_above(log_fd), _fd_above(log_fd)]
+        if listen_fd is not None:
+            sources.append(_fd_above(listen_fd))
+        for fd in [devnull, log_fd] + ([listen_fd] if listen_fd is not None else []) + inherited:
+            os.close(fd)
+        for target, source in enumerate(sources):
+            os.dup2(source, target)  # inheritable copies at 0 (stdin), 1, 2 and 3 (handoff)
+            os.close(source)
+        env = dict(request["env"])
+        if listen_fd is not None:
+            env["LISTEN_PID"] = str(os.getpid())  # systemd: the socket is for this pid
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if request["kind"] == "exec":
+            _close_all_but({0, 1, 2, 3, errpipe} if listen_fd is not None else {0, 1, 2, errpipe})
+            for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):  # as subprocess's restore_signals
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), signal.SIG_DFL)
+            if request.get("cwd"):
+                os.chdir(request["cwd"])
+            argv = request["argv"]
+            os.execvpe(argv[0], argv, env)
+        _run_in_process(request, env, errpipe)
+    except BaseException as exc:
+        code = getattr(exc, "errno", None) or 0
+        message = f"{code}:{type(exc).__name__}: {exc}"
+        try:
+            os.write(errpipe, message.encode("utf-8", "replace"))
+        finally:
+            os._exit(127)
+
+
+def _run_in_process(request: Dict[str, Any], env: Dict[str, str], errpipe: int) -> None:
+    """A warm server: this fork of the zygote becomes the app, as a fresh interpreter would."""
+    os.environ.clear()
+    os.environ.update(env)
+    if request.get("cwd"):
+        os.chdir(request["cwd"])
+    if "tempfile" in sys.modules:
+        sys.modules["tempfile"].tempdir = None  # read TMPDIR again: the server has its own
+    unbuffered = bool(env.get("PYTHONUNBUFFERED"))
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        stream = io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
+                                  errors="backslashreplace" if fd == 2 else "strict",
+                                  line_buffering=not unbuffered, write_through=unbuffered)
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    os.close(errpipe)  # the app runs from here on: its failures are its own, in its log
+    # PYTHONPATH comes before the runner's path, as in a fresh interpreter.
+    path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + request["sys_path"]
+    code = 0
+    try:
+        if request["kind"] == "app":
+            boot.prepare(os.path.dirname(request["app_path"]), path)
+            boot.run_app(request["app_path"])
+        else:
+            boot.prepare(None, path)
+            boot.run_target(request["payload"], request.get("main_path"))
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    except KeyboardInterrupt:
+        _print_traceback()
+        code = 128 + signal.SIGINT
+    except BaseException:
+        _print_traceback()
+        code = 1
+    _finish(code)
+
+
+def _exit_code(code: Any) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _finish(code: int) -> None:
+    """Exit as an interpreter does: wait for non-daemon threads, run atexit, flush."""
+    try:
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        import atexit
+        run = getattr(atexit, "_run_exitfuncs", None)
+        if run is not None:
+            run()
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    except BaseException:
+        _print_traceback()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+# --------------------------------------------------------------------------
+# The keeper (a child of the zygote)
+
+
+class Keeper:
+    """Forks the server, reports its start and exit, stops its whole subtree."""
+
+    def __init__(self, request: Dict[str, Any], link: socket.socket, lifeline: int) -> None:
+        self.request = request
+        self.link = link
+        self.loop = _Loop(lifeline)
+        self.server: Optional[ProcessId] = None
+        self.status: Optional[int] = None
+        self.reported_exit = False
+
+    def run(self, log_fd: int, listen_fd: Optional[int], inherited: List[int]) -> None:
+        become_subreaper()
+        errpipe_r, errpipe_w = os.pipe()
+        spid = os.fork()
+        if spid == 0:
+            link_fd = self.link.detach()
+            _server(self.request, log_fd, listen_fd, errpipe_w,
+                    inherited + [errpipe_r, self.loop.wake_r, self.loop.wake_w,
+                                 self.loop.lifeline, link_fd])
+        for fd in [log_fd, errpipe_w] + ([listen_fd] if listen_fd is not None else []):
+            os.close(fd)
+        self.server = proc.identity(spid) or ProcessId(spid, None)
+        failure = self._read_errpipe(errpipe_r)
+        os.close(errpipe_r)
+        if failure is not None:
+            self._send({"spawn_error": failure})
+            self._stop(grace=0.0)
+            os._exit(0)
+        self._send({"started": spid, "keeper": os.getpid(), "identity": str(self.server)})
+        self._serve()
+
+    def _read_errpipe(self, fd: int) -> Optional[str]:
+        """What the server reported before its program started; ``None`` if it started."""
+        data = b""
+        while True:
+            ready = self.loop.wait([fd])
+            if self.loop.lifeline_broken(ready) or self.loop.terminating:
+                self._stop(grace=0.0)
+                os._exit(0)
+            if fd in ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    return data.decode("utf-8", "replace") if data else None
+                data += chunk
+
+    def _send(self, message: Dict[str, Any]) -> None:
+        try:
+            channel.send(self.link, message)
+        except OSError:
+            pass  # the runner is gone: the lifeline says so too
+
+    def _check_server(self) -> None:
+        """Tell the runner once the server has exited (it stays unreaped: a zombie)."""
+        assert self.server is not None
+        if self.reported_exit:
+            return
+        try:
+            info = os.waitid(os.P_PID, self.server.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            info = None
+        if info is not None and info.si_pid:
+            self.status = exit_status(info)
+            self.reported_exit = True
+            self._send({"exited": self.status})
+
+    def _reap(self) -> None:
+        _reap_all_but(self.server.pid if self.server else None)
+
+    def _serve(self) -> None:
+        link = self.link.fileno()
+        while True:
+            # Look before waiting: a SIGCHLD may have come (and its wake-up byte
+            # been read) while the start was awaited.
+            self._reap()
+            self._check_server()
+            ready = self.loop.wait([link])
+            if self.loop.lifeline_broken(ready) or self.loop.terminating:
+                self._stop(grace=ORPHAN_GRACE)
+                os._exit(0)
+            if link in ready:
+                try:
+                    message, fds = channel.recv(self.link, timeout=KILL_WAIT)
+                except (channel.ChannelClosed, channel.ChannelTimeout, OSError):
+                    self._stop(grace=ORPHAN_GRACE)  # the runner dropped us: end the server
+                    os._exit(0)
+                for fd in fds:
+                    os.close(fd)
+                if message.get("op") == "stop":
+                    self._reap()
+                    survivors = self._stop(grace=float(message.get("grace", 0.0)),
+                                           kill_wait=float(message.get("kill_wait", KILL_WAIT)))
+                    self._send({"stopped": self.status, "survivors": [str(s) for s in survivors]})
+                    os._exit(0)
+
+    def _stop(self, grace: float, kill_wait: float = KILL_WAIT) -> List[ProcessId]:
+        """End the server's whole subtree, then reap the server; the survivors.
+
+        The server is still unreaped here, so its pid is still its process
+        group's id and signalling the group cannot reach a stranger.
+        """
+        assert self.server is not None
+        survivors = kill.stop_tree(_own_tree, grace=grace, kill_wait=kill_wait,
+                                   group=self.server.pid, on_wait=self._reap)
+        self._check_server()
+        dead = self.reported_exit or proc.is_dead(self.server.pid)
+        try:
+            pid, status = os.waitpid(self.server.pid, 0 if dead else os.WNOHANG)
+        except ChildProcessError:
+            pid = 0
+        if pid:
+            self.status = _returncode(status)
+        self._reap()
+        return survivors
+
+
+def _returncode(status: int) -> int:
+    """A ``waitpid`` status as a returncode (``os.waitstatus_to_exitcode`` is 3.9+)."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+# --------------------------------------------------------------------------
+# The zygote
+
+
+class Zygote:
+    """Serves the runner: forks keepers, imports preloads, removes dirs when the runner dies."""
+
+    def __init__(self, control: int, lifeline: int) -> None:
+        self.control = socket.socket(fileno=control)
+        self.loop = _Loop(lifeline)
+        self.dirs: Set[str] = set()
+        self.subreaper = become_subreaper()
+
+    def serve(self) -> None:
+        try:
+            message, _ = channel.recv(self.control)
+        except (channel.ChannelClosed, OSError):
+            return
+        channel.send(self.control, self._init(message))
+        control = self.control.fileno()
+        while True:
+            _reap_all_but(None)
+            ready = self.loop.wait([control])
+            if self.loop.lifeline_broken(ready) or self.loop.terminating:
+                break
+            if control in ready:
+                try:
+                    message, fds = channel.recv(self.control, timeout=KILL_WAIT)
+                except (channel.ChannelClosed, channel.ChannelTimeout, OSError):
+                    break
+                self._handle(message, fds)
+        self._shutdown()
+
+    def _threads(self) -> int:
+        return max(threading.active_count(), proc.thread_count(os.getpid()) or 1)
+
+    def _init(self, message: Dict[str, Any]) -> Dict[str, Any]:
+        if message.get("sys_path"):
+            sys.path[:] = list(message["sys_path"])
+        for name in message.get("preload", ()):
+            try:
+                importlib.import_module(name)
+            except BaseException:
+                return {"ready": False, "error": _traceback(), "module": name}
+            if self._threads() > 1:
+                return {"ready": False, "threads": self._threads(), "module": name}
+        return {"ready": True, "pid": os.getpid(), "subreaper": self.subreaper}
+
+    def _handle(self, message: Dict[str, Any], fds: List[int]) -> None:
+        op = message.get("op")
+        if op == "spawn":
+            self._spawn(message, fds)
+            return
+        for fd in fds:
+            os.close(fd)
+        if op == "dir+":
+            self.dirs.add(message["path"])
+        elif op == "dir-":
+            self.dirs.discard(message["path"])
+        elif op == "import":
+            channel.send(self.control, self._import(message["module"]))
+
+    def _import(self, module: str) -> Dict[str, Any]:
+        """Import a target's module here once, so every server forked after has it."""
+        try:
+            importlib.import_module(module)
+        except BaseException:
+            return {"ok": False, "error": _traceback()}
+        threads = self._threads()
+        if threads > 1:
+            return {"ok": False, "threads": threads}
+        return {"ok": True}
+
+    def _spawn(self, request: Dict[str, Any], fds: List[int]) -> None:
+        link_fd, log_fd = fds[0], fds[1]
+        listen_fd = fds[2] if len(fds) > 2 else None
+        link = socket.socket(fileno=link_fd)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            try:
+                channel.send(link, {"spawn_error": f"{exc.errno}:{exc}"})
+            except OSError:
+                pass
+            pid = -1
+        if pid == 0:
+            try:
+                control = self.control.detach()
+                os.close(control)
+                self.loop.close()
+                Keeper(request, link, self.loop.lifeline).run(log_fd, listen_fd, [])
+            finally:
+                os._exit(70)
+        link.close()
+        for fd in fds[1:]:
+            os.close(fd)
+
+    def _shutdown(self) -> None:
+        """The runner is gone (or done): end whatever is left below us, remove its dirs."""
+        kill.stop_tree(_own_tree, grace=ORPHAN_GRACE, kill_wait=KILL_WAIT,
+                       on_wait=lambda: _reap_all_but(None))
+        if self.dirs:
+            import shutil  # only now: it costs the zygote's start 10 ms
+            for path in self.dirs:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> None:
+    """``python [-I -S] -c BOOT HARNESS_DIR CONTROL_FD LIFELINE_FD`` (see :mod:`.supervisor`)."""
+    os.chdir("/")
+    Zygote(int(sys.argv[2]), int(sys.argv[3])).serve()
+    os._exit(0)
+
+
+__all__ = ["main", "Zygote", "Keeper", "become_subreaper", "exit_status"]

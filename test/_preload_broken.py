@@ -1,0 +1,2 @@
+"""A preload whose import fails."""
+raise ImportError("preload-marker: this module cannot be imported")
