@@ -11,6 +11,12 @@ version), and where a ``unittest.TestResult`` formatted the failure without
 notes (3.8-3.10) the tail is appended to the text it stored.  After the
 last cleanup the test is checked for servers it started and left running.
 
+A server's options come from ``server_options()`` (per test) and the
+classmethod ``class_server_options()`` (per class), which by default return
+``server_defaults``; a call's keywords go over them, ``env`` merged.  What
+the mixin shares with the pytest plugin (merging, argument checks, the
+report's server blocks, kept logs) is in ``_runner.py``.
+
 Nothing here reaches into unittest internals: the mixin wraps the result
 object handed to ``run()`` and only uses documented ``TestResult`` parts.
 """
