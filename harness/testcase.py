@@ -11,22 +11,47 @@ version), and where a ``unittest.TestResult`` formatted the failure without
 notes (3.8-3.10) the tail is appended to the text it stored.  After the
 last cleanup the test is checked for servers it started and left running.
 
+A server's options come from ``server_options()`` (per test) and the
+classmethod ``class_server_options()`` (per class), which by default return
+``server_defaults``; a call's keywords go over them, ``env`` merged.  What
+the mixin shares with the pytest plugin (merging, argument checks, the
+report's server blocks, kept logs) is in ``_runner.py``.
+
 Nothing here reaches into unittest internals: the mixin wraps the result
 object handed to ``run()`` and only uses documented ``TestResult`` parts.
 """
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import shutil
 import tempfile
 import unittest
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+)
 
-from ._server import logstore, marker
+from . import _runner
+from ._http_wire import check_expect_status
+from ._jsonspec import check_spec
+from ._server import marker, safety_net
 from ._validate import check_port_range
-from .errors import ServerStartError
+from .errors import ResponseInvalid, ServerStartError
+from .http import Response, _validate
+from .memory import LeakReport, measure_leak
+from .ports import PortAllocator, PortLease
+from .process import ServerProcess
 
 __all__ = ["ServerTestMixin", "ServerTestCase"]
 
@@ -35,41 +60,19 @@ __all__ = ["ServerTestMixin", "ServerTestCase"]
 __unittest = True
 
 #: Lines of each server's log shown under a failing test (``log_tail_lines``).
-LOG_TAIL_LINES = 30
-_REPORT_TITLE = "harness: log tail of the servers of"
+LOG_TAIL_LINES = _runner.LOG_TAIL_LINES
 _REPORTED = ("addError", "addFailure", "addSubTest")
+
+if TYPE_CHECKING:
+    # The checker sees the mixin as the TestCase it is mixed into; at run
+    # time it stays a plain cooperative class.
+    _TestCaseBase = unittest.TestCase
+else:
+    _TestCaseBase = object
 
 
 # --------------------------------------------------------------------------
 # The failure report
-
-
-def _server_block(server: Any, scope: str, lines: int) -> str:
-    try:
-        tail = server.log_tail(lines)
-    except Exception as exc:  # the report must never hide the failure it decorates
-        tail = f"(log unreadable: {type(exc).__name__}: {exc})"
-    state = server.state
-    log_path = server.log_path
-    if state != "running" and log_path and os.path.exists(log_path):
-        state += f"; log kept at {log_path}"
-    head = f"--- {scope} server {server.name!r} (pid {server.pid}, {server.url}, {state})"
-    body = "\n".join("    " + line for line in tail.splitlines()) if tail.strip() \
-        else "    (the log is empty)"
-    return head + "\n" + body
-
-
-def _add_note(exc: BaseException, text: str) -> None:
-    """``exc.add_note(text)`` on every Python (``__notes__`` is the 3.11 protocol)."""
-    notes = getattr(exc, "__notes__", None)
-    if isinstance(notes, list) and text in notes:
-        return
-    if hasattr(exc, "add_note"):
-        exc.add_note(text)
-    elif isinstance(notes, list):
-        notes.append(text)
-    elif notes is None:
-        exc.__notes__ = [text]  # type: ignore[attr-defined]
 
 
 class _ReportingResult:
@@ -100,10 +103,13 @@ class _ReportingResult:
         if err is not None and state is not None:
             state.reported = True
         if isinstance(err, tuple) and len(err) == 3 and isinstance(err[1], BaseException):
+            # A failed start or a bad argument: the traceback ends at the test's line.
+            err[1].with_traceback(_runner.cut_hidden_frames(err[2]))
+            args = args[:-1] + ((err[0], err[1], err[1].__traceback__),)
             try:
                 text = self._harness_test._harness_failure_report(err[1])
                 if text:
-                    _add_note(err[1], text)
+                    _runner.add_note(err[1], text)
             except Exception:  # never let the report hide the failure
                 text = ""
         real = self._harness_result
@@ -131,54 +137,17 @@ class _ReportingResult:
 class _TestState:
     """What one run of one test started: servers, port leases, a temp root."""
 
-    def __init__(self, baseline: Sequence[Any]) -> None:
-        self.servers: List[Any] = []
-        self.leases: Dict[int, Any] = {}
+    def __init__(self, baseline: Sequence[ServerProcess]) -> None:
+        self.servers: List[ServerProcess] = []
+        self.leases: Dict[int, PortLease] = {}
         self.temp_root: Optional[str] = None
         self.baseline = list(baseline)  # servers alive before the test (held: ids stay theirs)
-        self.kept_logs: List[str] = []  # logs harness kept after a failed start
+        self.kept_logs = _runner.KeptLogs()  # logs harness kept after a failed start
         self.reported = False  # an error or failure of this test was reported
 
 
-def _live_servers() -> List[Any]:
-    from ._server import safety_net
+def _live_servers() -> List[ServerProcess]:
     return safety_net.live()
-
-
-def _check_arguments(owner: str, kwargs: Mapping[str, Any]) -> None:
-    """Unknown ``ServerProcess`` arguments, named with where they came from."""
-    from .process import ServerProcess
-    known = [name for name in inspect.signature(ServerProcess).parameters if name != "self"]
-    for key in kwargs:
-        if key not in known:
-            raise TypeError(f"{owner}: {key!r} is not a ServerProcess argument; "
-                            f"known: {', '.join(known)}")
-
-
-def merge_arguments(defaults: Mapping[str, Any], app_code: Optional[str],
-                    kwargs: Mapping[str, Any], name: str) -> Dict[str, Any]:
-    """``ServerProcess`` arguments: the defaults, overridden by the call.
-
-    The program the call names (``app_code`` or ``argv``) replaces the
-    default one, and a fixed ``port`` replaces a default ``port_range``.
-    """
-    arguments = dict(defaults)
-    if app_code is not None or "app_code" in kwargs or "argv" in kwargs:
-        arguments.pop("app_code", None)
-        arguments.pop("argv", None)
-    if kwargs.get("port") is not None:
-        arguments.pop("port_range", None)
-    arguments.update(kwargs)
-    if app_code is not None:
-        arguments["app_code"] = app_code
-    arguments.setdefault("name", name)
-    return arguments
-
-
-def remove_kept_log(log_path: str) -> None:
-    """Remove a failed start's kept log (the test that saw the failure passed anyway:
-    it expected it; the log only matters to a test that failed, whose report shows it)."""
-    logstore.discard(log_path)
 
 
 def _remove_tree(path: str) -> None:
@@ -191,7 +160,7 @@ def _remove_tree(path: str) -> None:
 # The mixin
 
 
-class ServerTestMixin:
+class ServerTestMixin(_TestCaseBase):
     """Servers for unittest tests.  Mix it in before ``unittest.TestCase``
     (or ``IsolatedAsyncioTestCase``), and call ``super()`` in ``setUp`` and
     ``tearDown`` as usual.
@@ -199,7 +168,9 @@ class ServerTestMixin:
     Class attributes:
 
     * ``server_defaults``: ``ServerProcess`` arguments for every server of the
-      class (``start_server`` keywords override them);
+      class (``start_server`` keywords override them, ``env`` merged); for
+      options computed per class or per test, override the classmethod
+      ``class_server_options()`` or the method ``server_options()``;
     * ``port_range``: ``(low, high)`` the class's servers and
       ``get_next_port`` take ports from.  Optional: leases already keep
       parallel suites apart, a range only makes ports predictable;
@@ -213,41 +184,43 @@ class ServerTestMixin:
     log_tail_lines: ClassVar[int] = LOG_TAIL_LINES
     check_leftover_servers: ClassVar[bool] = True
 
+    _harness: _TestState
+    _harness_class_servers: ClassVar[List[ServerProcess]]
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # Before 3.10 all TestCase classes share one class-cleanup list, so one
         # class's pending cleanups could run at another's teardown: give each
         # class its own, as 3.10+ does.
         if "__init_subclass__" not in vars(unittest.TestCase):
-            cls._class_cleanups = []  # type: ignore[attr-defined]
+            setattr(cls, "_class_cleanups", [])  # noqa: B010 (unittest's private list)
 
     # ------------------------------------------------------------ running
 
-    def run(self, result: Any = None) -> Any:
+    def run(self, result: Optional[unittest.TestResult] = None) -> Optional[unittest.TestResult]:
         if result is None:  # direct test.run(): nobody to report to but the default
-            return super().run(result)  # type: ignore[misc]
+            return super().run(result)
         self._harness = _TestState(baseline=_live_servers())
         # The first cleanup registered runs last, after every server's stop.
-        self.addCleanup(self._harness_check_leftovers)  # type: ignore[attr-defined]
+        self.addCleanup(self._harness_check_leftovers)
         try:
-            super().run(_ReportingResult(result, self))  # type: ignore[misc]
+            super().run(cast(unittest.TestResult, _ReportingResult(result, self)))
         except BaseException:
             # KeyboardInterrupt and friends skip the cleanups: stop our servers here.
             self._harness_stop_all()
             raise
         state = self._harness
-        if not state.reported:  # the test passed: it expected its failed starts
-            for log_path in state.kept_logs:
-                remove_kept_log(log_path)
+        # A test that passed expected its failed starts: their logs go.
+        state.kept_logs.settle(test_failed=state.reported)
         return result
 
     def setUp(self) -> None:
         self._harness_state()
-        super().setUp()  # type: ignore[misc]
+        super().setUp()
 
     def tearDown(self) -> None:
         # Servers stop in the cleanups, after tearDown: a tearDown may still use them.
-        super().tearDown()  # type: ignore[misc]
+        super().tearDown()
 
     def _harness_state(self) -> _TestState:
         state = self.__dict__.get("_harness")
@@ -258,59 +231,86 @@ class ServerTestMixin:
     # ------------------------------------------------------------ servers
 
     @classmethod
-    def _harness_arguments(cls, app_code: Optional[str], kwargs: Mapping[str, Any],
+    def class_server_options(cls) -> Mapping[str, Any]:
+        """``ServerProcess`` arguments for the servers of this class: by default
+        ``server_defaults``.
+
+        ``start_class_server`` takes them, and so does ``server_options`` unless
+        it is overridden.  Override this classmethod to compute them.
+        """
+        return cls.server_defaults
+
+    def server_options(self) -> Mapping[str, Any]:
+        """``ServerProcess`` arguments for the servers ``start_server`` starts in
+        this test: by default ``class_server_options()``.
+
+        Override it for options that depend on the test (a per-test socket
+        path or data directory, a check that uses ``self``); keywords given to
+        ``start_server`` still go over them, ``env`` merged.
+        """
+        return self.class_server_options()
+
+    @classmethod
+    def _harness_arguments(cls, options: object, source: str, app_code: Optional[str],
+                           kwargs: Mapping[str, Any], caller: str,
                            default_name: str) -> Dict[str, Any]:
-        defaults = cls.server_defaults
-        if not isinstance(defaults, Mapping):
-            raise TypeError(f"{cls.__name__}.server_defaults must be a dict of ServerProcess "
-                            f"arguments, got {defaults!r}")
-        _check_arguments(f"{cls.__name__}.server_defaults", defaults)
-        _check_arguments(f"{cls.__name__}.start_server()", kwargs)
-        arguments = merge_arguments(defaults, app_code, kwargs, default_name)
+        """Options (from ``source``, named in errors) and a call, merged."""
+        if options is cls.server_defaults:
+            source = "server_defaults"  # not overridden: name what the user wrote
+        defaults = _runner.check_options(f"{cls.__name__}.{source}", options)
+        _runner.check_arguments(f"{cls.__name__}.{caller}()", kwargs)
+        arguments = _runner.merge_arguments(defaults, app_code, kwargs, default_name)
         if cls.port_range is not None and arguments.get("port") is None \
                 and arguments.get("port_range") is None:
             arguments["port_range"] = check_port_range(cls.port_range,
                                                        f"{cls.__name__}.port_range")
         return arguments
 
-    def start_server(self, app_code: Optional[str] = None, **kwargs: Any) -> Any:
+    def start_server(self, app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess:
         """Start a server for this test and return it once ready.
 
-        Takes the ``ServerProcess`` arguments (over ``server_defaults``).  The
-        server is stopped by ``addCleanup`` whatever happens to the test.
+        Takes the ``ServerProcess`` arguments, over ``server_options()``
+        (``env`` merged).  The server is stopped by ``addCleanup`` whatever
+        happens to the test.
         """
-        from .process import ServerProcess
-        arguments = self._harness_arguments(app_code, kwargs, self._testMethodName)  # type: ignore[attr-defined]
+        if type(self).server_options is ServerTestMixin.server_options:  # not overridden
+            options, source = self.class_server_options(), "class_server_options()"
+        else:
+            options, source = self.server_options(), "server_options()"
+        arguments = self._harness_arguments(options, source, app_code, kwargs, "start_server",
+                                            self._testMethodName)
         state = self._harness_state()
         port = arguments.get("port")
-        state.leases.pop(port, None)  # a port from get_next_port(): the server takes the lease over
-        server = ServerProcess(**arguments)
+        if port is not None:  # a port from get_next_port(): the server takes the lease over
+            state.leases.pop(port, None)
+        server = _runner.create_server(arguments)
         state.servers.append(server)
-        self.addCleanup(self._harness_stop, server)  # type: ignore[attr-defined]
+        self.addCleanup(self._harness_stop, server)
         try:
-            return server.start()
+            return _runner.start_server(server)
         except ServerStartError as exc:
-            if exc.log_path:
-                state.kept_logs.append(exc.log_path)
+            state.kept_logs.note(exc)
             raise
 
     @classmethod
-    def start_class_server(cls, app_code: Optional[str] = None, **kwargs: Any) -> Any:
+    def start_class_server(cls, app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess:
         """Start a server shared by the tests of this class (call it in ``setUpClass``).
 
-        Stopped by ``addClassCleanup`` after the class's last test, or at once
-        if ``setUpClass`` fails later on.
+        Takes the ``ServerProcess`` arguments, over ``class_server_options()``
+        (``env`` merged).  Stopped by ``addClassCleanup`` after the class's
+        last test, or at once if ``setUpClass`` fails later on.
         """
-        from .process import ServerProcess
-        server = ServerProcess(**cls._harness_arguments(app_code, kwargs, cls.__name__))
+        arguments = cls._harness_arguments(cls.class_server_options(), "class_server_options()",
+                                           app_code, kwargs, "start_class_server", cls.__name__)
+        server = _runner.create_server(arguments)
         if "_harness_class_servers" not in vars(cls):
-            cls._harness_class_servers = []  # type: ignore[attr-defined]
-        cls._harness_class_servers.append(server)  # type: ignore[attr-defined]
-        cls.addClassCleanup(cls._harness_stop_class_server, server)  # type: ignore[attr-defined]
-        return server.start()
+            cls._harness_class_servers = []
+        cls._harness_class_servers.append(server)
+        cls.addClassCleanup(cls._harness_stop_class_server, server)
+        return _runner.start_server(server)
 
     @classmethod
-    def _harness_stop_class_server(cls, server: Any) -> None:
+    def _harness_stop_class_server(cls, server: ServerProcess) -> None:
         try:
             server.stop()
         finally:
@@ -318,7 +318,7 @@ class ServerTestMixin:
             if server in servers:
                 servers.remove(server)
 
-    def _harness_stop(self, server: Any) -> None:
+    def _harness_stop(self, server: ServerProcess) -> None:
         server.stop()
 
     def _harness_stop_all(self) -> None:
@@ -329,8 +329,8 @@ class ServerTestMixin:
             except Exception:  # already on the way out with another exception
                 pass
 
-    def _harness_class_servers_of(self) -> List[Any]:
-        servers: List[Any] = []
+    def _harness_class_servers_of(self) -> List[ServerProcess]:
+        servers: List[ServerProcess] = []
         for klass in type(self).__mro__:
             servers.extend(vars(klass).get("_harness_class_servers", []))
         return servers
@@ -350,8 +350,8 @@ class ServerTestMixin:
                 server.stop()
             except Exception as exc:
                 names[-1] += f" (stopping it failed: {exc})"
-        raise self.failureException(  # type: ignore[attr-defined]
-            f"{self.id()} left {len(left)} server(s) running: {'; '.join(names)}.  "  # type: ignore[attr-defined]
+        raise self.failureException(
+            f"{self.id()} left {len(left)} server(s) running: {'; '.join(names)}.  "
             f"harness has stopped them now.  Stop a server you start yourself "
             f"(`with ServerProcess(...) as server:` or `self.addCleanup(server.stop)`), "
             f"or start it with self.start_server(), which stops it for you.")
@@ -362,15 +362,14 @@ class ServerTestMixin:
         if not lines:
             return ""
         state = self.__dict__.get("_harness")
-        own = list(state.servers) if state else []
-        reported_log = getattr(exc, "log_path", None)  # a ServerStartError shows it already
-        blocks = [_server_block(server, scope, lines)
-                  for scope, servers in (("test", own), ("class", self._harness_class_servers_of()))
-                  for server in servers
-                  if server.pid is not None and not (reported_log and server.log_path == reported_log)]
+        servers: List[Tuple[str, ServerProcess]] = [
+            ("test", server) for server in (state.servers if state else [])]
+        servers += [("class", server) for server in self._harness_class_servers_of()]
+        blocks = _runner.report_blocks(servers, lines, exc)
         if not blocks:
             return ""
-        return f"{_REPORT_TITLE} {self.id()} (last {lines} lines each):\n" + "\n".join(blocks)  # type: ignore[attr-defined]
+        return (f"{_runner.REPORT_TITLE} of {self.id()} (last {lines} lines each):\n"
+                + "\n".join(blocks))
 
     # -------------------------------------------------------- ports, files
 
@@ -380,16 +379,15 @@ class ServerTestMixin:
         For a server you launch yourself; ``start_server(port=port)`` also
         works (the server takes the lease over).
         """
-        from .ports import PortAllocator
         cls = type(self)
         port_range = None if cls.port_range is None else check_port_range(
             cls.port_range, f"{cls.__name__}.port_range")
         lease = PortAllocator(port_range).acquire()
         self._harness_state().leases[lease.port] = lease
-        self.addCleanup(self._harness_release, lease)  # type: ignore[attr-defined]
+        self.addCleanup(self._harness_release, lease)
         return lease.port
 
-    def _harness_release(self, lease: Any) -> None:
+    def _harness_release(self, lease: PortLease) -> None:
         lease.release()
         self._harness_state().leases.pop(lease.port, None)
 
@@ -397,7 +395,7 @@ class ServerTestMixin:
         state = self._harness_state()
         if state.temp_root is None:
             state.temp_root = marker.make_private_dir()  # 0700, reaped if the runner dies
-            self.addCleanup(_remove_tree, state.temp_root)  # type: ignore[attr-defined]
+            self.addCleanup(_remove_tree, state.temp_root)
         return state.temp_root
 
     def make_temp_dir(self) -> str:
@@ -420,16 +418,12 @@ class ServerTestMixin:
 
     # ---------------------------------------------------------- assertions
 
-    def assertResponse(self, response: Any, status: Any = 200, json: Any = None,
-                       msg: Optional[str] = None) -> Any:
+    def assertResponse(self, response: Response, status: object = 200, json: object = None,
+                       msg: Optional[str] = None) -> Response:
         """Fail unless ``response`` has ``status`` (an int, a collection or a range,
         None for any) and its JSON matches ``json`` (keys mapped to a value, a
         type or a predicate; or a predicate over the document).  Returns it.
         """
-        from ._http_wire import check_expect_status
-        from ._jsonspec import check_spec
-        from .errors import ResponseInvalid
-        from .http import _validate
         expect_status = check_expect_status(status)
         expect_json = check_spec(json, "json")
         if not (hasattr(response, "status") and hasattr(response, "body")):
@@ -440,19 +434,19 @@ class ServerTestMixin:
             problem = str(exc)
         else:
             return response
-        self.fail(self._formatMessage(msg, problem))  # type: ignore[attr-defined]
+        self.fail(self._formatMessage(msg, problem))
 
-    def assertNoLeak(self, server: Any, workload: Callable[[], Any], **kwargs: Any) -> Any:
+    def assertNoLeak(self, server: Union[ServerProcess, int], workload: Callable[[], object],
+                     **kwargs: Any) -> LeakReport:
         """Fail if ``server`` leaks memory while ``workload()`` runs round after round.
 
         Keywords go to :func:`harness.memory.measure_leak` (``rounds``,
         ``warmup``, ``threshold``, ``metric``).  Returns the ``LeakReport``.
         """
-        from .memory import measure_leak
         report = measure_leak(server, workload, **kwargs)
         if report.leaking:
             name = getattr(server, "name", None)
-            self.fail(f"server {name or server!r} leaks memory:\n{report}")  # type: ignore[attr-defined]
+            self.fail(f"server {name or server!r} leaks memory:\n{report}")
         return report
 
 

@@ -13,8 +13,8 @@ import tempfile
 import unittest
 
 from _support import ROOT, python_env
-from test_testcase import APP, reserve_window
-from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run
+from test_testcase import APP, ENV_APP, reserve_window
+from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run, run_pytest
 
 TESTS = '''
 import pytest
@@ -37,14 +37,14 @@ def test_2_its_server_is_gone():
     assert not _procinfo.is_alive(SEEN["failing"])
 
 
-def test_3_free_port_is_leased_and_taken_over(free_port, harness_server):
+def test_3_harness_port_is_leased_and_taken_over(harness_port, harness_server):
     low, high = {window}
-    assert low <= free_port <= high
-    assert free_port in held_ports()
-    server = harness_server(APP, port=free_port)
-    assert server.port == free_port
+    assert low <= harness_port <= high
+    assert harness_port in held_ports()
+    server = harness_server(APP, port=harness_port)
+    assert server.port == harness_port
     assert server.get("/health").json()["message"] == "ready"
-    SEEN["port"] = free_port
+    SEEN["port"] = harness_port
 
 
 def test_4_lease_ended_with_the_test():
@@ -65,14 +65,67 @@ CRASH_TESTS = '''
 import pytest
 from harness.errors import ServerStartError
 
+# The marker is built at run time: the traceback's source lines must not contain it.
+CRASH = "import sys\\nprint('crash-marker-' + '{{}}')\\nsys.exit(3)\\n"
+
 
 def test_expects_the_crash(harness_server):
     with pytest.raises(ServerStartError):
-        harness_server("import sys\\nprint('crash-marker-expected')\\nsys.exit(3)\\n")
+        harness_server(CRASH.format("expected"))
 
 
 def test_does_not_expect_it(harness_server):
-    harness_server("import sys\\nprint('crash-marker-unexpected')\\nsys.exit(3)\\n")
+    harness_server(CRASH.format("unexpected"))
+'''
+
+TRACEBACK_TESTS = '''
+from harness.testcase import ServerTestCase
+
+CRASH = "import sys\\nprint('crash-marker-' + 'tb')\\nsys.exit(3)\\n"
+
+
+def test_start_failure(harness_server):
+    harness_server(CRASH)  # USER-LINE-1
+
+
+def test_bad_argument(harness_server):
+    harness_server(CRASH, port=70000)  # USER-LINE-2
+
+
+class TestMixin(ServerTestCase):
+    def test_mixin_start_failure(self):
+        self.start_server(CRASH)  # USER-LINE-3
+'''
+
+ALIAS_TESTS = '''
+from harness.ports import held_ports
+
+APP = {app!r}
+
+
+def test_the_old_name(free_port, harness_server):
+    assert free_port in held_ports()
+    assert harness_server(APP, port=free_port).port == free_port
+'''
+
+ENV_TESTS = '''
+APP = {env_app!r}
+
+
+def test_env_merges(harness_server):
+    server = harness_server(APP, env={{"T5_MODE": "call", "T5_EXTRA": "1", "T5_GONE": None}})
+    assert "env: [('T5_DB', 'postgres://db'), ('T5_EXTRA', '1'), ('T5_MODE', 'call')]" \\
+        in server.output(), server.output()
+'''
+
+ENV_CONFTEST = '''
+import pytest
+
+
+@pytest.fixture
+def harness_server_defaults():
+    return {{"env": {{"T5_DB": "postgres://db", "T5_MODE": "default", "T5_GONE": "x"}},
+             "ready_successes": 1}}
 '''
 
 CONFTEST = '''
@@ -87,7 +140,7 @@ def harness_server_defaults():
 EXPECTED = {
     "test_plugin.test_1_failing_test_reports_the_log_tail": "failed",
     "test_plugin.test_2_its_server_is_gone": "passed",
-    "test_plugin.test_3_free_port_is_leased_and_taken_over": "passed",
+    "test_plugin.test_3_harness_port_is_leased_and_taken_over": "passed",
     "test_plugin.test_4_lease_ended_with_the_test": "passed",
     "test_plugin.test_5_defaults_from_conftest": "passed",
 }
@@ -102,14 +155,15 @@ class PluginTest(unittest.TestCase):
             f.write("[pytest]\n")
         window = reserve_window(self, 8)
         self.window = (window[0], window[-1])
+        self.tmp = tempfile.mkdtemp(prefix="t5-plugin-tmp-")  # the child's TMPDIR
+        self.addCleanup(_rmtree, self.tmp)
 
     def write(self, name: str, text: str) -> None:
         with open(os.path.join(self.dir, name), "w") as f:
-            f.write(text.format(app=APP, window=self.window))
+            f.write(text.format(app=APP, env_app=ENV_APP, window=self.window))
 
     def pytest(self, *args: str):
-        return run(["-m", "pytest", "-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
-                    "-rA"] + list(args), self.dir)
+        return run_pytest(["-rA"] + list(args), self.dir, extra_env={"TMPDIR": self.tmp})
 
     def test_fixtures(self):
         self.write("test_plugin.py", TESTS)
@@ -138,9 +192,7 @@ class PluginTest(unittest.TestCase):
         self.write("test_crash.py", CRASH_TESTS)
         tmp = tempfile.mkdtemp(prefix="t5-plugin-tmp-")
         self.addCleanup(_rmtree, tmp)
-        code, output = run(["-m", "pytest", "-p", "harness.pytest_plugin", "-p",
-                            "no:cacheprovider", "-rA", "test_crash.py"], self.dir,
-                           extra_env={"TMPDIR": tmp})
+        code, output = run_pytest(["-rA", "test_crash.py"], self.dir, extra_env={"TMPDIR": tmp})
         self.assertEqual(code, 1, output)
         self.assertIn("1 failed, 1 passed", output)
         self.assertEqual(os.listdir(tmp), [f"harness-logs-{os.getuid()}"], output)
@@ -150,6 +202,52 @@ class PluginTest(unittest.TestCase):
         with open(os.path.join(folder, left[0])) as f:
             self.assertIn("crash-marker-unexpected", f.read())
         self.assertIn(os.path.join(folder, left[0]), output)  # its path is shown
+
+    def test_env_of_a_call_merges_onto_the_defaults_env(self):
+        self.write("test_env.py", ENV_TESTS)
+        self.write("conftest.py", ENV_CONFTEST)
+        code, output = self.pytest("test_env.py")
+        self.assertEqual(code, 0, output)
+        self.assertIn("1 passed", output)
+
+    def test_a_start_failure_shows_the_log_once(self):
+        # The ServerStartError carries the log's tail; the report's server
+        # section must not repeat it.
+        self.write("test_crash.py", CRASH_TESTS)
+        code, output = self.pytest("test_crash.py::test_does_not_expect_it")
+        self.assertEqual(code, 1, output)
+        self.assertIn("ServerStartError", output)
+        self.assertEqual(output.count("crash-marker-unexpected"), 1, output)
+        self.assertNotIn("harness: log tail of the servers", output)
+
+    def test_a_start_failure_points_at_the_users_line(self):
+        # pytest printed 70 lines of harness's source under a failed start.
+        self.write("test_tb.py", TRACEBACK_TESTS)
+        code, output = self.pytest("test_tb.py")
+        self.assertEqual(code, 1, output)
+        self.assertIn("3 failed", output)
+        for source in ("process.py", "pytest_plugin.py", "_runner.py", "_validate.py",
+                       "testcase.py", "def start(self)"):
+            self.assertNotIn(source, output)
+        lines = output.splitlines()
+        for number, error in (("1", "ServerStartError"), ("2", "ValueError"),
+                              ("3", "ServerStartError")):
+            user_line = next(index for index, line in enumerate(lines)
+                             if line.startswith(">") and f"USER-LINE-{number}" in line)
+            where = next(line for line in lines[user_line:] if line.startswith("test_tb.py:"))
+            self.assertRegex(where, rf"^test_tb\.py:\d+: {error}$", output)
+        self.assertIn("ValueError: port must be in 1..65535, got 70000", output)
+
+    def test_free_port_is_a_deprecated_alias_of_harness_port(self):
+        self.write("test_alias.py", ALIAS_TESTS)
+        code, output = self.pytest("test_alias.py")
+        self.assertEqual(code, 0, output)
+        self.assertIn("1 passed, 1 warning", output)
+        self.assertRegex(output, r"test_alias\.py:\d+: DeprecationWarning: the free_port fixture "
+                                 r"is deprecated; use harness_port")
+        code, output = self.pytest("-W", "error::DeprecationWarning", "test_alias.py")
+        self.assertEqual(code, 1, output)
+        self.assertIn("1 error", output)
 
     def test_bad_defaults_are_named(self):
         self.write("test_plugin.py", "def test_it(harness_server):\n    harness_server('x=1')\n")
@@ -168,13 +266,66 @@ def _function_verdicts(output: str):
     return verdicts
 
 
+# Runs pytest as if this checkout were installed: installed distributions
+# whose pytest11 entry point loads harness's plugin are hidden, and one
+# made from setup.cfg (in SITE) takes their place.
+INSTALLED_DRIVER = '''
+import importlib.metadata
+import sys
+
+SITE = sys.argv[1]
+sys.path.insert(0, SITE)
+_distributions = importlib.metadata.distributions
+
+
+def distributions(**kwargs):
+    for dist in _distributions(**kwargs):
+        loads_harness = any(ep.group == "pytest11" and ep.value.startswith("harness.")
+                            for ep in dist.entry_points)
+        if dist.metadata["Name"] == "harness-from-this-checkout" or not loads_harness:
+            yield dist
+
+
+importlib.metadata.distributions = distributions
+import pytest  # noqa: E402
+
+sys.exit(pytest.main(sys.argv[2:]))
+'''
+
+
 class PackagingTest(unittest.TestCase):
-    def test_entry_point_is_declared(self):
+    def entry_points(self) -> configparser.SectionProxy:
         config = configparser.ConfigParser()
         config.read(os.path.join(ROOT, "setup.cfg"))
-        lines = [line.strip() for line in
-                 config["options.entry_points"]["pytest11"].strip().splitlines()]
-        self.assertIn("harness.pytest_plugin = harness.pytest_plugin", lines)
+        return config["options.entry_points"]
+
+    def test_entry_point_is_named_harness(self):
+        lines = [line.strip() for line in self.entry_points()["pytest11"].strip().splitlines()]
+        self.assertEqual(lines, ["harness = harness.pytest_plugin"])
+
+    @unittest.skipUnless(HAVE_PYTEST, "pytest is not installed")
+    def test_the_installed_plugin_is_disabled_by_p_no_harness(self):
+        work = tempfile.mkdtemp(prefix="t5-plugin-ep-")
+        self.addCleanup(_rmtree, work)
+        info = os.path.join(work, "site", "harness_from_this_checkout-0.dist-info")
+        os.makedirs(info)
+        with open(os.path.join(info, "METADATA"), "w") as f:
+            f.write("Metadata-Version: 2.1\nName: harness-from-this-checkout\nVersion: 0\n")
+        with open(os.path.join(info, "entry_points.txt"), "w") as f:
+            f.write("[pytest11]\n" + self.entry_points()["pytest11"].strip() + "\n")
+        with open(os.path.join(work, "driver.py"), "w") as f:
+            f.write(INSTALLED_DRIVER)
+        with open(os.path.join(work, "pytest.ini"), "w") as f:
+            f.write("[pytest]\n")
+        with open(os.path.join(work, "test_ep.py"), "w") as f:
+            f.write("def test_it(harness_port):\n    assert harness_port > 0\n")
+        command = ["driver.py", os.path.join(work, "site"), "-p", "no:cacheprovider", "-rA"]
+        code, output = run(command + ["test_ep.py"], work)
+        self.assertEqual(code, 0, output)  # loaded through the entry point
+        self.assertIn("1 passed", output)
+        code, output = run(command + ["-p", "no:harness", "test_ep.py"], work)
+        self.assertEqual(code, 1, output)
+        self.assertIn("fixture 'harness_port' not found", output)
 
     def test_only_the_plugin_imports_pytest(self):
         code = ("import sys, harness, harness.testcase, harness.http, harness.memory, "

@@ -113,6 +113,10 @@ def run_example(example: Example) -> Dict[str, object]:
         env["TMPDIR"] = tmp
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         if example.runner == "pytest":
+            # This checkout's plugin by name, entry points off: an installed
+            # harness would register the same module a second time under its
+            # entry point's name ("harness"), which pytest refuses.
+            env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
             script = "test_example.py"
             command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                        "-p", "harness.pytest_plugin", script]

@@ -19,12 +19,13 @@ import re
 import stat
 import sys
 import unittest
-from typing import Any, List
+from typing import Any, Dict, List
 
 from harness._os import procinfo as _procinfo
+from harness._runner import merge_arguments
 from harness._server import logstore
 from harness.errors import PortUnavailable, ServerStartError
-from harness.http import Response
+from harness.http import Response, RetryPolicy
 from harness.ports import PortAllocator, held_ports, release_port
 from harness.process import ServerProcess
 from harness.testcase import ServerTestCase, ServerTestMixin
@@ -57,6 +58,34 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     request_queue_size = 128
+
+print("app listening on port", os.environ["PORT"], flush=True)
+Server((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
+'''
+
+# APP that first prints its T5_* environment variables, sorted.
+ENV_APP = ('import os\nprint("env:", sorted((k, v) for k, v in os.environ.items() '
+           'if k.startswith("T5_")), flush=True)\n' + APP)
+
+# A server that dies of the first request to /crash: the exception leaves
+# serve_forever, Python prints its traceback and exits with code 1.
+CRASH_ON_REQUEST_APP = r'''
+import http.server, os
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/crash":
+            raise RuntimeError("crash-marker: the handler broke")
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+class Server(http.server.HTTPServer):
+    def handle_error(self, request, client_address):
+        raise
 
 print("app listening on port", os.environ["PORT"], flush=True)
 Server((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
@@ -198,6 +227,45 @@ class FailureReportTest(unittest.TestCase):
         self.addCleanup(logstore.discard, kept)
         with open(kept) as f:
             self.assertIn("crash-marker: config missing", f.read())
+
+    def test_a_server_that_crashed_under_the_test_is_not_reported_running(self):
+        # The request fails as soon as the server closes the connection; the
+        # server still needs some milliseconds to exit.  Its head line must
+        # not say "running" right above its crash traceback.
+        seen: List[Any] = []
+
+        class Case(ServerTestCase):
+            def test_crash(self):
+                server = self.start_server(CRASH_ON_REQUEST_APP, health="/", ready_successes=1)
+                seen.append(server)
+                server.get("/crash", retry=RetryPolicy(attempts=1))
+
+        reported_first = sys.version_info >= (3, 11)  # before 3.11, after the cleanups
+        with self.assertLogs("harness.process", "WARNING") if reported_first \
+                else contextlib.nullcontext():  # "... exited with code 1 before stop()"
+            result = run_case(Case)
+        self.addCleanup(logstore.discard, seen[0].log_path)  # kept by stop(): it died alone
+        self.assertEqual(len(result.errors), 1, reports(result))
+        text = reports(result)
+        self.assertIn("RuntimeError: crash-marker: the handler broke", text)
+        head = re.search(r"^--- test server 'test_crash' \(.*\)$", text, re.M)
+        self.assertIsNotNone(head, text)
+        self.assertNotIn("running", head.group(0))
+        if reported_first:
+            self.assertIn(", exited with code 1)", head.group(0))
+        else:  # the cleanup's stop() came first: the state it left is what is true
+            self.assertRegex(head.group(0), r", (exited with code 1|was killed by SIGTERM)")
+
+    def test_a_start_failure_points_at_the_tests_line(self):
+        class Case(ServerTestCase):
+            def test_crash(self):
+                self.start_server(CRASHING_APP, start_timeout=30)
+
+        text = reports(run_case(Case))
+        kept = re.search(r"kept at (\S+\.log)", text).group(1)
+        self.addCleanup(logstore.discard, kept)
+        frames = re.findall(r'^  File "([^"]+)", line \d+, in (\w+)$', text, re.M)
+        self.assertEqual(frames, [(__file__, "test_crash")], text)
 
     def test_a_start_failure_the_test_expected_leaves_no_log_behind(self):
         kept: List[str] = []
@@ -516,6 +584,97 @@ class ConfigurationTest(unittest.TestCase):
         self.assertEqual(first.ready_successes, 1)
         self.assertNotIn(port, held_ports())  # the test's lease ended with it
 
+    def test_env_of_a_call_merges_onto_the_defaults_env(self):
+        # A call that sets one variable must not lose the defaults' others
+        # (a user lost a database URL that way and chased a KeyError).
+        outputs: List[str] = []
+        defaults_env = {"T5_DB": "postgres://db", "T5_MODE": "default", "T5_GONE": "x"}
+
+        class Case(ServerTestCase):
+            server_defaults = {"env": defaults_env, "ready_successes": 1}
+
+            def test_it(self):
+                outputs.append(self.start_server(
+                    ENV_APP, env={"T5_MODE": "call", "T5_EXTRA": "1", "T5_GONE": None}).output())
+                outputs.append(self.start_server(ENV_APP, env=None).output())
+
+        result = run_case(Case)
+        self.assertTrue(result.wasSuccessful(), reports(result))
+        self.assertIn("env: [('T5_DB', 'postgres://db'), ('T5_EXTRA', '1'), ('T5_MODE', 'call')]",
+                      outputs[0])  # the call wins, None removes, the rest stays
+        self.assertIn("env: [('T5_DB', 'postgres://db'), ('T5_GONE', 'x'), "
+                      "('T5_MODE', 'default')]", outputs[1])  # env=None adds nothing
+        self.assertEqual(defaults_env, {"T5_DB": "postgres://db", "T5_MODE": "default",
+                                        "T5_GONE": "x"})
+
+    def test_server_options_can_depend_on_the_test(self):
+        outputs: Dict[str, str] = {}
+
+        class Case(ServerTestCase):
+            server_defaults = {"env": {"T5_DB": "postgres://db"}, "ready_successes": 1}
+
+            def server_options(self):
+                options = dict(super().server_options())
+                options["env"] = dict(options["env"], T5_TEST=self._testMethodName)
+                return options
+
+            def test_one(self):
+                outputs["one"] = self.start_server(ENV_APP, env={"T5_EXTRA": "1"}).output()
+
+            def test_two(self):
+                outputs["two"] = self.start_server(ENV_APP).output()
+
+        result = run_case(Case)
+        self.assertTrue(result.wasSuccessful(), reports(result))
+        self.assertIn("env: [('T5_DB', 'postgres://db'), ('T5_EXTRA', '1'), "
+                      "('T5_TEST', 'test_one')]", outputs["one"])
+        self.assertIn("env: [('T5_DB', 'postgres://db'), ('T5_TEST', 'test_two')]",
+                      outputs["two"])
+
+    def test_class_server_options_serve_the_class_server_and_by_default_the_tests(self):
+        outputs: List[str] = []
+
+        class Case(ServerTestCase):
+            @classmethod
+            def class_server_options(cls):
+                return {"env": {"T5_CLASS": cls.__name__}, "ready_successes": 1}
+
+            @classmethod
+            def setUpClass(cls):
+                super().setUpClass()
+                cls.shared = cls.start_class_server(ENV_APP)
+
+            def test_it(self):
+                outputs.append(self.shared.output())
+                outputs.append(self.start_server(ENV_APP).output())
+
+        result = run_case(Case)
+        self.assertTrue(result.wasSuccessful(), reports(result))
+        self.assertEqual(len(outputs), 2)
+        for output in outputs:
+            self.assertIn("env: [('T5_CLASS', 'Case')]", output)
+
+    def test_bad_server_options_are_named(self):
+        class Typo(ServerTestCase):
+            def server_options(self):
+                return {"prot": 1}
+
+            def test_it(self):
+                self.start_server(APP)
+
+        class NotADict(ServerTestCase):
+            @classmethod
+            def class_server_options(cls):
+                return ["port", 1]
+
+            def test_it(self):
+                self.start_server(APP)
+
+        self.assertIn("Typo.server_options(): 'prot' is not a ServerProcess argument",
+                      reports(run_case(Typo)))
+        self.assertIn("NotADict.class_server_options() must be a dict of ServerProcess "
+                      "arguments, got ['port', 1]", reports(run_case(NotADict)))
+
     def test_start_server_on_a_port_from_get_next_port(self):
         seen: List[Any] = []
 
@@ -602,6 +761,32 @@ class ConfigurationTest(unittest.TestCase):
         self.assertTrue(result.wasSuccessful(), reports(result))
         self.assertIsNotNone(seen[0].argv)
         self.assertEqual(seen[1].app_code, APP)
+
+
+class MergeArgumentsTest(unittest.TestCase):
+    """How defaults and a call make ServerProcess arguments (mixin and plugin alike)."""
+
+    def test_a_program_in_the_call_replaces_the_defaults_program_and_its_arguments(self):
+        defaults = {"target": "pkg.app:serve", "args": (1,), "kwargs": {"debug": True},
+                    "health": "/ready"}
+        self.assertEqual(merge_arguments(defaults, "print(1)", {}, "t"),
+                         {"app_code": "print(1)", "health": "/ready", "name": "t"})
+        self.assertEqual(merge_arguments({"app_code": "x"}, None,
+                                         {"target": "pkg.other:run", "args": (2,)}, "t"),
+                         {"target": "pkg.other:run", "args": (2,), "name": "t"})
+        # Without a program, the call's arguments replace the defaults' one by one.
+        self.assertEqual(merge_arguments(defaults, None, {"args": (3,)}, "t")["args"], (3,))
+
+    def test_env_merges_and_the_rest_replaces(self):
+        defaults = {"env": {"A": "1", "B": "2"}, "port_range": (9000, 9100), "name": "d"}
+        merged = merge_arguments(defaults, None, {"env": {"B": None, "C": "3"}, "port": 9050},
+                                 "t")
+        self.assertEqual(merged, {"env": {"A": "1", "B": None, "C": "3"}, "port": 9050,
+                                  "name": "d"})
+        self.assertEqual(defaults["env"], {"A": "1", "B": "2"})  # not modified
+        self.assertEqual(merge_arguments({}, None, {"env": {"A": "1"}}, "t")["env"], {"A": "1"})
+        self.assertEqual(merge_arguments(defaults, None, {"env": None}, "t")["env"],
+                         {"A": "1", "B": "2"})
 
 
 class AssertionsTest(unittest.TestCase):

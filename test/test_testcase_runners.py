@@ -119,6 +119,24 @@ def run(args: List[str], cwd: str, extra_env: Optional[Dict[str, str]] = None) -
     return proc.returncode, proc.stdout
 
 
+def run_pytest(args: List[str], cwd: str,
+               extra_env: Optional[Dict[str, str]] = None) -> Tuple[int, str]:
+    """``python -m pytest ARGS`` in ``cwd``, with this checkout's plugin.
+
+    Entry points are not loaded: an installed harness (or a stale
+    ``harness.egg-info`` on the path) registers the plugin module under its
+    entry point's name, and pytest refuses a module registered under two
+    names (``-p harness.pytest_plugin`` and ``harness``).  The plugins a run
+    needs are named instead: harness's, and xdist's for ``-n``.
+    """
+    plugins = ["-p", "harness.pytest_plugin", "-p", "no:cacheprovider"]
+    if "-n" in args:
+        plugins += ["-p", "xdist.plugin"]
+    env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env.update(extra_env or {})
+    return run(["-m", "pytest"] + plugins + list(args), cwd, extra_env=env)
+
+
 def unittest_verdicts(output: str) -> Dict[str, str]:
     """``test_x (mod.Class) ... ok`` (3.8-3.10) or ``(mod.Class.test_x)`` (3.11+)."""
     verdicts = {}
@@ -167,8 +185,7 @@ class RunnersTest(unittest.TestCase):
     @unittest.skipUnless(HAVE_PYTEST, "pytest is not installed")
     def test_pytest(self):
         self.write_module("test_gen_pytest", "pt")
-        code, output = run(["-m", "pytest", "-rA", "-p", "no:cacheprovider",
-                            "test_gen_pytest.py"], self.dir)
+        code, output = run_pytest(["-rA", "test_gen_pytest.py"], self.dir)
         self.assertEqual(code, 1, output)
         self.assertEqual(pytest_verdicts(output), EXPECTED, output)
         self.check_reports(output, "pt")
@@ -179,9 +196,8 @@ class RunnersTest(unittest.TestCase):
         # self-checks in the process that ran the tests they check).
         self.write_module("test_gen_one", "x1")
         self.write_module("test_gen_two", "x2")
-        code, output = run(["-m", "pytest", "-n", "2", "--dist", "loadfile", "-rA",
-                            "-p", "no:cacheprovider", "test_gen_one.py", "test_gen_two.py"],
-                           self.dir)
+        code, output = run_pytest(["-n", "2", "--dist", "loadfile", "-rA", "test_gen_one.py",
+                                   "test_gen_two.py"], self.dir)
         self.assertEqual(code, 1, output)
         self.assertIn("2 workers", output)
         self.assertEqual(len(re.findall(r"^PASSED ", output, re.M)), 10, output)
