@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import _http_wire, _validate
 from ._config import scaled, scaled_for_cleanup, timeout_factor
-from ._os import kill, procinfo
+from ._os import kill, proc, procinfo
 from ._os.identity import ProcessId
 from ._server import address, launch, marker, ownership, safety_net, supervisor
 from ._server.diagnostics import StartFacts, describe_exit, start_failure
@@ -308,6 +308,19 @@ class ServerProcess:
             return True
         return False
 
+    def _died(self) -> bool:
+        """Whether the server has exited on its own (before a stop).
+
+        Its keeper reports the exit at once, but a report may still be on
+        its way when the kernel already shows the process dead: then wait
+        for it, briefly, so "died before stop()" is told every time.
+        """
+        if self._exited(0):
+            return True
+        if self.pid is not None and proc.HAVE_PROC and proc.is_dead(self.pid):
+            return self._exited(scaled_for_cleanup(1.0))
+        return False
+
     def _wait(self, deadline: Deadline) -> Ready:
         expects_listener = self.spec.listens and not self.spec.unix_socket
         verify = self._verify_listener if expects_listener else None
@@ -387,7 +400,7 @@ class ServerProcess:
         shuts down gracefully); a negative code is the signal that killed it.
         """
         with self._lock:
-            died = self._launched is not None and self._exited(0)
+            died = self._launched is not None and self._died()
             self._end(grace=scaled_for_cleanup(self.stop_timeout), keep_log=died,
                       check_port=True, died_alone=died)
             return self.returncode

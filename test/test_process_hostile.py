@@ -104,8 +104,11 @@ class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
                                     env={"LATE_REQUESTS": "-1"}, start_timeout=0.5,
                                     health=AfterLog("listening", HttpCheck()))
         self.assertRegex(str(error), r"HTTP 404 \u00d7\d+")
-        self.assertEqual(error.outcomes.get("connection refused", 0) + error.outcomes["HTTP 404"],
-                         sum(error.outcomes.values()))
+        # Every probe saw a refusal or a 404, but the last one, which the
+        # deadline may cut short (a loaded machine: "timed out").
+        others = {label: n for label, n in error.outcomes.items()
+                  if label not in ("connection refused", "HTTP 404")}
+        self.assertLessEqual(sum(others.values()), 1, others)
 
     def test_json_missing_message(self) -> None:
         error = self.expect_failure(ServerNotReady, server_argv("json_missing.py"),
