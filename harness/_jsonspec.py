@@ -31,7 +31,7 @@ class Mismatch(NamedTuple):
 def check_spec(value: object, name: str) -> Optional[JsonSpec]:
     """``value`` if it is a valid spec (or None); TypeError naming ``name`` otherwise."""
     if value is None or isinstance(value, Mapping) or callable(value):
-        return value  # type: ignore[return-value]
+        return value
     raise TypeError(f"{name} must be a dict of key -> expected value, type or predicate, "
                     f"or a predicate over the whole document, got {value!r}")
 

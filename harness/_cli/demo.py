@@ -166,8 +166,8 @@ def main(argv: Optional[Sequence[str]] = None, stream: Optional[TextIO] = None) 
     for test, text in on_purpose:
         out.write(f"\nThe report of a failing test ({test.id()} fails on purpose; note the "
                   f"server log at its end):\n\n{text}\n")
-    for test, text in real:
-        out.write(f"\nFAILED: {test.id()}\n{text}\n")
+    for failed, text in real:
+        out.write(f"\nFAILED: {failed.id()}\n{text}\n")
 
     passed = result.testsRun - len(result.failures) - len(result.errors) - len(result.skipped)
     out.write(f"\n{passed} of {result.testsRun} tests passed, {len(recorder.events)} servers "
@@ -176,9 +176,9 @@ def main(argv: Optional[Sequence[str]] = None, stream: Optional[TextIO] = None) 
     out.write(
         "How the write-up column is computed: from this run's events, not by rerunning.\n"
         "Each server's measured start-up time is rounded up to the write-up's next\n"
-        f"{POLL_SECONDS:g} s health poll, plus {PASSES_IN_A_ROW - 1} more poll(s) for its passes in a row "
-        "(a crash is seen\n"
-        f"at the next poll); servers start one at a time; and {SLEEP_AFTER_STOP:g} s are slept after "
-        "each stop.\n")
+        f"{POLL_SECONDS:g} s health poll, plus {PASSES_IN_A_ROW - 1} more poll(s) for its "
+        "passes in a row (a crash is seen\n"
+        f"at the next poll); servers start one at a time; and {SLEEP_AFTER_STOP:g} s are "
+        "slept after each stop.\n")
     out.flush()
     return 1 if real else 0

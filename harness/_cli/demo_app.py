@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 import time
 import unittest
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, NamedTuple, Optional, Tuple
 
 from ..checks import HttpCheck
 from ..errors import ServerStartError
 from ..http import load
+from ..process import ServerProcess
 from ..testcase import ServerTestCase
 
 # One stdlib app for every demo server, configured through its environment:
@@ -158,12 +159,12 @@ def _timed_stop(server: Any) -> None:
 class CriticalIntegration(DemoCase):
     """/health says 200 before the app is ready; readiness waits for "message"."""
 
-    def test_health_json_has_its_message(self):
+    def test_health_json_has_its_message(self) -> None:
         server = self.start_server(APP, health=READY_WITH_MESSAGE,
                                    env={"START_UP_SECONDS": "0.3"})
         self.assertResponse(server.get("/health"), json={"status": "ok", "message": "healthy"})
 
-    def test_crash_at_start_up_is_reported_at_once(self):
+    def test_crash_at_start_up_is_reported_at_once(self) -> None:
         with self.assertRaises(ServerStartError) as caught:
             self.start_server(CRASHING_APP, name="crashing")
         self.assertIn("DATABASE_URL is not set", str(caught.exception))
@@ -172,11 +173,11 @@ class CriticalIntegration(DemoCase):
 class MemoryLeak(DemoCase):
     """Routes registered late (the 404s of the incident), then a leak verdict."""
 
-    def test_routes_registered_late_answer_from_the_first_request(self):
+    def test_routes_registered_late_answer_from_the_first_request(self) -> None:
         server = self.start_server(APP, env={"ROUTES_LATE_SECONDS": "0.3"})
         self.assertResponse(server.get("/memory_test"), json={"allocated": int})
 
-    def test_memory_test_does_not_leak(self):
+    def test_memory_test_does_not_leak(self) -> None:
         server = self.start_server(APP)
 
         def ten_requests() -> None:
@@ -189,7 +190,7 @@ class MemoryLeak(DemoCase):
 class ProductionErrors(DemoCase):
     """Servers started at the same moment never fight over a port."""
 
-    def test_three_servers_at_once_get_three_ports(self):
+    def test_three_servers_at_once_get_three_ports(self) -> None:
         servers: List[Any] = []
         errors: List[BaseException] = []
 
@@ -211,12 +212,14 @@ class ProductionErrors(DemoCase):
 class HighFrequency(DemoCase):
     """500 requests, none lost."""
 
+    server: ClassVar[ServerProcess]
+
     @classmethod
-    def setUpClass(cls):
+    def setUpClass(cls) -> None:
         super().setUpClass()
         cls.server = cls.start_class_server(APP)
 
-    def test_500_requests_all_succeed(self):
+    def test_500_requests_all_succeed(self) -> None:
         result = load(self.server.url + "/ping", requests=500, concurrency=16)
         self.assertEqual((result.ok, result.failed), (500, 0), str(result))
 
@@ -224,7 +227,7 @@ class HighFrequency(DemoCase):
 class ShowFailure(DemoCase):
     """Fails on purpose (``--show-failure``): its report ends with the server's log."""
 
-    def test_fails_on_purpose(self):
+    def test_fails_on_purpose(self) -> None:
         server = self.start_server(APP)
         server.get("/no-such-route")
         self.assertResponse(server.get("/health"), json={"message": "a different message"})

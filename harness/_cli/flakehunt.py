@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import IO, Dict, List, Optional, Tuple
+from typing import IO, Any, Dict, List, Optional, Tuple
 
 from .. import _config, _wait
 from .._os import kill
@@ -389,7 +389,7 @@ class Summary:
         self.interval = wilson_interval(self.failures, self.runs)
         self.rate = self.failures / self.runs if self.runs else 0.0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> Dict[str, Any]:
         return {
             "runs": self.runs, "failures": self.failures, "rate": self.rate,
             "interval95": list(self.interval),

@@ -20,7 +20,7 @@ from . import proc
 from .identity import ProcessId
 
 try:  # psutil is the one optional dependency.
-    import psutil
+    import psutil as psutil  # (re-exported: memory.py reads it too)
 except ImportError:  # pragma: no cover - exercised by the no-psutil CI run
     psutil = None
 

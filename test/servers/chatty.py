@@ -4,7 +4,7 @@ import sys
 from _serve import ok, serve
 
 line = "x" * 1023 + "\n"
-for i in range(20 * 1024):
+for _ in range(20 * 1024):
     sys.stdout.write(line)
     sys.stderr.write(line)
 sys.stdout.flush()

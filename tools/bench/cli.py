@@ -97,7 +97,7 @@ def main() -> None:
                 samples = [timed(lambda: subprocess.run([sys.executable, "-c", "pass"]))
                            for _ in range(args.repeats)]
             else:
-                samples = [timed(lambda: command(*argv)) for _ in range(args.repeats)]
+                samples = [timed(lambda argv=argv: command(*argv)) for _ in range(args.repeats)]
             print(f"{name:34} {1000 * statistics.median(samples):8.0f}")
 
 

@@ -482,8 +482,8 @@ def main() -> None:
                   f"stop {_ms(times['fresh stop']):.1f}")
             print(f"  harness warm (preload=['flask'])             {_ms(times['warm']):8.1f}  "
                   f"stop {_ms(times['warm stop']):.1f}")
-            print(f"  warm / fresh = {statistics.median(times['warm']) / statistics.median(times['fresh']):.3f}"
-                  f" (target <= 0.15)")
+            ratio = statistics.median(times["warm"]) / statistics.median(times["fresh"])
+            print(f"  warm / fresh = {ratio:.3f} (target <= 0.15)")
             suite = {warm: flask_suite(args.suite, warm) for warm in (False, True)}
             print(f"\nsuite: {args.suite} tests, each with its own Flask server and one "
                   f"request: fresh {suite[False]:.2f} s, warm {suite[True]:.2f} s "

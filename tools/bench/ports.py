@@ -179,7 +179,7 @@ def _duplicates(per_worker: Dict[int, List[Tuple[int, float, float]]]) -> int:
     count = 0
     for spans in by_port.values():
         spans.sort()
-        for (b1, e1, p1), (b2, e2, p2) in zip(spans, spans[1:]):
+        for (_b1, e1, p1), (b2, _e2, p2) in zip(spans, spans[1:]):
             if p1 != p2 and b2 < e1:
                 count += 1
     return count

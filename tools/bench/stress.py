@@ -234,7 +234,7 @@ def _writeup_get(port: int, path: str, token: str) -> None:
         raise _WriteupFailure("answered by another lifecycle's server (port race)")
 
 
-def writeup_lifecycle(kind: str, delay: float, handoff: bool,
+def writeup_lifecycle(kind: str, delay: float, handoff: bool,  # noqa: C901 (the write-up's steps, in its order)
                       port_range: Tuple[int, int]) -> Outcome:
     """(``handoff`` is harness's; the write-up has no such thing.)"""
     token = secrets.token_hex(8)
@@ -401,9 +401,11 @@ def run_approach(approach: str, port_range: Tuple[int, int], args: argparse.Name
     workers = []
     try:
         for i, share in enumerate(shares):
-            err = open(os.path.join(base, f"{approach}-worker-{i}.err"), "w")
+            # Open until the worker is collected below (closed there).
+            err = open(os.path.join(base, f"{approach}-worker-{i}.err"), "w")  # noqa: SIM115
             argv = [sys.executable, os.path.abspath(__file__), "--worker", approach, str(i),
-                    str(share), "--seed", str(args.seed), "--range", f"{port_range[0]}-{port_range[1]}"]
+                    str(share), "--seed", str(args.seed),
+                    "--range", f"{port_range[0]}-{port_range[1]}"]
             workers.append((subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                              stdout=subprocess.PIPE, stderr=err), err))
         reports = []
@@ -510,7 +512,8 @@ def render(summaries: List[Dict[str, Any]], args: argparse.Namespace) -> str:
 def _port_range(text: str) -> Tuple[int, int]:
     match = re.fullmatch(r"(\d+)-(\d+)", text)
     if not match or not 1024 <= int(match[1]) <= int(match[2]) <= 65535:
-        raise argparse.ArgumentTypeError(f"--range must be LOW-HIGH within 1024-65535, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--range must be LOW-HIGH within 1024-65535, got {text!r}")
     return int(match[1]), int(match[2])
 
 
