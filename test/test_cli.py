@@ -4,6 +4,7 @@ Every command runs as a subprocess, as a user would run it.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import select
@@ -15,7 +16,7 @@ from typing import List, Tuple
 
 from _support import ROOT, ChildProcessesMixin, ipv6_available, python_env, quiet_window
 
-from harness import _wait, ports
+from harness import _validate, _wait, ports
 from harness._os import procinfo as _procinfo
 from harness._server import marker as _marker
 
@@ -73,13 +74,39 @@ class HelpAndUsageTest(unittest.TestCase):
             (["who", "http"], "whole number"),
             (["who", "0"], "1..65535"),
             (["who", "70000"], "1..65535"),
-            (["flakehunt", "x", "-n", "-3"], "at least 1"),
+            (["flakehunt", "x", "-n", "-3"], "must be >= 1, got -3"),
+            (["flakehunt", "x", "--timeout", "soon"], "must be a number, got 'soon'"),
+            (["reap", "--grace", "-1"], "must be a finite number of seconds >= 0"),
+            (["reap", "--runner", "me"], "must be a whole number, got 'me'"),
         ]
         for args, message in cases:
             code, out, err = harness(*args)
             self.assertEqual(code, 2, f"{args}: {out}{err}")
             self.assertIn(message, err, args)
             self.assertEqual(out, "", args)
+
+
+class ArgTypeTest(unittest.TestCase):
+    """One argparse adapter for every validator: the message names what is wrong."""
+
+    def test_parses_validates_and_reports_like_argparse_expects(self) -> None:
+        port = _validate.arg_type(_validate.check_port, "PORT")
+        self.assertEqual(port("8080"), 8080)
+        for text, message in (("http", "must be a whole number, got 'http'"),
+                              ("0", "must be in 1..65535, got 0"), ("", "whole number")):
+            with self.subTest(text=text):
+                with self.assertRaises(argparse.ArgumentTypeError) as caught:
+                    port(text)
+                self.assertIn(message, str(caught.exception))
+        seconds = _validate.arg_type(_validate.check_seconds, "--grace",
+                                     parse=_validate.parse_number, allow_zero=True)
+        self.assertEqual(seconds("0"), 0.0)
+        with self.assertRaises(argparse.ArgumentTypeError):
+            seconds("inf")
+        port_range = _validate.arg_type(_validate.check_port_range, "--range",
+                                        parse=_validate.parse_port_range)
+        self.assertEqual(port_range("9000-9100"), (9000, 9100))
+        self.assertEqual(port_range("9000"), (9000, 9000))
 
 
 class PortCommandTest(unittest.TestCase):

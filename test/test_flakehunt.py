@@ -391,7 +391,7 @@ class FlakehuntUsageTest(unittest.TestCase):
 
     def test_bad_arguments_exit_2_with_usage(self) -> None:
         cases = [
-            (["flaky_fixture.Steady", "-n", "0"], "must be at least 1"),
+            (["flaky_fixture.Steady", "-n", "0"], "must be >= 1, got 0"),
             (["flaky_fixture.Steady", "-j", "two"], "must be a whole number"),
             (["flaky_fixture.Steady", "--timeout", "-1"], "positive number of seconds"),
             (["flaky_fixture.Steady", "--timeout", "nan"], "positive number of seconds"),

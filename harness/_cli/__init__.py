@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   epilog=example,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         module = importlib.import_module(f".{module_name}", __package__)
-        module.configure(sub)  # type: ignore[attr-defined]
-        sub.set_defaults(handler=module.run)  # type: ignore[attr-defined]
+        module.configure(sub)
+        sub.set_defaults(handler=module.run)
     # prefix_chars="\0": every word after "demo" (--help, --show-failure) goes to the demo.
     demo = commands.add_parser("demo", help="run a small suite of real servers and compare its "
                                "time with fixed sleeps", add_help=False, prefix_chars="\0")

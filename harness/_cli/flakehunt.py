@@ -31,6 +31,7 @@ from typing import IO, Dict, List, Optional, Tuple
 from .. import _config, _wait
 from .._os import procinfo
 from .._server import marker
+from .._validate import arg_type, check_positive_int, check_timeout, parse_number
 
 RUN_ENV = "HARNESS_FLAKEHUNT_RUN"
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -434,7 +435,7 @@ class Summary:
         self.interval = wilson_interval(self.failures, self.runs)
         self.rate = self.failures / self.runs if self.runs else 0.0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> Dict[str, object]:
         return {
             "runs": self.runs, "failures": self.failures, "rate": self.rate,
             "interval95": list(self.interval),
@@ -528,13 +529,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="unittest ids: module, module.Class or module.Class.test_method; "
                              "several run together in each run; none: the whole suite, "
                              "discovered in --start-dir as by 'python -m unittest discover'")
-    parser.add_argument("-n", "--runs", type=_positive_int, default=200,
+    parser.add_argument("-n", "--runs", type=arg_type(check_positive_int, "--runs"), default=200,
                         help="how many runs (default 200)")
-    parser.add_argument("-j", "--jobs", type=_positive_int, default=2,
+    parser.add_argument("-j", "--jobs", type=arg_type(check_positive_int, "--jobs"), default=2,
                         help="runs in parallel (default 2)")
     parser.add_argument("--until-fail", action="store_true",
                         help="stop at the first failure (runs in flight are not counted)")
-    parser.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+    parser.add_argument("--timeout", type=arg_type(check_timeout, "--timeout", parse=parse_number),
+                        default=60.0, metavar="S",
                         help="seconds before a run counts as hung: its stacks are dumped, "
                              "its process group is killed, and it counts as a failure of kind "
                              "'timeout' (default 60, times HARNESS_TIMEOUT_FACTOR)")
@@ -543,26 +545,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "directory, put first on PYTHONPATH (default .)")
     parser.add_argument("--json", action="store_true",
                         help="print the summary as JSON (progress goes to stderr)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
 
 
 class _Terminated(Exception):

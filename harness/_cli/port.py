@@ -11,26 +11,13 @@ import json
 import sys
 
 from .. import ports
-from .._validate import PortRange, check_port_range
+from .._validate import arg_type, check_port_range, parse_port_range
 from ..errors import PortUnavailable
 
 
-def parse_range(text: str) -> PortRange:
-    """``"9000-9100"`` (inclusive) or a single port ``"9000"``."""
-    low, sep, high = text.partition("-")
-    try:
-        pair = (int(low), int(high) if sep else int(low))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be LOW-HIGH with whole numbers, like 9000-9100; got {text!r}") from None
-    try:
-        return check_port_range(pair, "--range")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--range", dest="port_range", type=parse_range, metavar="LOW-HIGH",
+    parser.add_argument("--range", dest="port_range", metavar="LOW-HIGH",
+                        type=arg_type(check_port_range, "--range", parse=parse_port_range),
                         help="choose from this inclusive range (default: outside the "
                              "kernel's ephemeral range)")
     parser.add_argument("--host", default="127.0.0.1",

@@ -34,6 +34,7 @@ from .. import _config, ports
 from .._os import kill, procinfo
 from .._os.identity import ProcessId
 from .._server import marker
+from .._validate import arg_type, check_positive_int, check_seconds, parse_number
 from .._wait import Deadline
 
 try:
@@ -47,22 +48,14 @@ GRACE = 5.0  # seconds between SIGTERM and SIGKILL, times HARNESS_TIMEOUT_FACTOR
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="only list what would be stopped and removed")
-    parser.add_argument("--grace", type=_seconds, default=GRACE, metavar="S",
+    parser.add_argument("--grace", default=GRACE, metavar="S",
+                        type=arg_type(check_seconds, "--grace", parse=parse_number,
+                                      allow_zero=True),
                         help=f"seconds a server gets to exit after SIGTERM before SIGKILL "
                              f"(default {GRACE:g}, times HARNESS_TIMEOUT_FACTOR)")
-    parser.add_argument("--runner", type=int, metavar="PID",
+    parser.add_argument("--runner", type=arg_type(check_positive_int, "--runner"), metavar="PID",
                         help="only what the dead test runner with this pid left behind")
     parser.add_argument("--json", action="store_true", help="print what was done as JSON")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not (0 <= value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
-    return value
 
 
 def _wanted(owner: str, runner: Optional[int]) -> bool:

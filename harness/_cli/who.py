@@ -18,20 +18,12 @@ from typing import Dict, List, Optional
 from .. import ports
 from .._os import procinfo
 from .._server import marker
-from .._validate import check_port
-
-
-def _port(text: str) -> int:
-    try:
-        return check_port(int(text), "PORT")
-    except ValueError as exc:
-        message = str(exc) if text.strip().lstrip("-").isdigit() else \
-            f"PORT must be a whole number in 1..65535, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
+from .._validate import arg_type, check_port
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("port", metavar="PORT", type=_port, help="the TCP port to look at")
+    parser.add_argument("port", metavar="PORT", type=arg_type(check_port, "PORT"),
+                        help="the TCP port to look at")
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
 
 
