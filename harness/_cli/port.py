@@ -12,7 +12,7 @@ import sys
 
 from .. import ports
 from .._validate import arg_type, check_port_range, parse_port_range
-from ..errors import PortUnavailable
+from ..errors import HarnessError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,13 +27,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        allocator = ports.PortAllocator(args.port_range, host=args.host)
-    except (TypeError, ValueError) as exc:
+        lease = ports.PortAllocator(args.port_range, host=args.host).acquire()
+    except (TypeError, ValueError) as exc:  # a --host that does not resolve
         print(f"port: {exc}", file=sys.stderr)
         return 2
-    try:
-        lease = allocator.acquire()
-    except PortUnavailable as exc:
+    except HarnessError as exc:  # no port free; the host or the lease directory unusable
         print(f"port: {exc}", file=sys.stderr)
         return 1
     with lease:
