@@ -14,6 +14,7 @@ import errno
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional
 from unittest import mock
 
 from _other_user import IS_ROOT, OTHER_UID, THIRD_UID, needs_root, run_as, start_as
-from _support import ipv6_available, python_env, quiet_window
+from _support import ROOT, ipv6_available, python_env, quiet_window
 
 import harness
 from harness import HarnessError, PortAllocator, ports
@@ -202,6 +203,18 @@ class PlantedLockFileTest(SharedDirectoryMixin, unittest.TestCase):
             planter, prober = os.getuid(), None
         self.plant("mode 0000", planter)
         self.check_planted("mode 0000", planter, prober)
+
+    def test_a_fifo_does_not_hang_reap(self) -> None:
+        self.plant("FIFO", None)
+        env = python_env()
+        env["HARNESS_LEASE_DIR"] = self.lease_dir
+        proc = subprocess.run([sys.executable, "-m", "harness", "reap", "--dry-run",
+                               "--runner", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.assertIn(f"left alone: lease file {self.lock_path(self.port)}", proc.stdout)
+        self.assertIn("FIFO", proc.stdout)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(self.lock_path(self.port)).st_mode))
 
 
 @needs_root
