@@ -8,9 +8,11 @@ import argparse
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import unittest
 from typing import List, Tuple
 
@@ -36,9 +38,11 @@ def window_of(size: int) -> range:
     return quiet_window(size, low=2000, high=3999)
 
 
-def listen(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
+def listen(port: int = 0, host: str = "127.0.0.1", reuse: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
+    if reuse:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(8)
     return sock
@@ -216,8 +220,25 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
 
     @unittest.skipUnless(_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL, "states not visible")
     def test_explains_a_port_blocked_by_time_wait(self) -> None:
-        """The classic "address already in use" after a restart: no process, only TIME_WAIT."""
-        with listen(window_of(1)[0]) as listener:  # outside the ephemeral range
+        """The classic "address already in use" after a restart: no process, only TIME_WAIT.
+
+        Whether a server with SO_REUSEADDR can bind it now depends (on Linux)
+        on whether the server that closed the connections set it too: who
+        says which, having tried.
+        """
+        advice = {True: "in TIME_WAIT: a server that sets SO_REUSEADDR can bind it now",
+                  False: "in TIME_WAIT: no server can bind it until they expire"}
+        for reuse in (True, False) if sys.platform.startswith("linux") else (True,):
+            with self.subTest(old_server_set_reuseaddr=reuse):
+                port = self.leave_time_wait(reuse)
+                code, out, _ = harness("who", str(port))
+                self.assertEqual(code, 1, out)
+                self.assertIn(f"port {port} is held by no process (nothing listens on it), but",
+                              out)
+                self.assertIn(advice[reuse], out)
+
+    def leave_time_wait(self, reuse: bool) -> int:
+        with listen(window_of(1)[0], reuse=reuse) as listener:  # outside the ephemeral range
             port = listener.getsockname()[1]
             client = socket.create_connection(("127.0.0.1", port))
             server_side, _ = listener.accept()
@@ -230,10 +251,7 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
                 break
             select.select([], [], [], pause)
         self.assertGreaterEqual(_procinfo.time_wait_count(port), 1)
-        code, out, _ = harness("who", str(port))
-        self.assertEqual(code, 1, out)
-        self.assertIn(f"port {port} is held by no process, but", out)
-        self.assertIn("in TIME_WAIT: a server that sets SO_REUSEADDR can bind it now", out)
+        return port
 
     @unittest.skipUnless(sys.platform.startswith("linux"), "abstract-socket leases are Linux's")
     def test_names_the_holder_of_a_lease(self) -> None:
@@ -241,6 +259,31 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
             code, out, err = harness("who", str(lease.port))
         self.assertEqual(code, 1, err)
         self.assertIn(f"port {lease.port} is leased by harness to:\n  pid {os.getpid()} ", out)
+
+    @unittest.skipUnless(os.path.exists("/proc/locks"), "flock holders are read from /proc/locks")
+    def test_names_the_holder_of_a_file_lease(self) -> None:
+        lease_dir = tempfile.mkdtemp(prefix="harness-test-leases-")
+        self.addCleanup(shutil.rmtree, lease_dir, True)
+        env = python_env()
+        env["HARNESS_LEASE_DIR"] = lease_dir
+        with ports.PortAllocator(port_range=window_of(1), lease_dir=lease_dir).acquire() as lease:
+            code, out, err = harness("who", str(lease.port), env=env)
+        self.assertEqual(code, 1, err)
+        self.assertIn(f"port {lease.port} is leased by harness to:\n  pid {os.getpid()} ", out)
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "abstract-socket leases are Linux's")
+    def test_several_lease_holders_are_listed_under_one_header(self) -> None:
+        # A lease socket inherited by a child is held by both processes.
+        with ports.PortAllocator(port_range=window_of(1)).acquire() as lease:
+            fd = lease._handle.sock.fileno()  # type: ignore[union-attr]
+            child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                     stdin=subprocess.PIPE, pass_fds=[fd])
+            self.procs.append(child)
+            code, out, err = harness("who", str(lease.port))
+        self.assertEqual(code, 1, err)
+        self.assertEqual(out.count("is leased by harness to:"), 1, out)
+        self.assertIn(f"  pid {os.getpid()} ", out)
+        self.assertIn(f"  pid {child.pid} ", out)
 
 
 
