@@ -28,7 +28,8 @@ COMMANDS = [
      "failure rate with a 95%% interval",
      "examples (prove a test, then the whole suite, is no longer flaky):\n"
      "  python -m harness flakehunt test_api.ApiTest.test_health -n 200 -j 2 --start-dir test\n"
-     "  python -m harness flakehunt -n 20 -j 1 --timeout 900 --start-dir test\n\n"
+     "  python -m harness flakehunt -n 20 -j 1 --timeout 900 --start-dir test\n"
+     "  python -m harness flakehunt test/test_api.py::ApiTest::test_health --start-dir test\n\n"
      "exit code: 0 no run failed, 1 some run failed, 2 bad usage or the test cannot be\n"
      "loaded, 130 interrupted by Ctrl-C (the summary so far is printed first)"),
 ]
