@@ -137,13 +137,13 @@ def start_as(uid: Optional[int], func: Callable[..., Any], *args: Any,
             os.close(reader)
             if hold_writer is not None:
                 os.close(hold_writer)
-            if uid is not None:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-            if umask is not None:
-                os.umask(umask)
             try:
+                if uid is not None and uid != os.getuid():
+                    os.setgroups([])
+                    os.setgid(uid)
+                    os.setuid(uid)
+                if umask is not None:
+                    os.umask(umask)
                 outcome = Outcome("returned", func(*args))
             except BaseException as exc:  # reported to the parent
                 outcome = Outcome("raised", None, type(exc).__name__, str(exc),
