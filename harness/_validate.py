@@ -1,16 +1,21 @@
-"""Argument checks shared by the public functions.
+"""Argument checks shared by the public functions and the command line.
 
-Each raises ``TypeError`` or ``ValueError`` naming the argument, so a mistake
-is reported before anything is started.
+Each ``check_*`` raises ``TypeError`` or ``ValueError`` naming the argument,
+so a mistake is reported before anything is started.  The command line uses
+the same checks through one adapter, :func:`arg_type`, which first parses
+the text (``parse_*``) and turns either kind of error into the
+``argparse.ArgumentTypeError`` argparse reports as a usage error.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 import re
-from typing import Optional, Pattern, Tuple
+from typing import Any, Callable, Optional, Pattern, Tuple, TypeVar
 
 PortRange = Tuple[int, int]
+T = TypeVar("T")
 
 
 def check_port(value: object, name: str = "port", *, allow_zero: bool = False) -> int:
@@ -88,3 +93,70 @@ def pattern(value: object, name: str = "pattern") -> "Pattern[str]":
     if isinstance(value, re.Pattern) and isinstance(value.pattern, str):
         return value
     raise TypeError(f"{name} must be a str regex or a compiled str pattern, got {value!r}")
+
+
+def check_seconds(value: object, name: str, *, allow_zero: bool = False) -> float:
+    """A finite number of seconds, > 0 (or >= 0 when ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
+    return seconds
+
+
+# --------------------------------------------------------------------------
+# The command line: text to a value, then the same checks as above
+
+
+def parse_whole_number(text: str) -> int:
+    """``"42"`` -> 42; ``ValueError`` saying what was expected."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {text!r}") from None
+
+
+def parse_number(text: str) -> float:
+    """``"2.5"`` -> 2.5 (``nan`` and ``inf`` parse; the checks refuse them)."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"must be a number, got {text!r}") from None
+
+
+def parse_port_range(text: str) -> Tuple[int, int]:
+    """``"9000-9100"`` (inclusive) or a single port ``"9000"``."""
+    low, sep, high = text.strip().partition("-")
+    try:
+        return int(low), int(high) if sep else int(low)
+    except ValueError:
+        raise ValueError(
+            f"must be LOW-HIGH with whole numbers, like 9000-9100; got {text!r}") from None
+
+
+def arg_type(check: Callable[..., T], name: str, *,
+             parse: Callable[[str], Any] = parse_whole_number,
+             **options: Any) -> Callable[[str], T]:
+    """An argparse ``type=``: ``parse`` the text, then ``check(value, name, **options)``.
+
+    Either's ``ValueError``/``TypeError`` becomes ``argparse.ArgumentTypeError``.
+    argparse already names the argument ("argument --runs: ..."), so a
+    message "--runs must be ..." loses its leading name.
+    """
+    def convert(text: str) -> T:
+        try:
+            value = parse(text)
+        except (ValueError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        try:
+            return check(value, name, **options)
+        except (ValueError, TypeError) as exc:
+            message = str(exc)
+            if message.startswith(name + " must "):
+                message = message[len(name) + 1:]
+            raise argparse.ArgumentTypeError(message) from None
+
+    convert.__name__ = getattr(check, "__name__", "value")  # argparse names a failed type by it
+    return convert

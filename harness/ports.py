@@ -15,11 +15,19 @@ exactly the scope of a TCP port — need no file, and vanish the moment their
 last holder exits, even by SIGKILL, so a stale lease cannot exist.
 Elsewhere (or with ``lease_dir``/``HARNESS_LEASE_DIR``) a lease is an
 ``fcntl.flock`` on a file in a machine-wide lease directory; flock is also
-released by the kernel when the holder dies.
+released by the kernel when the holder dies.  That directory is shared with
+every other user of the machine, so nothing in it is trusted: see
+"File leases among other users" below.
+
+Failures say what is true: a host address the machine does not have (IPv6
+switched off, say) is reported at the first port, not as "every port is in
+use"; a port that needs privileges says so; a port whose lease cannot be
+verified is never handed out, and asking for it says what is wrong.
 """
 from __future__ import annotations
 
 import atexit
+import enum
 import errno
 import os
 import random
@@ -28,7 +36,7 @@ import stat
 import sys
 import tempfile
 import threading
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from . import _config
 from ._os import procinfo
@@ -48,9 +56,13 @@ __all__ = [
 
 EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 RESERVED_PORTS_FILE = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+UNPRIVILEGED_START_FILE = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 # Linux's default ephemeral range starts at 32768; macOS, the BSDs and Windows
 # use 49152-65535.  Staying below 32768 is safe everywhere.
 FALLBACK_EPHEMERAL_RANGE = (32768, 65535)
+# Ports below this need root (or CAP_NET_BIND_SERVICE) where the kernel
+# does not say otherwise (UNPRIVILEGED_START_FILE).
+PRIVILEGED_BELOW = 1024
 # Below 10000 live most ports developers run services on by hand
 # (3000, 5432, 6379, 8000, 8080, 9000, ...): stay out of their way.
 DEFAULT_FLOOR = 10000
@@ -63,13 +75,20 @@ _USE_ABSTRACT = sys.platform.startswith("linux")
 # EADDRINUSE.  BSD and macOS also let a specific address share a port bound
 # on the wildcard, so there harness never sets it for ports it chooses.
 _REUSE_ONLY_SKIPS_TIME_WAIT = sys.platform.startswith("linux")
+# bind() or socket() errors that mean the host's address itself cannot be
+# used (not this port): it is not an address of this machine, or its family
+# (IPv6) is switched off.  Trying another port cannot help.
+_NO_ADDRESS_ERRNOS = (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
+_PERMISSION_ERRNOS = (errno.EACCES, errno.EPERM)
+
+SockAddr = Tuple[Any, ...]  # (address, port, ...) as the socket module takes it
 
 
 # --------------------------------------------------------------------------
 # Addresses
 
 
-def _resolve(host: str) -> Tuple[int, tuple]:
+def _resolve(host: str) -> Tuple[int, SockAddr]:
     """(family, sockaddr-without-port) for ``host``; ValueError if it does not resolve."""
     if not isinstance(host, str) or not host:
         raise TypeError(f"host must be a non-empty str, got {host!r}")
@@ -81,15 +100,88 @@ def _resolve(host: str) -> Tuple[int, tuple]:
     # some systems, but servers commonly listen on 127.0.0.1 only.
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
     family, _, _, _, sockaddr = infos[0]
-    return family, sockaddr
+    return family, tuple(sockaddr)
 
 
-def _sockaddr(sockaddr: tuple, port: int) -> tuple:
+def _sockaddr(sockaddr: SockAddr, port: int) -> SockAddr:
     return (sockaddr[0], port) + tuple(sockaddr[2:])
+
+
+def _new_socket(family: int) -> socket.socket:
+    """Every TCP socket this module makes (one seam: tests fake a host without IPv6 here)."""
+    return socket.socket(family, socket.SOCK_STREAM)
+
+
+def _ipv6_works() -> bool:
+    """Whether this machine can bind the IPv6 loopback address at all."""
+    try:
+        with _new_socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _unusable_host(host: str, family: int, sockaddr: SockAddr,
+                   cause: Optional[OSError] = None) -> HarnessError:
+    """The error for a host whose address cannot be bound, whatever the port."""
+    why = f" ({cause.strerror})" if cause is not None and cause.strerror else ""
+    if family == socket.AF_INET6 and not _ipv6_works():
+        return HarnessError(
+            f"host {host!r} cannot be used: IPv6 is unavailable on this machine (switched off, "
+            f"or no IPv6 loopback address){why}; use host='127.0.0.1'")
+    return HarnessError(
+        f"host {host!r} ({sockaddr[0]}) is not an address of this machine{why}, so no server "
+        f"can listen on it; use 127.0.0.1 (or ::1), or an address `ip addr` lists")
 
 
 # --------------------------------------------------------------------------
 # Probing
+
+
+class Probe(enum.Enum):
+    """What probing one port found; callers branch on these, never on message text."""
+
+    FREE = "free"                # connect refused and bind succeeded
+    IN_USE = "in use"            # a socket holds it (bind: EADDRINUSE), or a connect is answered
+    UNREACHABLE = "unreachable"  # a connect neither answered nor was refused (filtered?)
+    PRIVILEGED = "privileged"    # bind: EACCES below the unprivileged start (needs root)
+    DENIED = "denied"            # bind: EACCES/EPERM on an unprivileged port (security policy)
+    NO_ADDRESS = "no address"    # the host's address cannot be bound at all: no port will do
+
+
+def unprivileged_port_start() -> int:
+    """The lowest port an unprivileged process may bind (Linux's sysctl; 1024 elsewhere)."""
+    text = _read_proc(UNPRIVILEGED_START_FILE)
+    try:
+        return int(text) if text else PRIVILEGED_BELOW
+    except ValueError:
+        return PRIVILEGED_BELOW
+
+
+def _privileged_message(port: int, host: str) -> str:
+    start = unprivileged_port_start()
+    source = ("net.ipv4.ip_unprivileged_port_start" if _read_proc(UNPRIVILEGED_START_FILE)
+              else "the privileged ports")
+    return (f"port {port} on {host} needs privileges: ports below {start} ({source}) can be "
+            f"bound only by root or a process with CAP_NET_BIND_SERVICE; use a port >= {start}, "
+            f"or let harness choose one")
+
+
+def _denied_message(port: int, host: str) -> str:
+    return (f"binding port {port} on {host} was refused (permission denied) although it is not "
+            f"a privileged port here: a security policy (SELinux, AppArmor, seccomp, a "
+            f"container's) forbids it; choose another port")
+
+
+def _bind_failure(exc: OSError, port: int) -> Probe:
+    if exc.errno in _NO_ADDRESS_ERRNOS:
+        return Probe.NO_ADDRESS
+    if exc.errno in _PERMISSION_ERRNOS:
+        return Probe.PRIVILEGED if port < unprivileged_port_start() else Probe.DENIED
+    if exc.errno == errno.EADDRINUSE:
+        return Probe.IN_USE
+    return Probe.UNREACHABLE  # something odd about this port: a test server must not go there
 
 
 def is_port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -102,41 +194,54 @@ def is_port_free(port: int, host: str = "127.0.0.1") -> bool:
     ``SO_REUSEADDR``, so a port with connections still in TIME_WAIT counts
     as taken — a server that does not set the option would fail to bind it.
     """
+    return probe_port(port, host) is Probe.FREE
+
+
+def probe_port(port: int, host: str = "127.0.0.1", allow_time_wait: bool = False) -> Probe:
+    """What :func:`is_port_free`'s test finds, named (see :class:`Probe`)."""
     check_port(port)
     family, sockaddr = _resolve(host)
-    return _probe(family, _sockaddr(sockaddr, port))
+    return _probe(family, _sockaddr(sockaddr, port), allow_time_wait)
 
 
-def _probe(family: int, address: tuple, allow_time_wait: bool = False) -> bool:
-    """The connect-then-bind test of :func:`is_port_free`.
+def _probe(family: int, address: SockAddr, allow_time_wait: bool = False) -> Probe:
+    """The bind-and-connect test of :func:`is_port_free`.
 
+    The bind comes first: its errors say at once when the address is not
+    usable at all or the port needs privileges, where a connect to an
+    address that is not ours would wait for its timeout.
     ``allow_time_wait`` binds with ``SO_REUSEADDR``, which on Linux succeeds
     past connections in TIME_WAIT but still fails on any listening or bound
     socket: right for a port the user chose, which their server (like
     nearly every server) binds with ``SO_REUSEADDR``, and would otherwise
     stay "taken" for a minute after each stop.
     """
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.settimeout(_PROBE_TIMEOUT)
-        try:
-            probe.connect(address)
-        except ConnectionRefusedError:
-            pass
-        except OSError:
-            # Timed out or unreachable: something is odd about this port;
-            # a test server must not be put there.
-            return False
-        else:
-            return False
-    with socket.socket(family, socket.SOCK_STREAM) as binder:
+    port = int(address[1])
+    try:
+        binder = _new_socket(family)
+    except OSError as exc:
+        if exc.errno in _NO_ADDRESS_ERRNOS:
+            return Probe.NO_ADDRESS
+        raise
+    with binder:
         if allow_time_wait and os.name == "posix":
             # (On Windows SO_REUSEADDR would let us steal a live port.)
             binder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             binder.bind(address)
+        except OSError as exc:
+            return _bind_failure(exc, port)
+    with _new_socket(family) as probe:
+        probe.settimeout(_PROBE_TIMEOUT)
+        try:
+            probe.connect(address)
+        except ConnectionRefusedError:
+            return Probe.FREE
         except OSError:
-            return False
-    return True
+            # Timed out or unreachable: something is odd about this port;
+            # a test server must not be put there.
+            return Probe.UNREACHABLE
+    return Probe.IN_USE
 
 
 # --------------------------------------------------------------------------
@@ -218,28 +323,111 @@ def default_lease_dir() -> str:
     return configured or os.path.join(tempfile.gettempdir(), "harness-leases")
 
 
-def _ensure_lease_dir(path: str) -> str:
-    """Create ``path`` (mode 1777) or accept it only if it is safe to use.
+def _lease_dir_in_use(lease_dir: Optional[str] = None) -> Optional[str]:
+    """The directory of file leases, or ``None`` where abstract sockets are the leases."""
+    if lease_dir is None and (not _USE_ABSTRACT or os.environ.get(_config.LEASE_DIR_VAR)):
+        return default_lease_dir()
+    return lease_dir
 
-    Never follows a symlink, and refuses a directory planted by another
-    (non-root) user, who could otherwise delete our lock files at will.
-    """
+
+def _user(uid: int) -> str:
+    try:
+        import pwd  # not on Windows
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _kind(mode: int) -> str:
+    """What a directory entry is, in words for an error message."""
+    for test, name in ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "regular file" if stat.S_ISREG(mode) else "special file"
+
+
+# File leases among other users
+# -----------------------------
+# The lease directory is shared by every user of the machine, so it must be
+# a directory no one but root and its owner can replace, and one in which
+# nobody can delete someone else's lock file (a held lock file deleted and
+# created anew could be locked by a second process: two holders of one
+# port).  So: not a symlink, owned by root or by us, and sticky if anyone
+# else can write to it.  Lock files are created 0644 whatever the creator's
+# umask (every user must be able to open them to flock them), and opened
+# without following links and without blocking (a FIFO planted there would
+# block an open for reading forever); whatever is not a regular file, or
+# cannot be opened, is not a lease anyone can verify, so its port is never
+# handed out.
+#
+# The release protocol: a holder unlinks its lock file *while still holding
+# the lock*, then closes it; a taker that locked a file checks that the path
+# still names the inode it locked (else a releaser unlinked it in between,
+# and a third process may lock the new file at that path).  A holder cannot
+# unlink another user's file in a sticky directory: it just closes it.  The
+# file stays, unlocked, and is the port's lock file for everybody, exactly
+# as one left by a killed holder.
+
+_LOCK_FILE_MODE = 0o644
+_LOCK_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                    | getattr(os, "O_CLOEXEC", 0))
+# How often a taker looks again when lock files are released and made anew
+# under its hands (each look is a few system calls; this bounds churn only).
+_LEASE_RACE_LOOKS = 5
+
+
+def _lease_dir_problem(path: str, info: os.stat_result) -> Optional[str]:
+    """Why ``path`` (``lstat`` gave ``info``) is not a safe lease directory, or ``None``."""
+    mode = stat.S_IMODE(info.st_mode)
+    facts = f"mode {mode:04o}, owner {_user(info.st_uid)}"
+    fix = f"set {_config.LEASE_DIR_VAR} to a directory root or you created"
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            target = f" to {os.readlink(path)}"
+        except OSError:
+            target = ""
+        return (f"lease directory {path} is not a directory but a symlink{target} ({facts}): "
+                f"a planted link decides where lock files go; remove it, or {fix}")
+    if not stat.S_ISDIR(info.st_mode):
+        return (f"lease directory {path} is not a directory but a {_kind(info.st_mode)} "
+                f"({facts}); remove it, or {fix}")
+    if info.st_uid not in (0, os.geteuid()):
+        return (f"lease directory {path} ({facts}) belongs to neither root nor you: its owner "
+                f"could delete or replace lock files at will, so it is not trusted; {fix}")
+    if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+        return (f"lease directory {path} ({facts}) can be written by other users but is not "
+                f"sticky: anyone could delete a held lock file and lease the same port again. "
+                f"Make it sticky (chmod +t {path}), or {fix}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        return (f"cannot create lock files in lease directory {path} ({facts}): you "
+                f"({_user(os.geteuid())}) cannot write to it. Every user of harness on this "
+                f"machine shares it: make it writable by all and sticky (chmod 1777 {path}), "
+                f"or {fix}")
+    return None
+
+
+def _ensure_lease_dir(path: str) -> str:
+    """Create ``path`` (mode 1777) or accept it only if it is safe to use (see above)."""
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
         pass
+    except OSError as exc:
+        raise HarnessError(
+            f"cannot create lease directory {path}: {exc.strerror}; set "
+            f"{_config.LEASE_DIR_VAR} to a directory every user of harness can write to "
+            f"(mode 1777, like /tmp)") from None
     else:
         os.chmod(path, 0o1777)  # after mkdir: the umask does not apply to chmod
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise HarnessError(
-            f"lease directory {path} is not a directory (a symlink or file planted "
-            f"there?); remove it or set {_config.LEASE_DIR_VAR} to a safe directory")
-    if info.st_uid not in (0, os.getuid()):
-        raise HarnessError(
-            f"lease directory {path} belongs to uid {info.st_uid}, not to root or to "
-            f"you; refusing to trust it. Set {_config.LEASE_DIR_VAR} to a directory "
-            f"you or root created")
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise HarnessError(f"lease directory {path} cannot be examined: {exc.strerror}") from None
+    problem = _lease_dir_problem(path, info)
+    if problem is not None:
+        raise HarnessError(problem)
     return path
 
 
@@ -291,7 +479,9 @@ class _LeaseHandle:
             self.sock = None
         if self.fd is not None:
             if unlink and self.path:
-                # Unlink while still holding the lock: see _file_lease.
+                # Unlink while still holding the lock (the release protocol).
+                # Another user's file in a sticky directory cannot be
+                # unlinked (EPERM): it stays, as after a killed holder.
                 try:
                     os.unlink(self.path)
                 except OSError:
@@ -300,59 +490,236 @@ class _LeaseHandle:
             self.fd = None
 
 
-def _abstract_lease(port: int) -> Optional[_LeaseHandle]:
+class _NoLease:
+    """Why a port's lease was not taken: ``held`` by someone, or unverifiable (``why``)."""
+
+    def __init__(self, held: bool, why: str = "") -> None:
+        self.held, self.why = held, why
+
+
+_HELD = _NoLease(held=True)
+
+
+def _abstract_lease(port: int) -> Union[_LeaseHandle, _NoLease]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         sock.bind(f"\0{LEASE_NAME_PREFIX}{port}")
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            return None
-        raise
+            return _HELD
+        raise HarnessError(f"cannot take the lease on port {port} (abstract Unix socket "
+                           f"@{LEASE_NAME_PREFIX}{port}): {exc}") from None
     return _LeaseHandle(sock=sock)
 
 
-def _file_lease(port: int, directory: str) -> Optional[_LeaseHandle]:
+def _planted(path: str, info: os.stat_result) -> str:
+    """What a non-regular entry at a lock file's path is, and what to do about it."""
+    target = ""
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            target = f" to {os.readlink(path)}"
+        except OSError:
+            pass
+    return (f"a {_kind(info.st_mode)}{target} planted by {_user(info.st_uid)}, not a lock file "
+            f"harness made; remove it")
+
+
+def _unusable_lock_file(path: str, exc: OSError) -> str:
+    """Why the existing entry at ``path`` cannot be opened as a lock file."""
+    try:
+        info: Optional[os.stat_result] = os.lstat(path)
+    except OSError:
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        return _planted(path, info)
+    if exc.errno in _PERMISSION_ERRNOS and info is not None:
+        return (f"not readable by you (mode {stat.S_IMODE(info.st_mode):04o}, owner "
+                f"{_user(info.st_uid)}): made under a restrictive umask by an older harness, "
+                f"or planted; its owner or root can remove it")
+    return f"unusable: it cannot be opened ({exc.strerror})"
+
+
+def lock_file_problem(path: str) -> Optional[str]:
+    """Why the entry at ``path`` cannot serve as a lock file (``None``: it can, or is gone).
+
+    Read as "lock file PATH is ...": "a FIFO planted by uid 1001 (bob), not a
+    lock file harness made; remove it".  Never blocks, never follows a link.
+    """
+    try:
+        fd = os.open(path, _LOCK_OPEN_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return _unusable_lock_file(path, exc)
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return None if stat.S_ISREG(info.st_mode) else _planted(path, info)
+
+
+def _open_lock_file(path: str) -> Union[int, _NoLease, None]:
+    """An fd of the regular file at ``path`` (made now if need be), a reason it is
+    unusable, or ``None`` if it vanished meanwhile (a release: look again)."""
+    try:
+        fd = os.open(path, _LOCK_OPEN_FLAGS | os.O_CREAT | os.O_EXCL, _LOCK_FILE_MODE)
+    except FileExistsError:
+        pass
+    except OSError as exc:  # not about this file: the directory (full, read-only, ...)
+        raise HarnessError(f"cannot create lock file {path}: {exc.strerror}; check the lease "
+                           f"directory, or set {_config.LEASE_DIR_VAR} to another") from None
+    else:
+        try:
+            os.fchmod(fd, _LOCK_FILE_MODE)  # the creator's umask applied to the create only
+        except OSError:
+            pass  # still ours and locked by us; others then skip the port, which is right
+        return fd
+    # It exists: open it without O_CREAT, so that fs.protected_regular and
+    # protected_fifos never refuse another user's file in a sticky directory.
+    try:
+        fd = os.open(path, _LOCK_OPEN_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return _NoLease(held=False, why=f"lock file {path} is {_unusable_lock_file(path, exc)}")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return _NoLease(held=False, why=f"lock file {path} is {_planted(path, info)}")
+    return fd
+
+
+def _still_at(path: str, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        now, mine = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _file_lease(port: int, directory: str) -> Union[_LeaseHandle, _NoLease]:
     if fcntl is None:
         raise HarnessError("file leases need fcntl.flock, which this platform lacks")
     path = os.path.join(directory, f"port-{port}.lock")
-    flags = os.O_RDONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    for _ in range(_LEASE_RACE_LOOKS):
+        opened = _open_lock_file(path)
+        if opened is None:
+            continue
+        if isinstance(opened, _NoLease):
+            return opened
+        fd = opened
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return _HELD
+            return _NoLease(held=False, why=f"lock file {path} cannot be locked: {exc.strerror}")
+        # A releaser unlinks the file while it holds the lock.  If that happened
+        # between our open() and flock(), we locked an orphaned inode that a third
+        # process can no longer see: only a lock on the file still at `path` counts.
+        if _still_at(path, fd):
+            return _LeaseHandle(fd=fd, path=path)
         os.close(fd)
-        return None
-    # A releaser unlinks the file while it holds the lock.  If that happened
-    # between our open() and flock(), we locked an orphaned inode that a third
-    # process can no longer see: only a lock on the file still at `path` counts.
-    try:
-        same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-    except OSError:
-        same = False
-    if not same:
-        os.close(fd)
-        return None
-    return _LeaseHandle(fd=fd, path=path)
+    return _HELD  # released and made anew under our hands each time: busy, skip it
 
 
-def _take_lease(port: int, directory: Optional[str]) -> Optional[_LeaseHandle]:
-    """The lease on ``port``, or ``None`` if another holder has it."""
+def _take_lease(port: int, directory: Optional[str]) -> Union[_LeaseHandle, _NoLease]:
+    """The lease on ``port``, or why not (another holder has it, or it cannot be verified)."""
     if directory is None:
         return _abstract_lease(port)
     return _file_lease(port, directory)
 
 
-def lease_holders(port: int) -> List[int]:
-    """Pids holding harness's abstract-socket lease on ``port`` (Linux, best effort)."""
-    text = _read_proc("/proc/net/unix") or ""
+def _abstract_lease_inodes(port: int) -> Optional[Set[int]]:
+    """Socket inodes of harness's abstract lease on ``port`` (``None``: cannot be known)."""
+    text = _read_proc("/proc/net/unix")
+    if text is None:
+        return None
     name = f"@{LEASE_NAME_PREFIX}{port}"
-    inodes = {int(line.split()[6]) for line in text.splitlines()[1:]
-              if len(line.split()) >= 8 and line.split()[7] == name}
+    inodes = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == name:
+            inodes.add(int(fields[6]))
+    return inodes
+
+
+def _flock_holders(path: str) -> List[int]:
+    """Pids holding an flock on the file at ``path`` (Linux's /proc/locks), best effort."""
+    text = _read_proc("/proc/locks")
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return []
+    if not text:
+        return []
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    pids = []
+    for line in text.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; "1: -> FLOCK ..." waits
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            try:
+                pids.append(int(fields[4]))
+            except ValueError:
+                continue
+    return pids
+
+
+def lease_holders(port: int, lease_dir: Optional[str] = None) -> List[int]:
+    """Pids holding harness's lease on ``port`` (Linux, best effort).
+
+    Abstract-socket leases are matched to the processes whose sockets this
+    user can see (not other users'); file leases (``lease_dir``, or the one
+    ``HARNESS_LEASE_DIR`` selects) through /proc/locks, which names every holder.
+    """
+    directory = _lease_dir_in_use(lease_dir)
+    if directory is not None:
+        return _flock_holders(os.path.join(directory, f"port-{port}.lock"))
+    inodes = _abstract_lease_inodes(port)
     if not inodes:
         return []
     return [pid for pid in procinfo.all_pids()
             if inodes.intersection(procinfo._socket_inodes(pid))]
+
+
+def lease_held(port: int, lease_dir: Optional[str] = None) -> Optional[bool]:
+    """Whether anyone holds harness's lease on ``port``, seen or not (``None``: unknown).
+
+    Unlike :func:`lease_holders` this sees other users' leases too: the
+    abstract name is listed for everybody, and a file lease is tried.
+    """
+    directory = _lease_dir_in_use(lease_dir)
+    if directory is None:
+        inodes = _abstract_lease_inodes(port)
+        return None if inodes is None else bool(inodes)
+    path = os.path.join(directory, f"port-{port}.lock")
+    if _read_proc("/proc/locks") is not None:  # Linux: look without touching the lock
+        return bool(_flock_holders(path))
+    if fcntl is None:
+        return None
+    # Elsewhere: try a shared lock.  (An exclusive one taken at this very
+    # moment by a process leasing the port fails; it then skips the port.)
+    try:
+        fd = os.open(path, _LOCK_OPEN_FLAGS)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            return True if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 # Every lease this process holds, by port: keeps the kernel objects alive
@@ -455,6 +822,33 @@ def _ask_portserver(address: str) -> Optional[int]:
 # The allocator
 
 
+class _Skipped:
+    """Why the ports of one ``acquire()`` were passed over, for a true error message."""
+
+    def __init__(self) -> None:
+        self.counts: Dict[str, int] = {}
+        self.examples: Dict[str, str] = {}
+
+    def add(self, reason: str, example: str = "") -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if example:
+            self.examples.setdefault(reason, example)
+
+    def describe(self) -> str:
+        """``"3 in use, 1 with a lock file that cannot be verified (...)"``."""
+        parts = []
+        for reason, count in self.counts.items():
+            example = self.examples.get(reason)
+            parts.append(f"{count} {reason}" + (f" ({example})" if example else ""))
+        return ", ".join(parts)
+
+
+_IN_USE, _LEASED = "in use", "leased by other processes"
+_UNVERIFIED = "with a lock file that cannot be verified, so never handed out"
+_PRIVILEGED = "that need privileges"
+_DENIED = "refused by a security policy"
+
+
 class PortAllocator:
     """Leases free ports from a range, coordinated with every process on the host.
 
@@ -471,13 +865,10 @@ class PortAllocator:
                            else default_port_range())
         self._family, self._sockaddr = _resolve(host)
         self.host = host
-        if lease_dir is None and (not _USE_ABSTRACT or os.environ.get(_config.LEASE_DIR_VAR)):
-            lease_dir = default_lease_dir()
-        if lease_dir is not None:
-            if not isinstance(lease_dir, str) or not lease_dir:
-                raise TypeError(f"lease_dir must be a non-empty str, got {lease_dir!r}")
-            lease_dir = _ensure_lease_dir(lease_dir)
-        self.lease_dir = lease_dir
+        if lease_dir is not None and (not isinstance(lease_dir, str) or not lease_dir):
+            raise TypeError(f"lease_dir must be a non-empty str, got {lease_dir!r}")
+        lease_dir = _lease_dir_in_use(lease_dir)
+        self.lease_dir = None if lease_dir is None else _ensure_lease_dir(lease_dir)
         self._lock = threading.Lock()
         self._tiers = _candidate_tiers(self.port_range, self.explicit_range)
         self._order: List[int] = []
@@ -506,23 +897,38 @@ class PortAllocator:
                 self._cursor = index + 1
             yield order[index % len(order)]
 
-    def _try(self, port: int, time_wait: Optional[List[int]] = None,
+    def _try(self, port: int, skipped: _Skipped, time_wait: Optional[List[int]] = None,
              allow_time_wait: bool = False) -> Optional[PortLease]:
-        """Lease ``port`` if it is free; a port that is free but for connections
-        in TIME_WAIT is appended to ``time_wait`` instead (when given)."""
+        """Lease ``port`` if it is free, else note why not in ``skipped``; a port
+        that is free but for connections in TIME_WAIT is appended to
+        ``time_wait`` instead (when given).  An unusable host raises at once."""
         if port in _registry:  # ours already; the abstract socket would say so too
+            skipped.add(_LEASED)
             return None
-        handle = _take_lease(port, self.lease_dir)
-        if handle is None:
+        taken = _take_lease(port, self.lease_dir)
+        if isinstance(taken, _NoLease):
+            if taken.held:
+                skipped.add(_LEASED)
+            else:
+                skipped.add(_UNVERIFIED, taken.why)
             return None
         address = _sockaddr(self._sockaddr, port)
-        if not _probe(self._family, address, allow_time_wait=allow_time_wait):
-            handle.close()
-            if time_wait is not None and _REUSE_ONLY_SKIPS_TIME_WAIT \
-                    and _probe(self._family, address, allow_time_wait=True):
-                time_wait.append(port)
-            return None
-        return _register(PortLease(port, self.host, handle))
+        probe = _probe(self._family, address, allow_time_wait=allow_time_wait)
+        if probe is Probe.FREE:
+            return _register(PortLease(port, self.host, taken))
+        taken.close()
+        if probe is Probe.NO_ADDRESS:
+            raise _unusable_host(self.host, self._family, self._sockaddr)
+        if probe is Probe.PRIVILEGED:
+            skipped.add(_PRIVILEGED, _privileged_message(port, self.host))
+        elif probe is Probe.DENIED:
+            skipped.add(_DENIED, _denied_message(port, self.host))
+        elif time_wait is not None and _REUSE_ONLY_SKIPS_TIME_WAIT and probe is Probe.IN_USE \
+                and _probe(self._family, address, allow_time_wait=True) is Probe.FREE:
+            time_wait.append(port)
+        else:
+            skipped.add(_IN_USE)
+        return None
 
     def acquire(self) -> PortLease:
         """Lease a free port; :class:`PortUnavailable` at once if the range has none.
@@ -533,55 +939,79 @@ class PortAllocator:
         servers) qualify: every server that sets ``SO_REUSEADDR`` can bind it
         (nearly all do, and harness's own handed-off sockets do on Linux);
         one that does not reports "address already in use" and is relaunched
-        on another port.
+        on another port.  A host this machine cannot listen on (IPv6
+        switched off, an address it does not have) raises ``HarnessError``
+        at the first port.
         """
+        skipped = _Skipped()
         address = os.environ.get(PORTSERVER_VAR)
         if address and not self.explicit_range:
             port = _ask_portserver(address)
             if port is not None:
-                lease = self._try(port)
+                lease = self._try(port, _Skipped())
                 if lease is not None:
                     return lease
         tried = 0
         time_wait: List[int] = []
         for port in self._candidates():
             tried += 1
-            lease = self._try(port, time_wait)
+            lease = self._try(port, skipped, time_wait)
             if lease is not None:
                 return lease
         for port in time_wait:
-            lease = self._try(port, allow_time_wait=True)
+            lease = self._try(port, skipped, allow_time_wait=True)
             if lease is not None:
                 return lease
         low, high = self.port_range
+        if set(skipped.counts) <= {_IN_USE, _LEASED}:
+            raise PortUnavailable(
+                f"no free port in {low}-{high} on {self.host}: all {tried} ports are in "
+                f"use or leased by other processes; widen port_range, or find the holders "
+                f"with `python -m harness who PORT`")
         raise PortUnavailable(
-            f"no free port in {low}-{high} on {self.host}: all {tried} ports are in "
-            f"use or leased by other processes; widen port_range, or find the holders "
-            f"with `python -m harness who PORT`")
+            f"no free port in {low}-{high} on {self.host}: of {tried} ports, "
+            f"{skipped.describe()}")
 
     def acquire_port(self, port: int) -> PortLease:
-        """Lease one given port; :class:`PortUnavailable` naming the holder if taken."""
+        """Lease one given port; :class:`PortUnavailable` naming the holder if taken.
+
+        Also when its lease cannot be verified (its lock file is not one
+        harness made), or it needs privileges this process lacks.
+        """
         check_port(port)
         if port in _registry:
             raise PortUnavailable(f"port {port} is already leased by this process",
                                   port=port, holders=[f"pid {os.getpid()} (this process)"])
-        handle = _take_lease(port, self.lease_dir)
-        if handle is None:
-            pids = lease_holders(port)
+        taken = _take_lease(port, self.lease_dir)
+        if isinstance(taken, _NoLease):
+            if not taken.held:
+                raise PortUnavailable(f"port {port} cannot be leased: {taken.why}", port=port)
+            pids = lease_holders(port, self.lease_dir)
             who = ", ".join(f"pid {pid} ({procinfo.short_cmdline(procinfo.cmdline(pid))})"
                             for pid in pids)
             raise PortUnavailable(
                 f"port {port} is leased by another harness process: {who or 'unknown holder'}",
                 port=port, holders=[who] if who else [])
-        if not _probe(self._family, _sockaddr(self._sockaddr, port), allow_time_wait=True):
-            handle.close()
-            holder = procinfo.describe_port_holders(port)
-            raise PortUnavailable(f"port {port} on {self.host} is in use by {holder}",
-                                  port=port, holders=[holder])
-        return _register(PortLease(port, self.host, handle))
+        probe = _probe(self._family, _sockaddr(self._sockaddr, port), allow_time_wait=True)
+        if probe is Probe.FREE:
+            return _register(PortLease(port, self.host, taken))
+        taken.close()
+        if probe is Probe.NO_ADDRESS:
+            raise _unusable_host(self.host, self._family, self._sockaddr)
+        if probe is Probe.PRIVILEGED:
+            raise PortUnavailable(_privileged_message(port, self.host), port=port)
+        if probe is Probe.DENIED:
+            raise PortUnavailable(_denied_message(port, self.host), port=port)
+        holder = procinfo.describe_port_holders(port)
+        if probe is Probe.UNREACHABLE and holder == "unknown holder":
+            raise PortUnavailable(
+                f"port {port} on {self.host} neither accepts nor refuses connections (a "
+                f"firewall dropping them?); choose another port", port=port)
+        raise PortUnavailable(f"port {port} on {self.host} is in use by {holder}",
+                              port=port, holders=[holder])
 
 
-_allocators: Dict[tuple, PortAllocator] = {}
+_allocators: Dict[Tuple[object, ...], PortAllocator] = {}
 
 
 def _allocator(host: str, port_range: Optional[Sequence[int]]) -> PortAllocator:
@@ -651,12 +1081,19 @@ def listening_socket(host: str = "127.0.0.1", port: int = 0, backlog: int = 128)
     The bind fails if anyone has the port: ``SO_REUSEADDR`` is set only on
     Linux, where all it does is let the bind past connections of a stopped
     server still in TIME_WAIT (elsewhere it can share a wildcard-bound port).
+    ``PortUnavailable`` if the port is taken or needs privileges;
+    ``HarnessError`` if this machine cannot listen on ``host`` at all.
     """
     check_port(port, allow_zero=True)
     if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
         raise ValueError(f"backlog must be an int >= 1, got {backlog!r}")
     family, sockaddr = _resolve(host)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = _new_socket(family)
+    except OSError as exc:
+        if exc.errno in _NO_ADDRESS_ERRNOS:
+            raise _unusable_host(host, family, sockaddr, exc) from None
+        raise
     try:
         if _REUSE_ONLY_SKIPS_TIME_WAIT:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -664,10 +1101,17 @@ def listening_socket(host: str = "127.0.0.1", port: int = 0, backlog: int = 128)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        if exc.errno == errno.EADDRINUSE:
+        failure = _bind_failure(exc, port)
+        if failure is Probe.IN_USE:
             holder = procinfo.describe_port_holders(port)
             raise PortUnavailable(f"port {port} on {host} is in use by {holder}",
                                   port=port, holders=[holder]) from None
+        if failure is Probe.NO_ADDRESS:
+            raise _unusable_host(host, family, sockaddr, exc) from None
+        if failure is Probe.PRIVILEGED:
+            raise PortUnavailable(_privileged_message(port, host), port=port) from None
+        if failure is Probe.DENIED:
+            raise PortUnavailable(_denied_message(port, host), port=port) from None
         raise
     sock.set_inheritable(True)
     return sock

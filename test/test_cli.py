@@ -4,18 +4,21 @@ Every command runs as a subprocess, as a user would run it.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import unittest
 from typing import List, Tuple
 
 from _support import ROOT, ChildProcessesMixin, ipv6_available, python_env, quiet_window
 
-from harness import _wait, ports
+from harness import _validate, _wait, ports
 from harness._os import procinfo as _procinfo
 from harness._server import marker as _marker
 
@@ -35,9 +38,11 @@ def window_of(size: int) -> range:
     return quiet_window(size, low=2000, high=3999)
 
 
-def listen(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
+def listen(port: int = 0, host: str = "127.0.0.1", reuse: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
+    if reuse:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(8)
     return sock
@@ -73,13 +78,39 @@ class HelpAndUsageTest(unittest.TestCase):
             (["who", "http"], "whole number"),
             (["who", "0"], "1..65535"),
             (["who", "70000"], "1..65535"),
-            (["flakehunt", "x", "-n", "-3"], "at least 1"),
+            (["flakehunt", "x", "-n", "-3"], "must be >= 1, got -3"),
+            (["flakehunt", "x", "--timeout", "soon"], "must be a number, got 'soon'"),
+            (["reap", "--grace", "-1"], "must be a finite number of seconds >= 0"),
+            (["reap", "--runner", "me"], "must be a whole number, got 'me'"),
         ]
         for args, message in cases:
             code, out, err = harness(*args)
             self.assertEqual(code, 2, f"{args}: {out}{err}")
             self.assertIn(message, err, args)
             self.assertEqual(out, "", args)
+
+
+class ArgTypeTest(unittest.TestCase):
+    """One argparse adapter for every validator: the message names what is wrong."""
+
+    def test_parses_validates_and_reports_like_argparse_expects(self) -> None:
+        port = _validate.arg_type(_validate.check_port, "PORT")
+        self.assertEqual(port("8080"), 8080)
+        for text, message in (("http", "must be a whole number, got 'http'"),
+                              ("0", "must be in 1..65535, got 0"), ("", "whole number")):
+            with self.subTest(text=text):
+                with self.assertRaises(argparse.ArgumentTypeError) as caught:
+                    port(text)
+                self.assertIn(message, str(caught.exception))
+        seconds = _validate.arg_type(_validate.check_seconds, "--grace",
+                                     parse=_validate.parse_number, allow_zero=True)
+        self.assertEqual(seconds("0"), 0.0)
+        with self.assertRaises(argparse.ArgumentTypeError):
+            seconds("inf")
+        port_range = _validate.arg_type(_validate.check_port_range, "--range",
+                                        parse=_validate.parse_port_range)
+        self.assertEqual(port_range("9000-9100"), (9000, 9100))
+        self.assertEqual(port_range("9000"), (9000, 9000))
 
 
 class PortCommandTest(unittest.TestCase):
@@ -189,8 +220,25 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
 
     @unittest.skipUnless(_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL, "states not visible")
     def test_explains_a_port_blocked_by_time_wait(self) -> None:
-        """The classic "address already in use" after a restart: no process, only TIME_WAIT."""
-        with listen(window_of(1)[0]) as listener:  # outside the ephemeral range
+        """The classic "address already in use" after a restart: no process, only TIME_WAIT.
+
+        Whether a server with SO_REUSEADDR can bind it now depends (on Linux)
+        on whether the server that closed the connections set it too: who
+        says which, having tried.
+        """
+        advice = {True: "in TIME_WAIT: a server that sets SO_REUSEADDR can bind it now",
+                  False: "in TIME_WAIT: no server can bind it until they expire"}
+        for reuse in (True, False) if sys.platform.startswith("linux") else (True,):
+            with self.subTest(old_server_set_reuseaddr=reuse):
+                port = self.leave_time_wait(reuse)
+                code, out, _ = harness("who", str(port))
+                self.assertEqual(code, 1, out)
+                self.assertIn(f"port {port} is held by no process (nothing listens on it), but",
+                              out)
+                self.assertIn(advice[reuse], out)
+
+    def leave_time_wait(self, reuse: bool) -> int:
+        with listen(window_of(1)[0], reuse=reuse) as listener:  # outside the ephemeral range
             port = listener.getsockname()[1]
             client = socket.create_connection(("127.0.0.1", port))
             server_side, _ = listener.accept()
@@ -203,10 +251,7 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
                 break
             select.select([], [], [], pause)
         self.assertGreaterEqual(_procinfo.time_wait_count(port), 1)
-        code, out, _ = harness("who", str(port))
-        self.assertEqual(code, 1, out)
-        self.assertIn(f"port {port} is held by no process, but", out)
-        self.assertIn("in TIME_WAIT: a server that sets SO_REUSEADDR can bind it now", out)
+        return port
 
     @unittest.skipUnless(sys.platform.startswith("linux"), "abstract-socket leases are Linux's")
     def test_names_the_holder_of_a_lease(self) -> None:
@@ -214,6 +259,31 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
             code, out, err = harness("who", str(lease.port))
         self.assertEqual(code, 1, err)
         self.assertIn(f"port {lease.port} is leased by harness to:\n  pid {os.getpid()} ", out)
+
+    @unittest.skipUnless(os.path.exists("/proc/locks"), "flock holders are read from /proc/locks")
+    def test_names_the_holder_of_a_file_lease(self) -> None:
+        lease_dir = tempfile.mkdtemp(prefix="harness-test-leases-")
+        self.addCleanup(shutil.rmtree, lease_dir, True)
+        env = python_env()
+        env["HARNESS_LEASE_DIR"] = lease_dir
+        with ports.PortAllocator(port_range=window_of(1), lease_dir=lease_dir).acquire() as lease:
+            code, out, err = harness("who", str(lease.port), env=env)
+        self.assertEqual(code, 1, err)
+        self.assertIn(f"port {lease.port} is leased by harness to:\n  pid {os.getpid()} ", out)
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "abstract-socket leases are Linux's")
+    def test_several_lease_holders_are_listed_under_one_header(self) -> None:
+        # A lease socket inherited by a child is held by both processes.
+        with ports.PortAllocator(port_range=window_of(1)).acquire() as lease:
+            fd = lease._handle.sock.fileno()  # type: ignore[union-attr]
+            child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                     stdin=subprocess.PIPE, pass_fds=[fd])
+            self.procs.append(child)
+            code, out, err = harness("who", str(lease.port))
+        self.assertEqual(code, 1, err)
+        self.assertEqual(out.count("is leased by harness to:"), 1, out)
+        self.assertIn(f"  pid {os.getpid()} ", out)
+        self.assertIn(f"  pid {child.pid} ", out)
 
 
 

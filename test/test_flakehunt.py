@@ -36,6 +36,7 @@ from harness._cli.flakehunt import (
     wilson_interval,
 )
 from harness._os import procinfo as _procinfo
+from harness._os.identity import ProcessId
 
 FIXTURES = os.path.join(ROOT, "test", "fixtures_cli")
 HANG = 120  # generous hang-catcher for a whole flakehunt command
@@ -75,7 +76,8 @@ def harness_dirs_of(pid: int) -> List[str]:
         if name.startswith("harness-"):
             try:
                 with open(os.path.join(base, name, "owner")) as f:
-                    if f.read().split(":")[0] == str(pid):
+                    owner = ProcessId.parse(f.read())
+                    if owner is not None and owner.pid == pid:
                         found.append(name)
             except OSError:
                 continue
@@ -419,7 +421,7 @@ class FlakehuntUsageTest(unittest.TestCase):
 
     def test_bad_arguments_exit_2_with_usage(self) -> None:
         cases = [
-            (["flaky_fixture.Steady", "-n", "0"], "must be at least 1"),
+            (["flaky_fixture.Steady", "-n", "0"], "must be >= 1, got 0"),
             (["flaky_fixture.Steady", "-j", "two"], "must be a whole number"),
             (["flaky_fixture.Steady", "--timeout", "-1"], "positive number of seconds"),
             (["flaky_fixture.Steady", "--timeout", "nan"], "positive number of seconds"),
@@ -435,6 +437,61 @@ class FlakehuntUsageTest(unittest.TestCase):
                               stderr=subprocess.PIPE, universal_newlines=True, timeout=HANG)
         self.assertEqual(proc.returncode, 2)
         self.assertIn("is not a directory", proc.stderr)
+
+
+class NodeIdTest(unittest.TestCase):
+    """pytest node ids of unittest tests run as the unittest ids they name;
+    tests only pytest can run are refused, saying why and what to do."""
+
+    def test_a_node_id_of_a_unittest_test_runs_as_its_unittest_id(self) -> None:
+        # Relative to the working directory (as pytest prints them) ...
+        node = "test/fixtures_cli/flaky_fixture.py::Steady::test_ok"
+        code, out, err = flakehunt(node, "-n", "3")
+        self.assertEqual(code, 0, out + err)
+        self.assertIn(f"pytest node id {node} is unittest id flaky_fixture.Steady.test_ok", out)
+        self.assertIn("0 of 3 runs failed", out)
+        # ... or to --start-dir, a class or a whole module, and several at once.
+        code, out, err = flakehunt("flaky_fixture.py::Steady", "flaky_fixture.py::FailsOnThird",
+                                   "-n", "3", "--json")
+        self.assertEqual(code, 1, out + err)
+        data = json.loads(out)
+        self.assertEqual(data["test_ids"], ["flaky_fixture.Steady", "flaky_fixture.FailsOnThird"])
+        self.assertEqual((data["runs"], data["failures"]), (3, 1))
+
+    def test_what_only_pytest_can_run_is_refused_with_the_reason(self) -> None:
+        suite = tempfile.mkdtemp(prefix="flakehunt-nodeids-")
+        self.addCleanup(shutil.rmtree, suite)
+        with open(os.path.join(suite, "test_mixed.py"), "w") as f:
+            f.write("import unittest\n"
+                    "def test_function():\n    pass\n"
+                    "class TestPlain:\n    def test_method(self):\n        pass\n"
+                    "class Case(unittest.TestCase):\n    def test_case(self):\n        pass\n")
+        elsewhere = os.path.join(FIXTURES, "flaky_fixture.py")
+        mixed = os.path.join(suite, "test_mixed.py")
+        cases = [
+            (f"{mixed}::test_function", "is a pytest test function"),
+            (f"{mixed}::TestPlain::test_method", "a plain class"),
+            (f"{mixed}::Case::test_case[1]", "parametrized"),
+            (f"{elsewhere}::Steady", "is not under --start-dir"),
+            (f"{suite}/test_missing.py::Case", "no such file"),
+        ]
+        for node, reason in cases:
+            with self.subTest(node=node):
+                proc = subprocess.run(
+                    [sys.executable, "-m", "harness", "flakehunt", "--start-dir", suite, node,
+                     "-n", "5"], cwd=ROOT, env=python_env(), stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, universal_newlines=True, timeout=HANG)
+                self.assertEqual(proc.returncode, 2, proc.stdout + proc.stderr)
+                self.assertIn(node, proc.stderr)
+                self.assertIn(reason, proc.stderr)
+                self.assertIn("unittest", proc.stderr)
+                self.assertNotIn("Ran ", proc.stdout + proc.stderr)  # refused before any run
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness", "flakehunt", "--start-dir", suite,
+             f"{mixed}::Case::test_case", "-n", "2"], cwd=ROOT, env=python_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=HANG)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.assertIn("0 of 2 runs failed", proc.stdout)
 
 
 if __name__ == "__main__":

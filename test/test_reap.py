@@ -16,13 +16,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 from typing import Tuple
+from unittest import mock
 
+from _other_user import IS_ROOT
 from _support import ROOT, ChildProcessesMixin, python_env
 
-from harness import is_port_free
+from harness import _wait, is_port_free
+from harness._cli import reap as _reap
+from harness._os import kill as _kill
 from harness._os import procinfo as _procinfo
+from harness._os.identity import ProcessId, own_pid_namespace
 from harness._server import marker as _marker
 
 try:
@@ -60,6 +66,11 @@ sys.stdin.read()
 
 SLEEPER = "import sys; sys.stdin.read()"  # lives until its stdin closes
 
+# A runner in a container: as RUNNER, and it also names its server's id.
+NS_RUNNER = RUNNER.replace("print(server.pid, port, _marker.owner_token(), flush=True)",
+                           "print(server.pid, port, _marker.owner_token(),\n"
+                           "      env[_marker.SERVER_ID_ENV], flush=True)")
+
 
 def _clean_env(**extra: str) -> dict:
     env = python_env()
@@ -67,6 +78,12 @@ def _clean_env(**extra: str) -> dict:
     env.pop(_marker.SERVER_ID_ENV, None)
     env.update(extra)
     return env
+
+
+def _pid_of(token: str) -> int:
+    process = ProcessId.parse(token)
+    assert process is not None, f"not a process id: {token!r}"
+    return process.pid
 
 
 def reap(*args: str, env: dict = None) -> Tuple[int, str, str]:
@@ -104,9 +121,10 @@ class ReapTest(ChildProcessesMixin, unittest.TestCase):
                         "the orphan server must outlive its runner")
         return server_pid, server_token, port, runner_token
 
-    def _kill_token(self, token: str) -> None:
-        if _procinfo.is_alive(token):
-            os.kill(int(token.split(":")[0]), signal.SIGKILL)
+    def _kill_token(self, token: "str | ProcessId") -> None:
+        process = ProcessId.coerce(token)
+        if process is not None and _procinfo.is_alive(process):
+            os.kill(process.pid, signal.SIGKILL)
 
     def private_dir(self, owner: str, prefix: str = _marker.TEMP_PREFIX) -> str:
         path = tempfile.mkdtemp(prefix=prefix)
@@ -119,7 +137,7 @@ class ReapTest(ChildProcessesMixin, unittest.TestCase):
 
     def test_orphan_is_stopped_and_its_dir_removed_others_left_alone(self) -> None:
         server_pid, server_token, port, dead_runner = self.make_orphan()
-        runner_pid = dead_runner.split(":")[0]
+        runner_pid = str(_pid_of(dead_runner))
         me = _marker.owner_token()
         # A server whose runner (this test) is alive, and a process without the marker.
         live_owned = self.spawn(SLEEPER, _clean_env(**{_marker.OWNER_ENV: me}))
@@ -168,7 +186,7 @@ class ReapTest(ChildProcessesMixin, unittest.TestCase):
     def test_json_lists_what_was_done(self) -> None:
         server_pid, server_token, _, dead_runner = self.make_orphan()
         dead_dir = self.private_dir(dead_runner)
-        code, out, err = reap("--runner", dead_runner.split(":")[0], "--json")
+        code, out, err = reap("--runner", str(_pid_of(dead_runner)), "--json")
         self.assertEqual(code, 0, err)
         data = json.loads(out)
         self.assertFalse(data["dry_run"])
@@ -187,7 +205,7 @@ class ReapTest(ChildProcessesMixin, unittest.TestCase):
         self.addCleanup(self._kill_token, server_token)
         runner.kill()
         runner.wait(HANG)
-        code, out, err = reap("--runner", runner_token.split(":")[0], "--grace", "0.2")
+        code, out, err = reap("--runner", str(_pid_of(runner_token)), "--grace", "0.2")
         self.assertEqual(code, 0, f"{out}\n{err}")
         self.assertIn(f"stopped: pid {server_pid} ", out)
         self.assertFalse(_procinfo.is_alive(server_token))
@@ -216,6 +234,123 @@ class ReapTest(ChildProcessesMixin, unittest.TestCase):
         self.assertTrue(os.path.exists(held), "a lease file still locked by its holder was removed")
         self.assertTrue(os.path.exists(other), "reap removed a file that is not a lease")
         self.assertNotIn(held, out)
+
+    @unittest.skipIf(own_pid_namespace() is None, "PID namespaces are Linux's")
+    def test_what_a_runner_in_another_pid_namespace_started_is_left_alone(self) -> None:
+        # The marker of a runner in a container names a pid of *its* namespace:
+        # that no process here has that pid (and start time) proves nothing.
+        own = own_pid_namespace()
+        assert own is not None
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait(HANG)
+        runner = ProcessId(gone.pid, "12345", own + 1)
+        server = self.spawn(SLEEPER, _clean_env(**{_marker.OWNER_ENV: str(runner)}))
+        server_id = _procinfo.identity(server.pid)
+        directory = self.private_dir(str(runner))
+
+        code, out, err = reap("--dry-run")
+        self.assertEqual(code, 0 if "would " not in out else 1, out + err)
+        self.assertIn(f"left alone: pid {server.pid} ", out)
+        self.assertIn(f"left alone: temp dir {directory}", out)
+        self.assertIn("its test runner is in another PID namespace", out)
+        self.assertNotIn(f"would stop: pid {server.pid} ", out)
+
+        code, out, err = reap("--runner", str(gone.pid), "--json")
+        self.assertEqual(code, 0, out + err)
+        data = json.loads(out)
+        self.assertEqual([(p["pid"], p["owner"], p["result"]) for p in data["processes"]],
+                         [(server.pid, str(runner),
+                           "left alone: its test runner is in another PID namespace")])
+        self.assertEqual([d["path"] for d in data["temp_dirs"]], [directory])
+        self.assertTrue(_procinfo.is_alive(server_id), "reap stopped a container's server")
+        self.assertTrue(os.path.isfile(os.path.join(directory, "server.log")))
+
+    @unittest.skipUnless(IS_ROOT and shutil.which("unshare"), "needs root and unshare")
+    def test_a_live_runner_in_a_container_keeps_its_server(self) -> None:
+        # For real: the runner is pid 1 of a new PID namespace (with its own
+        # /proc); reap runs outside it, where pid 1 is a different process.
+        runner = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+             sys.executable, "-c", NS_RUNNER, SERVER],
+            env=_clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, universal_newlines=True)
+        self.procs.append(runner)
+        line = runner.stdout.readline().split()
+        if len(line) != 4:
+            runner.kill()
+            self.skipTest(f"unshare could not make a PID namespace: {runner.stderr.read()}")
+        ns_server_pid, port, owner, server_marker = line
+        runner_id = ProcessId.parse(owner)
+        assert runner_id is not None
+        self.assertNotEqual(runner_id.pidns, own_pid_namespace())
+        servers = _kill.find_marked(_marker.SERVER_ID_ENV, server_marker)
+        self.assertEqual(len(servers), 1, "the server is not visible from outside")
+        server = servers[0]
+        self.addCleanup(self._kill_token, str(server))
+
+        code, out, err = reap("--dry-run")
+        self.assertIn(f"left alone: pid {server.pid} ", out, err)
+        self.assertIn("its test runner is in another PID namespace", out)
+        code, out, err = reap("--runner", str(runner_id.pid))
+        self.assertEqual(code, 0, out + err)
+        self.assertTrue(_procinfo.is_alive(server), "reap killed a live container's server")
+        self.assertFalse(is_port_free(int(port)), "the container's server lost its port")
+        runner.stdin.close()  # the runner (the namespace's init) exits: its server goes too
+        runner.wait(HANG)
+        deadline = _wait.Deadline(HANG)
+        for pause in deadline.polls():
+            if not _procinfo.is_alive(server):
+                break
+            _wait.pause(pause)
+        self.assertFalse(_procinfo.is_alive(server))
+
+    def test_dirs_without_a_usable_owner_file_are_removed_after_a_grace_period(self) -> None:
+        # A full TMPDIR leaves a dir whose owner file is empty; a runner killed
+        # while creating one leaves it without the file.  Within the grace
+        # period a dir may still be being created: it is left alone.
+        tmp = tempfile.mkdtemp(prefix="reaptest-tmp-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        old = time.time() - 600  # well past the grace period (a minute)
+
+        def harness_dir(owner: "str | None", age: "float | None" = old, name: str = "") -> str:
+            path = (os.path.join(tmp, name) if name
+                    else tempfile.mkdtemp(prefix=_marker.TEMP_PREFIX, dir=tmp))
+            os.makedirs(path, exist_ok=True)
+            if owner is not None:
+                with open(os.path.join(path, _marker.OWNER_FILE), "w") as f:
+                    f.write(owner)
+            if age is not None:
+                os.utime(path, (age, age))
+            return path
+
+        empty = harness_dir("")
+        missing = harness_dir(None)
+        garbage = harness_dir("not a process id\n")
+        fresh = harness_dir("", age=None)
+        not_made_by_harness = [harness_dir(None, name="harness-leases"),
+                               harness_dir(None, name="harness-test-shared-x1")]
+
+        code, out, err = reap("--dry-run", env=_clean_env(TMPDIR=tmp))
+        self.assertEqual(code, 1, out + err)
+        self.assertIn(f"would remove: temp dir {empty} (its owner file is empty", out)
+        self.assertIn(f"would remove: temp dir {missing} (it has no owner file", out)
+        self.assertIn(f"would remove: temp dir {garbage} (its owner file names no process", out)
+        for kept in [fresh] + not_made_by_harness:
+            self.assertNotIn(kept, out)
+        code, out, err = reap("--dry-run", "--runner", "4242", env=_clean_env(TMPDIR=tmp))
+        self.assertNotIn(empty, out, "a dir of no known runner is not one runner's")
+
+        # The removal itself, in this process: an unfiltered real reap would
+        # also stop orphans that other tests running at the same time own.
+        with mock.patch.object(tempfile, "tempdir", tmp):
+            found = _reap.find_temp_dirs()
+            _reap.remove_temp_dirs(found)
+        self.assertEqual(sorted(d.path for d in found), sorted([empty, missing, garbage]))
+        self.assertEqual({d.to_json()["result"] for d in found}, {"removed"})
+        for path in (empty, missing, garbage):
+            self.assertFalse(os.path.exists(path))
+        for path in [fresh] + not_made_by_harness:
+            self.assertTrue(os.path.isdir(path))
 
     def test_bad_arguments_exit_2(self) -> None:
         for args in (["--grace", "soon"], ["--grace=-1"], ["--grace", "inf"], ["--runner", "me"],

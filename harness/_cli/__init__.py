@@ -28,7 +28,8 @@ COMMANDS = [
      "failure rate with a 95%% interval",
      "examples (prove a test, then the whole suite, is no longer flaky):\n"
      "  python -m harness flakehunt test_api.ApiTest.test_health -n 200 -j 2 --start-dir test\n"
-     "  python -m harness flakehunt -n 20 -j 1 --timeout 900 --start-dir test\n\n"
+     "  python -m harness flakehunt -n 20 -j 1 --timeout 900 --start-dir test\n"
+     "  python -m harness flakehunt test/test_api.py::ApiTest::test_health --start-dir test\n\n"
      "exit code: 0 no run failed, 1 some run failed, 2 bad usage or the test cannot be\n"
      "loaded, 130 interrupted by Ctrl-C (the summary so far is printed first)"),
 ]
@@ -46,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   epilog=example,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         module = importlib.import_module(f".{module_name}", __package__)
-        module.configure(sub)  # type: ignore[attr-defined]
-        sub.set_defaults(handler=module.run)  # type: ignore[attr-defined]
+        module.configure(sub)
+        sub.set_defaults(handler=module.run)
     # prefix_chars="\0": every word after "demo" (--help, --show-failure) goes to the demo.
     demo = commands.add_parser("demo", help="run a small suite of real servers and compare its "
                                "time with fixed sleeps", add_help=False, prefix_chars="\0")

@@ -15,6 +15,7 @@ a test can log it, or seed its randomness from it to replay one run.
 from __future__ import annotations
 
 import argparse
+import ast
 import enum
 import json
 import math
@@ -31,6 +32,7 @@ from typing import IO, Any, Dict, List, Optional, Tuple
 from .. import _config, _wait
 from .._os import kill
 from .._server import marker, supervisor
+from .._validate import arg_type, check_positive_int, check_timeout, parse_number
 
 RUN_ENV = "HARNESS_FLAKEHUNT_RUN"
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -480,16 +482,19 @@ def render(test_id: str, summary: Summary, hunt: Hunt) -> str:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("test_ids", metavar="TEST_ID", nargs="*",
-                        help="unittest ids: module, module.Class or module.Class.test_method; "
-                             "several run together in each run; none: the whole suite, "
-                             "discovered in --start-dir as by 'python -m unittest discover'")
-    parser.add_argument("-n", "--runs", type=_positive_int, default=200,
+                        help="unittest ids: module, module.Class or module.Class.test_method, "
+                             "or pytest node ids of unittest tests (path/test_x.py::Class::"
+                             "test_method); several run together in each run; none: the whole "
+                             "suite, discovered in --start-dir as by 'python -m unittest "
+                             "discover'")
+    parser.add_argument("-n", "--runs", type=arg_type(check_positive_int, "--runs"), default=200,
                         help="how many runs (default 200)")
-    parser.add_argument("-j", "--jobs", type=_positive_int, default=2,
+    parser.add_argument("-j", "--jobs", type=arg_type(check_positive_int, "--jobs"), default=2,
                         help="runs in parallel (default 2)")
     parser.add_argument("--until-fail", action="store_true",
                         help="stop at the first failure (runs in flight are not counted)")
-    parser.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+    parser.add_argument("--timeout", type=arg_type(check_timeout, "--timeout", parse=parse_number),
+                        default=60.0, metavar="S",
                         help="seconds before a run counts as hung: its stacks are dumped, "
                              "its process group is killed, and it counts as a failure of kind "
                              "'timeout' (default 60, times HARNESS_TIMEOUT_FACTOR)")
@@ -500,24 +505,93 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="print the summary as JSON (progress goes to stderr)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+# ---------------------------------------------------------------- pytest node ids
+#
+# A pytest node id of a unittest test names the same test as a unittest id:
+# the file's path relative to --start-dir is the module, and each "::" a
+# dot.  flakehunt translates such ids, and refuses (before any run) what
+# only pytest can run: test functions, plain classes, parametrized ids.
+# (Running pytest itself in each run would need its own outcome parsing;
+# every flakehunt result is unittest's.)
 
 
-def _positive_float(text: str) -> float:
+def _is_node_id(test_id: str) -> bool:
+    return "::" in test_id or test_id.endswith(".py") or "/" in test_id or os.sep in test_id
+
+
+def _defined(body: List[ast.stmt], name: str) -> Optional[ast.stmt]:
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                and node.name == name:
+            return node
+    return None
+
+
+def _refuse_pytest_only(node_id: str, path: str, names: List[str]) -> None:
+    """``ValueError`` if the source shows ``names`` in ``path`` is not a unittest test."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
+        with open(path, "rb") as f:
+            body: List[ast.stmt] = ast.parse(f.read(), path).body
+    except (OSError, SyntaxError, ValueError):
+        return  # unittest will say what is wrong with it
+    advice = ("flakehunt runs tests with unittest, which runs only methods of "
+              "unittest.TestCase classes; rerun it with pytest (for example with the "
+              "pytest-repeat plugin: pytest --count 200 NODEID), or make it a unittest.TestCase")
+    for depth, name in enumerate(names):
+        found = _defined(body, name)
+        if found is None:
+            return  # made at import time: let unittest decide
+        if not isinstance(found, ast.ClassDef):
+            if depth == 0:
+                raise ValueError(f"{node_id} is a pytest test function, not a unittest test: "
+                                 f"{advice}")
+            return
+        if not found.bases:
+            raise ValueError(f"{node_id}: {name} is a plain class (no unittest.TestCase base) "
+                             f"that pytest collects and unittest does not: {advice}")
+        body = found.body
+
+
+def unittest_id(node_id: str, start_dir: str) -> str:
+    """The unittest id of the pytest node id ``node_id``; ``ValueError`` saying why not."""
+    path, *names = node_id.split("::")
+    if any("[" in name for name in names):
+        raise ValueError(f"{node_id} is a parametrized pytest test: its parameters ([...]) "
+                         f"have no unittest id, and flakehunt runs unittest tests; name the "
+                         f"test without them to run every parameter, or rerun it with pytest")
+    if not path.endswith(".py") or not all(names):
+        raise ValueError(f"{node_id} is neither a unittest id (module.Class.test_method) nor a "
+                         f"pytest node id of a unittest test (path/test_x.py::Class::test_method)")
+    where = [path] if os.path.isabs(path) else [os.path.abspath(path),
+                                                 os.path.join(start_dir, path)]
+    found = next((p for p in where if os.path.isfile(p)), None)
+    if found is None:
+        raise ValueError(f"{node_id}: no such file {path} (looked in {os.getcwd()} and in "
+                         f"--start-dir {os.path.abspath(start_dir)}); unittest needs the file")
+    relative = os.path.relpath(os.path.realpath(found), os.path.realpath(start_dir))
+    if relative.startswith(os.pardir + os.sep) or relative == os.pardir:
+        raise ValueError(f"{node_id}: {found} is not under --start-dir "
+                         f"{os.path.abspath(start_dir)}, where unittest imports tests from; "
+                         f"pass the directory its imports are relative to as --start-dir")
+    parts = relative[:-3].split(os.sep)
+    if not all(part.isidentifier() for part in parts):
+        raise ValueError(f"{node_id}: {relative} under --start-dir is not an importable module "
+                         f"name, so unittest cannot load it; pass another --start-dir")
+    _refuse_pytest_only(node_id, found, names)
+    return ".".join(parts + names)
+
+
+def unittest_ids(test_ids: List[str], start_dir: str) -> Tuple[List[str], List[str]]:
+    """``test_ids`` with pytest node ids translated, and a note for each translation."""
+    ids, notes = [], []
+    for test_id in test_ids:
+        if _is_node_id(test_id):
+            translated = unittest_id(test_id, start_dir)
+            notes.append(f"flakehunt: pytest node id {test_id} is unittest id {translated}")
+            ids.append(translated)
+        else:
+            ids.append(test_id)
+    return ids, notes
 
 
 class _Terminated(Exception):
@@ -533,10 +607,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"flakehunt: --start-dir {args.start_dir!r} is not a directory; pass the "
               f"directory the test module is imported from", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        args.test_ids, notes = unittest_ids(args.test_ids, args.start_dir)
+    except ValueError as exc:
+        print(f"flakehunt: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     timeout = _config.scaled(args.timeout)
     hunt = Hunt(args.test_ids, args.runs, args.jobs, timeout, args.start_dir, args.until_fail)
     label = " ".join(args.test_ids) or f"the suite in {hunt.start_dir}"
     progress = Progress(sys.stderr if args.json else sys.stdout, args.runs)
+    for note in notes:
+        print(note, file=progress.stream or sys.stderr, flush=True)
     if progress.live or progress.stream is sys.stdout:
         where = "" if args.start_dir == "." or not args.test_ids else f" from {hunt.start_dir}"
         print(f"flakehunt: running {label}{where} {args.runs} times, "

@@ -11,26 +11,13 @@ import json
 import sys
 
 from .. import ports
-from .._validate import PortRange, check_port_range
-from ..errors import PortUnavailable
-
-
-def parse_range(text: str) -> PortRange:
-    """``"9000-9100"`` (inclusive) or a single port ``"9000"``."""
-    low, sep, high = text.partition("-")
-    try:
-        pair = (int(low), int(high) if sep else int(low))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be LOW-HIGH with whole numbers, like 9000-9100; got {text!r}") from None
-    try:
-        return check_port_range(pair, "--range")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from .._validate import arg_type, check_port_range, parse_port_range
+from ..errors import HarnessError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--range", dest="port_range", type=parse_range, metavar="LOW-HIGH",
+    parser.add_argument("--range", dest="port_range", metavar="LOW-HIGH",
+                        type=arg_type(check_port_range, "--range", parse=parse_port_range),
                         help="choose from this inclusive range (default: outside the "
                              "kernel's ephemeral range)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -40,13 +27,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        allocator = ports.PortAllocator(args.port_range, host=args.host)
-    except (TypeError, ValueError) as exc:
+        lease = ports.PortAllocator(args.port_range, host=args.host).acquire()
+    except (TypeError, ValueError) as exc:  # a --host that does not resolve
         print(f"port: {exc}", file=sys.stderr)
         return 2
-    try:
-        lease = allocator.acquire()
-    except PortUnavailable as exc:
+    except HarnessError as exc:  # no port free; the host or the lease directory unusable
         print(f"port: {exc}", file=sys.stderr)
         return 1
     with lease:

@@ -1,7 +1,8 @@
 """``python -m harness reap``: clean up after test runners that died without cleaning up.
 
 It touches only what harness marked, and only when the marker's owner (the
-test runner's identity token: pid plus start time) is no longer alive:
+test runner's :class:`~harness._os.identity.ProcessId`: pid, start time and
+PID namespace) is no longer alive:
 
 - processes whose environment has ``HARNESS_OWNER=<dead runner>`` are
   stopped: SIGCONT and SIGTERM, a grace period, then SIGKILL, each signal
@@ -9,31 +10,42 @@ test runner's identity token: pid plus start time) is no longer alive:
   (:func:`harness._os.kill.terminate_tree`);
 - ``harness-*`` directories in the temp dir, owned by the current user,
   whose ``owner`` file names a dead runner are removed (symlinks are never
-  followed);
+  followed); so are those harness made whose ``owner`` file is missing,
+  empty or unreadable (a full disk, a runner killed while making one), once
+  they are older than ``OWNERLESS_GRACE``: until then one may still be in
+  the making;
 - lock files in the lease directory (file leases, used off Linux) that no
   live process holds are removed, with the same lock protocol as a release.
 
 A process of another user, one without the marker, or one whose runner is
-alive is never touched.
+alive is never touched.  Nor is anything whose runner is in another PID
+namespace (a container): its pid means nothing here, so whether it lives
+cannot be told from here; such things are listed as "left alone".  What
+reap does with each thing is an :class:`Outcome`, never message wording.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import enum
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import stat
 import sys
 import tempfile
 import threading
-from typing import Dict, List, Optional
+import time
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from .. import _config, ports
 from .._os import kill, procinfo
-from .._os.identity import ProcessId
+from .._os.identity import ProcessId, own_pid_namespace
 from .._server import marker
+from .._validate import arg_type, check_positive_int, check_seconds, parse_number
 from .._wait import Deadline
 
 try:
@@ -42,53 +54,176 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 GRACE = 5.0  # seconds between SIGTERM and SIGKILL, times HARNESS_TIMEOUT_FACTOR
+# A harness-* dir without a usable owner file younger than this may still be
+# being made (mkdtemp, then the owner file): left alone until then.
+OWNERLESS_GRACE = 60.0
+# The names tempfile.mkdtemp(prefix="harness-") makes: only such a dir can
+# be one of harness's when its owner file does not say so.
+_MADE_BY_MKDTEMP = re.compile(r"^" + re.escape(marker.TEMP_PREFIX) + r"[a-z0-9_]{8}$")
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_CLOEXEC", 0))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="only list what would be stopped and removed")
-    parser.add_argument("--grace", type=_seconds, default=GRACE, metavar="S",
+    parser.add_argument("--grace", default=GRACE, metavar="S",
+                        type=arg_type(check_seconds, "--grace", parse=parse_number,
+                                      allow_zero=True),
                         help=f"seconds a server gets to exit after SIGTERM before SIGKILL "
                              f"(default {GRACE:g}, times HARNESS_TIMEOUT_FACTOR)")
-    parser.add_argument("--runner", type=int, metavar="PID",
+    parser.add_argument("--runner", type=arg_type(check_positive_int, "--runner"), metavar="PID",
                         help="only what the dead test runner with this pid left behind")
     parser.add_argument("--json", action="store_true", help="print what was done as JSON")
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not (0 <= value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
-    return value
+# --------------------------------------------------------------------------
+# Outcomes
 
 
-def _wanted(owner: str, runner: Optional[int]) -> bool:
-    return runner is None or owner.split(":", 1)[0] == str(runner)
+class Outcome(enum.Enum):
+    """What reap did (or, in a dry run, will do) with one thing it found."""
+
+    TO_DO = "to do"  # found; a dry run ends here
+    STOPPED = "stopped"
+    STILL_RUNNING = "still running after SIGKILL"
+    REMOVED = "removed"
+    NOT_REMOVED = "not removed"
+    GONE = "gone meanwhile"
+    HELD_AGAIN = "held again meanwhile: left alone"
+    LEFT_ALONE = "left alone"
+
+    @property
+    def failed(self) -> bool:
+        """Whether this outcome makes ``reap`` exit 1."""
+        return self in (Outcome.STILL_RUNNING, Outcome.NOT_REMOVED)
 
 
-def _owner_alive(token: str) -> bool:
-    """Whether a runner token names a live process; when unsure, alive (be safe)."""
-    pid_text, _, start = token.partition(":")
-    if not pid_text.isdigit():
-        return False  # not a token harness writes: nobody can be its owner
-    if start not in ("", "?") and (procinfo.HAVE_PROC or procinfo.HAVE_PSUTIL):
-        return procinfo.is_alive(token)
+class Runner(enum.Enum):
+    """What can be known here about the test runner a marker names."""
+
+    ALIVE = "alive"
+    GONE = "gone"
+    OTHER_NAMESPACE = "other namespace"  # its pid names nothing here: alive or not, unknown
+
+
+OTHER_NAMESPACE = "its test runner is in another PID namespace"
+
+
+def runner_state(owner: ProcessId) -> Runner:
+    """Whether the runner ``owner`` names lives; when unsure, alive (be safe)."""
+    here = own_pid_namespace()
+    if owner.pidns is not None and here is not None and owner.pidns != here:
+        return Runner.OTHER_NAMESPACE
+    if owner.start is not None and (procinfo.HAVE_PROC or procinfo.HAVE_PSUTIL):
+        return Runner.ALIVE if procinfo.is_alive(owner) else Runner.GONE
     # Without a start time to compare, only "no such pid" is certain.
     try:
-        os.kill(int(pid_text), 0)
+        os.kill(owner.pid, 0)
     except ProcessLookupError:
-        return False
+        return Runner.GONE
     except OSError:
-        return True
-    return True
+        return Runner.ALIVE
+    return Runner.ALIVE
 
 
-def _protected() -> set:
+@dataclasses.dataclass
+class _Record:
+    outcome: Outcome = dataclasses.field(default=Outcome.TO_DO, init=False)
+    detail: str = dataclasses.field(default="", init=False)
+
+    def settle(self, outcome: Outcome, detail: str = "") -> None:
+        self.outcome, self.detail = outcome, detail
+
+    @property
+    def result(self) -> str:
+        """The outcome in words, as JSON's ``result`` and the start of a report line."""
+        return self.outcome.value + (f": {self.detail}" if self.detail else "")
+
+    def _verb(self, dry_run: bool, would: str) -> str:
+        return would if self.outcome is Outcome.TO_DO and dry_run else self.result
+
+    def _json(self, data: Dict[str, object]) -> Dict[str, object]:
+        if self.outcome is not Outcome.TO_DO:
+            data["result"] = self.result
+        return data
+
+
+@dataclasses.dataclass
+class Orphan(_Record):
+    """A process harness started for a runner that is gone (or that cannot be judged)."""
+
+    process: ProcessId
+    owner: ProcessId
+    server_id: Optional[str]
+    command: str
+
+    def to_json(self) -> Dict[str, object]:
+        return self._json({"pid": self.process.pid, "token": str(self.process),
+                           "owner": str(self.owner), "server_id": self.server_id,
+                           "command": self.command})
+
+    def describe(self, dry_run: bool) -> str:
+        what = f"pid {self.process.pid} ({procinfo.short_cmdline(self.command)})"
+        if self.outcome is Outcome.LEFT_ALONE:
+            return (f"left alone: {what}, started by harness for test runner pid "
+                    f"{self.owner.pid}: {self.detail}; run reap in there (its container)")
+        return (f"{self._verb(dry_run, 'would stop')}: {what}, started by harness for test "
+                f"runner pid {self.owner.pid}, which is gone")
+
+
+@dataclasses.dataclass
+class TempDir(_Record):
+    """A ``harness-*`` directory of a dead runner, or of none that can be named."""
+
+    path: str
+    owner: Optional[ProcessId] = None  # None: its owner file is missing, empty or unreadable
+    problem: str = ""  # why there is no owner
+    age: float = 0.0  # seconds since it last changed
+
+    def to_json(self) -> Dict[str, object]:
+        data: Dict[str, object] = {"path": self.path,
+                                   "owner": None if self.owner is None else str(self.owner)}
+        if self.owner is None:
+            data["problem"] = self.problem
+        return self._json(data)
+
+    def describe(self, dry_run: bool) -> str:
+        if self.outcome is Outcome.LEFT_ALONE:
+            runner = "" if self.owner is None else f" (runner pid {self.owner.pid})"
+            return f"left alone: temp dir {self.path}{runner}: {self.detail}"
+        what = f"{self._verb(dry_run, 'would remove')}: temp dir {self.path}"
+        if self.owner is None:
+            return (f"{what} ({self.problem}; {int(self.age)}s old: its runner failed while "
+                    f"making it)")
+        return f"{what} (runner pid {self.owner.pid} is gone)"
+
+
+@dataclasses.dataclass
+class LeaseFile(_Record):
+    """A lock file in the lease directory that no live process holds (or one to leave alone)."""
+
+    path: str
+
+    def to_json(self) -> Dict[str, object]:
+        return self._json({"path": self.path})
+
+    def describe(self, dry_run: bool) -> str:
+        if self.outcome is Outcome.LEFT_ALONE:
+            return f"left alone: lease file {self.path}: {self.detail}"
+        return f"{self._verb(dry_run, 'would remove')}: lease file {self.path} (no live holder)"
+
+
+Record = Union[Orphan, TempDir, LeaseFile]
+
+
+# --------------------------------------------------------------------------
+# Processes
+
+
+def _protected() -> Set[int]:
     """This process and its ancestors: never reaped, whatever their markers say."""
-    pids = set()
+    pids: Set[int] = set()
     pid: Optional[int] = os.getpid()
     while pid and pid not in pids:
         pids.add(pid)
@@ -96,8 +231,12 @@ def _protected() -> set:
     return pids
 
 
-def find_orphans(runner: Optional[int] = None) -> List[Dict[str, object]]:
-    """Processes of this user started by harness for a runner that is gone."""
+def find_orphans(runner: Optional[int] = None) -> List[Orphan]:
+    """Processes of this user started by harness for a runner that is gone.
+
+    Those whose runner is in another PID namespace come back too, already
+    settled as :attr:`Outcome.LEFT_ALONE`.
+    """
     found = []
     protected = _protected()
     uid = os.getuid()
@@ -105,30 +244,33 @@ def find_orphans(runner: Optional[int] = None) -> List[Dict[str, object]]:
         if pid in protected or procinfo.owner_uid(pid) != uid:
             continue
         env = procinfo.environ(pid)
-        owner = env.get(marker.OWNER_ENV) if env else None
-        if not owner or not _wanted(owner, runner) or _owner_alive(owner):
+        owner = ProcessId.parse(env.get(marker.OWNER_ENV)) if env else None
+        if owner is None or (runner is not None and owner.pid != runner):
+            continue  # no marker (or not one harness writes), or another runner's
+        state = runner_state(owner)
+        if state is Runner.ALIVE:
             continue
-        token = procinfo.identity(pid)
-        if token is None or not procinfo.is_alive(token):
+        process = procinfo.identity(pid)
+        if process is None or not procinfo.is_alive(process):
             continue  # gone meanwhile, or a zombie
-        found.append({"pid": pid, "token": str(token), "owner": owner,
-                      "server_id": env.get(marker.SERVER_ID_ENV) if env else None,
-                      "command": procinfo.cmdline(pid)})
+        orphan = Orphan(process=process, owner=owner, command=procinfo.cmdline(pid),
+                        server_id=env.get(marker.SERVER_ID_ENV) if env else None)
+        if state is Runner.OTHER_NAMESPACE:
+            orphan.settle(Outcome.LEFT_ALONE, OTHER_NAMESPACE)
+        found.append(orphan)
     return found
 
 
-def stop_orphans(orphans: List[Dict[str, object]], grace: float) -> None:
-    """Stop every orphan tree at once (one grace period in all); record the outcome."""
-    tokens = {str(o["token"]) for o in orphans}
-    by_pid = {int(o["pid"]): o for o in orphans}  # type: ignore[call-overload]
-    roots = [o for o in orphans
-             if procinfo.parent_pid(int(o["pid"])) not in by_pid]  # type: ignore[call-overload]
+def stop_orphans(orphans: Sequence[Orphan], grace: float) -> None:
+    """Stop every orphan tree still to do at once (one grace period in all)."""
+    todo = [o for o in orphans if o.outcome is Outcome.TO_DO]
+    by_pid = {o.process.pid: o for o in todo}
+    roots = [o for o in todo if procinfo.parent_pid(o.process.pid) not in by_pid]
     survivors: List[ProcessId] = []
     lock = threading.Lock()
 
-    def stop(orphan: Dict[str, object]) -> None:
-        left = kill.terminate_tree(int(orphan["pid"]),  # type: ignore[call-overload]
-                                   ProcessId.parse(orphan["token"]), grace=grace)
+    def stop(orphan: Orphan) -> None:
+        left = kill.terminate_tree(orphan.process.pid, orphan.process, grace=grace)
         with lock:
             survivors.extend(left)
 
@@ -138,29 +280,44 @@ def stop_orphans(orphans: List[Dict[str, object]], grace: float) -> None:
     for thread in threads:
         thread.join()
     # Anything not below a root (it should not happen) is ended on its own.
-    ids = [i for i in map(ProcessId.parse, tokens) if i is not None]
-    left = kill.alive(i for i in ids if i not in survivors)
-    for pid_id in left:
-        kill.signal_process(pid_id, signal.SIGKILL)
+    left = kill.alive(o.process for o in todo if o.process not in survivors)
+    for process in left:
+        kill.signal_process(process, signal.SIGKILL)
     survivors.extend(kill.wait_gone(left, Deadline(max(1.0, grace))))
-    for orphan in orphans:
-        pid_id = ProcessId.parse(orphan["token"])
-        alive = pid_id in survivors and procinfo.is_alive(str(orphan["token"]))
-        orphan["result"] = "still running after SIGKILL" if alive else "stopped"
+    for orphan in todo:
+        alive = orphan.process in survivors and procinfo.is_alive(orphan.process)
+        orphan.settle(Outcome.STILL_RUNNING if alive else Outcome.STOPPED)
 
 
-def _read_owner_nofollow(path: str) -> Optional[str]:
+# --------------------------------------------------------------------------
+# Temp dirs
+
+
+def _read_owner(path: str) -> Tuple[Optional[ProcessId], str]:
+    """The owner recorded in ``path``, or ``None`` and why there is none."""
     try:
-        fd = os.open(os.path.join(path, marker.OWNER_FILE),
-                     os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return None
-    with os.fdopen(fd) as f:
-        return f.read(200).strip() or None
+        fd = os.open(os.path.join(path, marker.OWNER_FILE), _OPEN_FLAGS)
+    except FileNotFoundError:
+        return None, "it has no owner file"
+    except OSError as exc:
+        return None, f"its owner file cannot be read ({exc.strerror})"
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, "its owner file is not a regular file"
+        text = f.read(200).decode(errors="replace").strip()
+    if not text:
+        return None, "its owner file is empty"
+    owner = ProcessId.parse(text)
+    return (owner, "") if owner is not None else (None, "its owner file names no process")
 
 
-def find_temp_dirs(runner: Optional[int] = None) -> List[Dict[str, object]]:
-    """``harness-*`` dirs of this user in the temp dir whose owner is dead."""
+def find_temp_dirs(runner: Optional[int] = None) -> List[TempDir]:
+    """``harness-*`` dirs of this user in the temp dir whose owner is dead (or unknown).
+
+    A dir without a usable owner file is included only if harness made it
+    (mkdtemp's name), it is older than ``OWNERLESS_GRACE``, and no
+    ``runner`` was asked for (it belongs to none that can be named).
+    """
     found = []
     base = tempfile.gettempdir()
     uid = os.getuid()
@@ -169,6 +326,7 @@ def find_temp_dirs(runner: Optional[int] = None) -> List[Dict[str, object]]:
     except OSError:
         return []
     lease_dir = os.path.abspath(ports.default_lease_dir())
+    now = time.time()
     for name in entries:
         path = os.path.join(base, name)
         if not name.startswith(marker.TEMP_PREFIX) or os.path.abspath(path) == lease_dir:
@@ -179,25 +337,56 @@ def find_temp_dirs(runner: Optional[int] = None) -> List[Dict[str, object]]:
             continue
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
             continue  # a symlink, a file, or someone else's
-        owner = _read_owner_nofollow(path)
-        if owner is None or not _wanted(owner, runner) or _owner_alive(owner):
-            continue  # no owner file (being created, or not ours to judge) or alive
-        found.append({"path": path, "owner": owner})
+        owner, problem = _read_owner(path)
+        if owner is None:
+            age = now - info.st_mtime
+            if runner is None and _MADE_BY_MKDTEMP.match(name) and age >= OWNERLESS_GRACE:
+                found.append(TempDir(path=path, problem=problem, age=age))
+            continue
+        if runner is not None and owner.pid != runner:
+            continue
+        state = runner_state(owner)
+        if state is Runner.ALIVE:
+            continue
+        entry = TempDir(path=path, owner=owner)
+        if state is Runner.OTHER_NAMESPACE:
+            entry.settle(Outcome.LEFT_ALONE, OTHER_NAMESPACE)
+        found.append(entry)
     return found
 
 
-def remove_temp_dirs(dirs: List[Dict[str, object]]) -> None:
+def _rmtree(path: str) -> List[str]:
+    """Remove ``path``; the errors met (never raised), at most three."""
+    errors: List[str] = []
+    if sys.version_info >= (3, 12):  # onerror is deprecated from 3.12
+        shutil.rmtree(path, onexc=lambda f, p, e: errors.append(f"{p}: {e}"))
+    else:
+        shutil.rmtree(path, onerror=lambda f, p, e: errors.append(f"{p}: {e[1]}"))
+    return errors[:3]
+
+
+def remove_temp_dirs(dirs: Sequence[TempDir]) -> None:
     for entry in dirs:
-        errors: List[str] = []
-        if sys.version_info >= (3, 12):  # onerror is deprecated from 3.12
-            shutil.rmtree(str(entry["path"]), onexc=lambda f, p, e: errors.append(f"{p}: {e}"))
+        if entry.outcome is not Outcome.TO_DO:
+            continue
+        errors = _rmtree(entry.path)
+        if errors:
+            entry.settle(Outcome.NOT_REMOVED, "; ".join(errors))
         else:
-            shutil.rmtree(str(entry["path"]), onerror=lambda f, p, e: errors.append(f"{p}: {e[1]}"))
-        entry["result"] = "removed" if not errors else "not removed: " + "; ".join(errors[:3])
+            entry.settle(Outcome.REMOVED)
 
 
-def find_stale_leases() -> List[Dict[str, object]]:
-    """Lock files in the lease directory that nobody holds (their holder died)."""
+# --------------------------------------------------------------------------
+# Lease files
+
+
+def find_stale_leases() -> List[LeaseFile]:
+    """Lock files in the lease directory that nobody holds (their holder died).
+
+    Only this user's: another user's cannot be unlinked in a sticky
+    directory.  An entry that is no lock file at all (a FIFO, a symlink,
+    an unreadable file) is listed as left alone, with what it is.
+    """
     directory = ports.default_lease_dir()
     if fcntl is None:
         return []
@@ -213,45 +402,57 @@ def find_stale_leases() -> List[Dict[str, object]]:
         if not (name.startswith("port-") and name.endswith(".lock")):
             continue
         path = os.path.join(directory, name)
+        problem = ports.lock_file_problem(path)
+        if problem is not None:
+            entry = LeaseFile(path=path)
+            entry.settle(Outcome.LEFT_ALONE, problem)
+            found.append(entry)
+            continue
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, _OPEN_FLAGS)
         except OSError:
             continue
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-                continue  # only our own lock files: others' we could not unlink anyway
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # held by a live process
             fcntl.flock(fd, fcntl.LOCK_UN)
-            found.append({"path": path})
+            found.append(LeaseFile(path=path))
         finally:
             os.close(fd)
     return found
 
 
-def remove_stale_leases(leases: List[Dict[str, object]]) -> None:
+def remove_stale_leases(leases: Sequence[LeaseFile]) -> None:
     """Unlink while holding the lock, and only the file still at the path (as a release does)."""
     for entry in leases:
-        path = str(entry["path"])
-        entry["result"] = "held again meanwhile: left alone"
+        if entry.outcome is not Outcome.TO_DO:
+            continue
+        entry.settle(Outcome.HELD_AGAIN)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(entry.path, _OPEN_FLAGS)
         except OSError:
-            entry["result"] = "gone meanwhile"
+            entry.settle(Outcome.GONE)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
-                os.unlink(path)
-                entry["result"] = "removed"
+            now, mine = os.stat(entry.path, follow_symlinks=False), os.fstat(fd)
+            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                os.unlink(entry.path)
+                entry.settle(Outcome.REMOVED)
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                entry["result"] = f"not removed: {exc}"
+                entry.settle(Outcome.NOT_REMOVED, str(exc))
         finally:
             os.close(fd)
+
+
+# --------------------------------------------------------------------------
+# The command
 
 
 def run(args: argparse.Namespace) -> int:
@@ -262,38 +463,27 @@ def run(args: argparse.Namespace) -> int:
     orphans = find_orphans(args.runner)
     dirs = find_temp_dirs(args.runner)
     leases = find_stale_leases()
+    records: List[Record] = [*orphans, *dirs, *leases]
+    to_do = any(r.outcome is Outcome.TO_DO for r in records)
     if not args.dry_run:
-        if orphans:
-            stop_orphans(orphans, _config.scaled(args.grace))
+        stop_orphans(orphans, _config.scaled(args.grace))
         remove_temp_dirs(dirs)
         remove_stale_leases(leases)
-    failed = [e for e in orphans + dirs + leases
-              if str(e.get("result", "")).startswith(("still", "not"))]
     if args.json:
-        print(json.dumps({"dry_run": args.dry_run, "processes": orphans, "temp_dirs": dirs,
-                          "lease_files": leases}, indent=2))
+        print(json.dumps({"dry_run": args.dry_run,
+                          "processes": [o.to_json() for o in orphans],
+                          "temp_dirs": [d.to_json() for d in dirs],
+                          "lease_files": [lease.to_json() for lease in leases]}, indent=2))
     else:
-        print("\n".join(_report(orphans, dirs, leases, args.dry_run)))
+        print("\n".join(_report(records, args.dry_run)))
     if args.dry_run:
-        return 1 if orphans or dirs or leases else 0
-    return 1 if failed else 0
+        return 1 if to_do else 0
+    return 1 if any(r.outcome.failed for r in records) else 0
 
 
-def _report(orphans: List[Dict[str, object]], dirs: List[Dict[str, object]],
-            leases: List[Dict[str, object]], dry_run: bool) -> List[str]:
-    if not (orphans or dirs or leases):
-        return ["nothing to reap: no harness server, temp dir or lease file of a dead test runner"]
-    lines = []
-    for o in orphans:
-        runner = str(o["owner"]).split(":", 1)[0]
-        what = "would stop" if dry_run else str(o["result"])
-        lines.append(f"{what}: pid {o['pid']} ({procinfo.short_cmdline(str(o['command']))}), "
-                     f"started by harness for test runner pid {runner}, which is gone")
-    for d in dirs:
-        what = "would remove" if dry_run else str(d["result"])
-        lines.append(f"{what}: temp dir {d['path']} (runner pid "
-                     f"{str(d['owner']).split(':', 1)[0]} is gone)")
-    for lease in leases:
-        what = "would remove" if dry_run else str(lease["result"])
-        lines.append(f"{what}: lease file {lease['path']} (no live holder)")
+def _report(records: Sequence[Record], dry_run: bool) -> List[str]:
+    lines = [record.describe(dry_run) for record in records]
+    if not any(r.outcome is not Outcome.LEFT_ALONE for r in records):
+        lines.insert(0, "nothing to reap: no harness server, temp dir or lease file of a dead "
+                        "test runner")
     return lines
