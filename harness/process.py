@@ -29,6 +29,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import _http_wire, _validate
@@ -400,9 +401,14 @@ class ServerProcess:
         shuts down gracefully); a negative code is the signal that killed it.
         """
         with self._lock:
-            died = self._launched is not None and self._died()
+            running = self._launched is not None
+            started = time.monotonic()
+            died = running and self._died()
             self._end(grace=scaled_for_cleanup(self.stop_timeout), keep_log=died,
                       check_port=True, died_alone=died)
+            if running:
+                _log.info("server %r stopped in %.3f s (%s)", self.name,
+                          time.monotonic() - started, describe_exit(self.returncode))
             return self.returncode
 
     def _end_launch(self, grace: float) -> List[ProcessId]:

@@ -145,6 +145,15 @@ class LifecycleTest(NoLeftoversMixin, unittest.TestCase):
         self.assertIn("given explicitly", str(ctx.exception))
         self.assertNotIn("relaunching", str(ctx.exception))
 
+    def test_events_go_to_the_harness_logger(self) -> None:
+        with self.assertLogs("harness", "INFO") as logs:
+            with start_server(OK_APP, name="logged"):
+                pass
+        text = "\n".join(logs.output)
+        self.assertIn("INFO:harness.process:starting server 'logged'", text)
+        self.assertRegex(text, r"server 'logged' ready in \d+\.\d+ s \(pid \d+")
+        self.assertRegex(text, r"server 'logged' stopped in \d+\.\d+ s \(exited with code 143\)")
+
     def test_marker_environment(self) -> None:
         from harness._server import marker as _marker
         app = ("import os\nprint('MARKERS', os.environ['HARNESS_OWNER'], "

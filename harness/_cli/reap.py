@@ -30,6 +30,7 @@ import dataclasses
 import enum
 import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -47,6 +48,8 @@ from .._os.identity import ProcessId, own_pid_namespace
 from .._server import marker
 from .._validate import arg_type, check_positive_int, check_seconds, parse_number
 from .._wait import Deadline
+
+_log = logging.getLogger("harness.reap")
 
 try:
     import fcntl
@@ -469,6 +472,9 @@ def run(args: argparse.Namespace) -> int:
         stop_orphans(orphans, _config.scaled(args.grace))
         remove_temp_dirs(dirs)
         remove_stale_leases(leases)
+        for record in records:  # also for a log collector (logging.getLogger("harness"))
+            if record.outcome is not Outcome.LEFT_ALONE:
+                _log.info("reap: %s", record.describe(False))
     if args.json:
         print(json.dumps({"dry_run": args.dry_run,
                           "processes": [o.to_json() for o in orphans],
