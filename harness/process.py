@@ -233,7 +233,9 @@ class ServerProcess:
         """Lease the port (or make the socket path); with handoff also bind and listen."""
         if self.spec.unix_socket:
             assert self._dir is not None
-            self.socket_path = address.socket_path(self._dir)
+            self.socket_path, extra = address.socket_path(self._dir)
+            if extra is not None:
+                supervisor.register_dir(extra)  # removed with the rest if the runner dies
             if self.handoff:
                 self._listener = address.unix_listener(self.socket_path)
             return

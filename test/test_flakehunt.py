@@ -337,10 +337,12 @@ class FlakehuntHangTest(unittest.TestCase):
                 proc.wait()
         deadline = _wait.Deadline(HANG)
         for pause in _wait.backoff(cap=0.1):
-            if not any(_procinfo.is_alive(t) for t in tokens) or deadline.expired:
+            if (not any(_procinfo.is_alive(t) for t in tokens) and not harness_dirs_of(proc.pid)
+                    or deadline.expired):
                 break
             _wait_for(pause)
         self.assert_all_gone(tokens)
+        self.assertEqual(harness_dirs_of(proc.pid), [], "flakehunt's temp dir survived it")
 
     def test_processes_a_passing_run_leaves_in_its_group_are_ended(self) -> None:
         code, out, err = flakehunt("flaky_fixture.LeavesHelper", "-n", "2", "-j", "2",

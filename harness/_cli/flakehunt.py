@@ -282,6 +282,7 @@ class Hunt:
         self._active: Dict[int, _Run] = {}
         self._threads: List[threading.Thread] = []
         self._tmp = marker.make_private_dir()
+        supervisor.register_dir(self._tmp)  # removed by the zygote if flakehunt is killed
         self.started = time.monotonic()
         self.stop_reason: Optional[str] = None
 
@@ -361,6 +362,7 @@ class Hunt:
         for thread in self._threads:
             thread.join()
         shutil.rmtree(self._tmp, ignore_errors=True)
+        supervisor.register_dir(self._tmp, add=False)
 
 
 # ---------------------------------------------------------------- reporting

@@ -7,23 +7,28 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 from typing import Optional, Tuple, Union
 
 SUN_PATH_MAX = 100  # sockaddr_un.sun_path holds 108 bytes (104 on macOS)
 
 
-def socket_path(directory: str) -> str:
-    """The server's socket path: in its private dir if that is short enough for sun_path."""
+def socket_path(directory: str) -> Tuple[str, Optional[str]]:
+    """The server's socket path, and the extra directory made for it (or ``None``).
+
+    The path is in the server's private dir if that is short enough for
+    sun_path; with a long TMPDIR it is in a private dir of its own under
+    /tmp, linked from the server's dir (see :func:`remove_socket_dir`),
+    which the caller registers for removal if the runner dies.
+    """
     path = os.path.join(directory, "server.sock")
     if len(os.fsencode(path)) <= SUN_PATH_MAX:
-        return path
-    # A long TMPDIR: a private dir under /tmp, linked from the server's dir so
-    # that removing the server's dir removes it too (see remove_socket_dir).
+        return path, None
     short = os.path.join("/tmp", f"harness-s{secrets.token_hex(6)}")
     os.mkdir(short, 0o700)
     os.symlink(short, os.path.join(directory, "socket-dir"))
-    return os.path.join(short, "s")
+    return os.path.join(short, "s"), short
 
 
 def remove_socket_dir(directory: str) -> None:
@@ -33,7 +38,6 @@ def remove_socket_dir(directory: str) -> None:
         target = os.readlink(link)
     except OSError:
         return
-    import shutil
     shutil.rmtree(target, ignore_errors=True)
 
 
