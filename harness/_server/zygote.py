@@ -40,6 +40,7 @@ low-level modules (``_os.kill``, ``_os.proc``, ``_server.boot``,
 from __future__ import annotations
 
 import fcntl
+import gc
 import importlib
 import io
 import os
@@ -463,6 +464,10 @@ class Zygote:
         except (channel.ChannelClosed, OSError):
             return
         channel.send(self.control, self._init(message))
+        # Objects that exist now live as long as the zygote: move them out of
+        # the collector's sight, so a fork's child does not touch (copy) their
+        # pages when it collects (as pre-fork servers do, gc.freeze's purpose).
+        gc.freeze()
         control = self.control.fileno()
         while True:
             _reap_all_but(None)
@@ -515,6 +520,7 @@ class Zygote:
         threads = self._threads()
         if threads > 1:
             return {"ok": False, "threads": threads}
+        gc.freeze()  # the module's objects too (see serve)
         return {"ok": True}
 
     def _spawn(self, request: Dict[str, Any], fds: List[int]) -> None:
