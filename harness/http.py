@@ -223,8 +223,10 @@ class Response:
                 f"{len(self.body)} bytes, {self.attempts} {tries}, {self.elapsed:.3f}s>")
 
 
-def _validate(response: Response, expect_status: ExpectStatus, expect_json: ExpectJson,
-              note: str) -> None:
+def check_response(response: Response, expect_status: ExpectStatus, expect_json: ExpectJson,
+                   note: str) -> None:
+    """``ResponseInvalid`` unless ``response`` has ``expect_status`` and ``expect_json``
+    (shared with ``assertResponse``; ``note`` is added to a wrong-status message)."""
     if expect_status is not None and not status_matches(response.status, expect_status):
         wanted = describe_status(expect_status)
         raise ResponseInvalid(
@@ -395,7 +397,7 @@ def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json
                 response.elapsed = budget.elapsed()
                 note = f" after {attempt} attempts" if attempt > 1 else ""
                 try:
-                    _validate(response, expect_status, expect_json, note)
+                    check_response(response, expect_status, expect_json, note)
                 except ResponseInvalid as exc:
                     raise _with_diagnostics(exc, diagnostics) from None
                 return response

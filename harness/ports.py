@@ -683,7 +683,7 @@ def lease_holders(port: int, lease_dir: Optional[str] = None) -> List[int]:
     if not inodes:
         return []
     return [pid for pid in procinfo.all_pids()
-            if inodes.intersection(procinfo._socket_inodes(pid))]
+            if inodes.intersection(procinfo.socket_inodes(pid))]
 
 
 def lease_held(port: int, lease_dir: Optional[str] = None) -> Optional[bool]:

@@ -48,7 +48,7 @@ from ._jsonspec import check_spec
 from ._server import marker, safety_net
 from ._validate import check_port_range
 from .errors import ResponseInvalid, ServerStartError
-from .http import Response, _validate
+from .http import Response, check_response
 from .memory import LeakReport, measure_leak
 from .ports import PortAllocator, PortLease
 from .process import ServerProcess
@@ -429,7 +429,7 @@ class ServerTestMixin(_TestCaseBase):
         if not (hasattr(response, "status") and hasattr(response, "body")):
             raise TypeError(f"response must be a harness Response, got {response!r}")
         try:
-            _validate(response, expect_status, expect_json, "")
+            check_response(response, expect_status, expect_json, "")
         except ResponseInvalid as exc:
             problem = str(exc)
         else:

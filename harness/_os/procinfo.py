@@ -206,8 +206,6 @@ def socket_inodes(pid: int) -> Set[int]:
     return proc.socket_inodes(pid) if BACKEND == "proc" else set()
 
 
-_socket_inodes = socket_inodes  # the name older callers use
-
 
 def holders_of(inodes: Iterable[int]) -> List[int]:
     """Pids of the processes holding any of the socket ``inodes`` (a scan of /proc)."""
