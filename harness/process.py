@@ -171,8 +171,9 @@ class ServerProcess:
         with self._lock:
             if self._launched is not None:
                 return self
-            deadline = Deadline(scaled(self.start_timeout))  # a bad factor raises here
-            launch.warm_setting()                            # so does a bad HARNESS_WARM
+            scaled(self.start_timeout)  # a bad factor raises here, before anything starts
+            launch.prepare(self.spec)   # the launchers this start needs, started on first use
+            deadline = Deadline(scaled(self.start_timeout))
             self._make_dir()
             relaunches = 0
             _log.info("starting server %r", self.name)

@@ -49,8 +49,9 @@ for line in servers[0].output().splitlines():
     if line.startswith("grandchildren"):
         grandchildren = [int(p) for p in line.split()[1:]]
 pids = [s.pid for s in servers] + grandchildren
-print(json.dumps({{"pids": pids, "dirs": [os.path.dirname(s.log_path) for s in servers]}}),
-      flush=True)
+from harness._server import supervisor
+print(json.dumps({{"pids": pids, "dirs": [os.path.dirname(s.log_path) for s in servers],
+                  "zygotes": supervisor.running()}}), flush=True)
 {then}
 '''
 
@@ -100,6 +101,7 @@ class RunnerDeathTest(unittest.TestCase):
             self.fail("runner failed: " + proc.stderr.read())
         info = json.loads(line)
         pids = info["pids"]
+        self.zygotes = info["zygotes"]
         self.assertEqual(len(pids), 4)
         self.assertTrue(all(pid_alive(p) for p in pids), "servers run while the runner lives")
         return proc, pids, info["dirs"]
@@ -112,6 +114,8 @@ class RunnerDeathTest(unittest.TestCase):
         left = wait_dead(pids, HANG)
         elapsed = time.monotonic() - started
         self.assertEqual(left, [], "servers (or escaped grandchildren) outlived a SIGKILLed runner")
+        self.assertTrue(self.zygotes)
+        self.assertEqual(wait_dead(self.zygotes, HANG), [], "a zygote outlived its runner")
         sys.stderr.write(f"[all dead {elapsed * 1000:.0f} ms after the runner's SIGKILL] ")
         # the zygote also removes the runner's temp dirs
         end = time.monotonic() + HANG

@@ -60,6 +60,27 @@ def warm_key(spec: ServerSpec) -> Optional[supervisor.PreloadKey]:
     return key
 
 
+def prepare(spec: ServerSpec) -> None:
+    """Start the zygotes ``spec`` needs now (once per run, or per preload set).
+
+    Their start -- an interpreter and the preload imports -- is not counted
+    in the server's ``start_timeout``: it is paid once, not by every server.
+    A ``ValueError`` for a bad ``HARNESS_WARM`` comes from here, before
+    anything else starts.
+    """
+    key = warm_key(spec)
+    supervisor.zygote(None)  # for the temp dirs, and fresh launches
+    if key is not None:
+        try:
+            supervisor.zygote(key)
+        except supervisor.WarmUnavailable as exc:
+            mark_unsafe(key if spec.kind == "app" else (spec.target_module, key), str(exc))
+            _log.warning("warm launch of %r unavailable: %s; starting a fresh interpreter "
+                         "instead (now and for the rest of this run)", spec.name, exc)
+        except supervisor.LaunchError:
+            pass  # launch() raises it again, with the full story, as a start error
+
+
 def mark_unsafe(key: Any, reason: str) -> None:
     _unsafe[key] = reason
 
