@@ -108,7 +108,7 @@ class LoadResult:
         return "\n".join(lines)
 
 
-class _Run:
+class _LoadRun:
     """State shared by the workers: the requests left to hand out, under a lock."""
 
     def __init__(self, requests: int, deadline: Deadline) -> None:
@@ -132,7 +132,7 @@ class _Tally:
     errors: "Counter[str]" = dataclasses.field(default_factory=Counter)
 
 
-def _worker(run: _Run, target: Target, method: str, payload: Optional[bytes],
+def _worker(run: _LoadRun, target: Target, method: str, payload: Optional[bytes],
             headers: Dict[str, str], timeout: float, expect_status: ExpectStatus,
             tls: Optional[ssl.SSLContext], unix_socket: Optional[str], tally: _Tally) -> None:
     conn: Optional[Connection] = None
@@ -226,7 +226,7 @@ def load(url: str, *, requests: int = 500, concurrency: int = 16, method: str = 
     tls = ssl_context(verify)
 
     workers = min(concurrency, requests)
-    run = _Run(requests, Deadline(total))
+    run = _LoadRun(requests, Deadline(total))
     tallies = [_Tally() for _ in range(workers)]
     threads = [threading.Thread(target=_worker, name=f"harness-load-{i}", daemon=True,
                                 args=(run, target, method, payload, header_map, per_request,

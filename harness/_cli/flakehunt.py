@@ -172,7 +172,7 @@ def classify(index: int, returncode: int, output: str, seconds: float,
 # ---------------------------------------------------------------- one run
 
 
-class _Run:
+class _GuardedRun:
     """One fresh interpreter running the test, under the same guard as a server.
 
     The run is launched through harness's zygote, under a keeper that is its
@@ -279,7 +279,7 @@ class Hunt:
         self._changed = threading.Condition(self._lock)
         self._next = 1
         self._stopped = False
-        self._active: Dict[int, _Run] = {}
+        self._active: Dict[int, _GuardedRun] = {}
         self._threads: List[threading.Thread] = []
         self._tmp = marker.make_private_dir()
         supervisor.register_dir(self._tmp)  # removed by the zygote if flakehunt is killed
@@ -311,7 +311,7 @@ class Hunt:
                 index, self._next = self._next, self._next + 1
                 out_path = os.path.join(self._tmp, f"run-{index}.out")
                 try:
-                    run = _Run(index, argv, self._env(index), self.start_dir, out_path)
+                    run = _GuardedRun(index, argv, self._env(index), self.start_dir, out_path)
                 except OSError as exc:
                     self._stopped = True
                     self.stop_reason = f"cannot start {sys.executable}: {exc}"
