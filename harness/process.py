@@ -447,6 +447,8 @@ class ServerProcess:
 
         def members() -> List[ProcessId]:
             found = [m for m in also if kill.is_alive(m)]
+            for root in list(found):  # what the server still parents, marker or not
+                found += [m for m in kill.descendants(root.pid) if m not in found]
             found += [m for m in kill.find_marked(marker.SERVER_ID_ENV, server_id)
                       if m not in found]
             return found

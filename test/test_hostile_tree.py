@@ -23,7 +23,14 @@ import unittest
 from _process_helpers import OK_APP, NoLeftoversMixin, pid_alive, remove_kept, server_argv
 from _support import python_env
 
-from harness import HarnessError, HttpCheck, ServerStartError, start_server
+from harness import (
+    HarnessError,
+    HttpCheck,
+    LogCheck,
+    ServerProcess,
+    ServerStartError,
+    start_server,
+)
 from harness._os import proc
 
 HANG = 30.0  # hang-catcher only
@@ -96,6 +103,26 @@ class EscapeeTest(NoLeftoversMixin, unittest.TestCase):
         runner.kill()
         runner.wait(HANG)
         self.assertEqual(wait_dead(pids), [], "server or escapee outlived the SIGKILLed runner")
+
+
+@unittest.skipUnless(LINUX, "a child subreaper is a Linux facility")
+class KeeperKilledTest(NoLeftoversMixin, unittest.TestCase):
+    def test_a_server_that_kills_its_keeper_is_still_stopped(self) -> None:
+        # The keeper is the server's parent: a hostile server can SIGKILL it.
+        app = ("import os, signal, subprocess, sys, time\n"
+               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+               "print('child', child.pid, flush=True)\n"
+               "os.kill(os.getppid(), signal.SIGKILL)\n"
+               "time.sleep(60)\n")
+        server = ServerProcess(app, health=LogCheck("child"), start_timeout=HANG)
+        try:
+            server.start()
+        except ServerStartError as error:  # the keeper's loss may be seen as an exit
+            remove_kept(error.log_path)
+        child = int(server.output().split("child", 1)[1].split()[0])
+        server.stop()
+        self.assertEqual(wait_dead([server.pid, child], HANG), [],
+                         "the server or its child outlived stop() after killing the keeper")
 
 
 @unittest.skipUnless(hasattr(socket, "SO_REUSEPORT") and LINUX, "needs SO_REUSEPORT")
