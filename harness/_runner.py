@@ -227,7 +227,8 @@ def report_blocks(servers: Iterable[Tuple[str, ServerProcess]], lines: int,
     """The server blocks of a failure report: one per server (``(scope, server)``
     pairs; a server listed twice is shown once), leaving out servers that never
     launched and the server whose log the failing exception already shows (a
-    ``ServerStartError`` carries its own log's tail).
+    ``ServerStartError`` carries its own log's tail, a failed request its
+    server's tail and state).
 
     When ``exc`` is a broken connection, servers still running get
     :data:`EXIT_GRACE` to finish exiting first, so that a server that
@@ -243,7 +244,11 @@ def report_blocks(servers: Iterable[Tuple[str, ServerProcess]], lines: int,
         shown.append((scope, server))
     if exc is not None and _is_connection_failure(exc):
         _await_exits([server for _, server in shown])
-    return [server_block(server, scope, lines) for scope, server in shown]
+    # A request's error carries its server's log tail and state already
+    # (``ServerProcess.request``): repeat it only if the state has changed.
+    in_message = getattr(exc, "server_log_shown", None)
+    return [server_block(server, scope, lines) for scope, server in shown
+            if in_message != (server.log_path, server.state)]
 
 
 def add_note(exc: BaseException, text: str) -> None:

@@ -621,10 +621,15 @@ class ServerProcess:
     def _attach_tail(self, exc: BaseException) -> None:
         tail = self.log_tail()
         state = self.state
-        note = (f"server {self.name!r} (pid {self.pid}, {state}) log tail:\n" +
-                "\n".join("    " + line for line in tail.splitlines()) if tail
-                else f"server {self.name!r} (pid {self.pid}, {state}): log is empty")
+        # The state as of the failure: a server that crashed on this request
+        # may still be exiting (a failure report shows its state again later).
+        head = f"server {self.name!r} (pid {self.pid}, {state} when the request failed)"
+        note = (f"{head} log tail:\n" + "\n".join("    " + line for line in tail.splitlines())
+                if tail else f"{head}: log is empty")
         exc.server_log_tail = tail  # type: ignore[attr-defined]
+        # What the message shows, so a failure report need not show it again
+        # (unless the server's state has changed since: then it is news).
+        exc.server_log_shown = (self.log_path, state)  # type: ignore[attr-defined]
         if exc.args and isinstance(exc.args[0], str):
             exc.args = (exc.args[0] + "\n" + note,) + tuple(exc.args[1:])
 

@@ -78,6 +78,14 @@ def test_does_not_expect_it(harness_server):
     harness_server(CRASH.format("unexpected"))
 '''
 
+REQUEST_TESTS = '''
+APP = {app!r}
+
+
+def test_wrong_status(harness_server):
+    harness_server(APP).get("/MARK-request-failing", expect_status=201)
+'''
+
 TRACEBACK_TESTS = '''
 from harness.testcase import ServerTestCase
 
@@ -218,6 +226,17 @@ class PluginTest(unittest.TestCase):
         self.assertEqual(code, 1, output)
         self.assertIn("ServerStartError", output)
         self.assertEqual(output.count("crash-marker-unexpected"), 1, output)
+        self.assertNotIn("harness: log tail of the servers", output)
+
+    def test_a_failed_request_shows_the_log_once(self):
+        # The ResponseInvalid carries the server's log tail (any runner shows
+        # it); the report's server section must not repeat it while the
+        # server's state is still what the error says.
+        self.write("test_request.py", REQUEST_TESTS)
+        code, output = self.pytest("test_request.py")
+        self.assertEqual(code, 1, output)
+        self.assertIn("ResponseInvalid", output)
+        self.assertEqual(output.count("served /MARK-request-failing"), 1, output)
         self.assertNotIn("harness: log tail of the servers", output)
 
     def test_a_start_failure_points_at_the_users_line(self):
