@@ -438,22 +438,27 @@ class _Reader(io.RawIOBase):
         super().close()
 
 
+def _connect_within(sock: socket.socket, address: Any, limit: Limit, where: str) -> None:
+    """``sock.connect(address)`` in the time ``limit`` has left, or DeadlineExceeded."""
+    left = limit.left()
+    if left <= 0:
+        raise DeadlineExceeded("connecting", elapsed=limit.seconds - left,
+                               limit=limit.seconds, where=where)
+    sock.settimeout(left)
+    try:
+        sock.connect(address)
+    except socket.timeout:
+        raise DeadlineExceeded("connecting", elapsed=limit.seconds - limit.left(),
+                               limit=limit.seconds, where=where) from None
+
+
 def _connect_tcp(host: str, port: int, limit: Limit, where: str) -> socket.socket:
     infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
     last: Optional[BaseException] = None
     for family, kind, proto, _name, address in infos:
         sock = socket.socket(family, kind, proto)
         try:
-            left = limit.left()
-            if left <= 0:
-                raise DeadlineExceeded("connecting", elapsed=limit.seconds - left,
-                                       limit=limit.seconds, where=where)
-            sock.settimeout(left)
-            try:
-                sock.connect(address)
-            except socket.timeout:
-                raise DeadlineExceeded("connecting", elapsed=limit.seconds - limit.left(),
-                                       limit=limit.seconds, where=where) from None
+            _connect_within(sock, address, limit, where)
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
@@ -471,16 +476,10 @@ def _connect_tcp(host: str, port: int, limit: Limit, where: str) -> socket.socke
 def _connect_unix(path: str, limit: Limit) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        left = limit.left()
-        if left <= 0:
-            raise DeadlineExceeded("connecting", elapsed=limit.seconds - left,
-                                   limit=limit.seconds, where=path)
-        sock.settimeout(left)
         try:
-            sock.connect(path)
-        except socket.timeout:
-            raise DeadlineExceeded("connecting", elapsed=limit.seconds - limit.left(),
-                                   limit=limit.seconds, where=path) from None
+            _connect_within(sock, path, limit, path)
+        except DeadlineExceeded:
+            raise
         except OSError as exc:
             if exc.errno is None or exc.filename is not None:
                 raise

@@ -97,21 +97,41 @@ _UNIX_DIAG_RQLEN = 4
 
 def _unix_queue(inode: int) -> Optional[int]:
     """The accept queue length of listening Unix socket ``inode`` (sock_diag), or GONE."""
+    messages = _sock_diag(_UNIX_REQUEST.pack(socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0,
+                                             _UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF))
+    if messages is None:
+        return None
+    for message in messages:
+        if _UNIX_MSG.unpack_from(message, 0)[4] != inode:
+            continue
+        attr = _UNIX_MSG.size
+        while attr + 4 <= len(message):  # its attributes: (size, kind, value), 4-aligned
+            size, kind = struct.unpack_from("=HH", message, attr)
+            if size < 4:
+                break
+            if kind == _UNIX_DIAG_RQLEN:
+                return int(struct.unpack_from("=I", message, attr + 4)[0])
+            attr += (size + 3) & ~3
+        return None
+    return GONE
+
+
+def _sock_diag(request: bytes) -> Optional[List[bytes]]:
+    """The messages (headers stripped) of one sock_diag dump; ``None`` if it fails."""
     if not hasattr(socket, "AF_NETLINK"):
         return None
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
     except OSError:
         return None
+    header = _HEADER.pack(_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
+                          _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+    messages: List[bytes] = []
     with sock:
-        body = _UNIX_REQUEST.pack(socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0,
-                                  _UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
-        header = _HEADER.pack(_HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY,
-                              _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
         try:
             sock.settimeout(1.0)
-            sock.sendto(header + body, (0, 0))
-            while True:
+            sock.sendto(header + request, (0, 0))
+            while True:  # a dump comes in datagrams of several messages, then DONE
                 data = sock.recv(65536)
                 if not data:
                     return None
@@ -119,20 +139,10 @@ def _unix_queue(inode: int) -> Optional[int]:
                 while offset + _HEADER.size <= len(data):
                     length, kind = _HEADER.unpack_from(data, offset)[:2]
                     if kind == _NLMSG_DONE:
-                        return GONE
+                        return messages
                     if kind == _NLMSG_ERROR or length < _HEADER.size:
                         return None
-                    msg = offset + _HEADER.size
-                    if _UNIX_MSG.unpack_from(data, msg)[4] == inode:
-                        attr = msg + _UNIX_MSG.size
-                        while attr + 4 <= offset + length:
-                            size, kind_ = struct.unpack_from("=HH", data, attr)
-                            if size < 4:
-                                break
-                            if kind_ == _UNIX_DIAG_RQLEN:
-                                return int(struct.unpack_from("=I", data, attr + 4)[0])
-                            attr += (size + 3) & ~3
-                        return None
+                    messages.append(data[offset + _HEADER.size:offset + length])
                     offset += (length + 3) & ~3
         except OSError:
             return None
@@ -145,41 +155,18 @@ def _address(family: int, raw: bytes) -> str:
 
 
 def _netlink(family: int) -> Optional[Dict[int, Listener]]:
-    if not hasattr(socket, "AF_NETLINK"):
+    messages = _sock_diag(_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN,
+                                        b"", b"", b"", 0, b""))
+    if messages is None:
         return None
-    try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
-    except OSError:
-        return None
-    with sock:
-        body = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN,
-                             b"", b"", b"", 0, b"")
-        header = _HEADER.pack(_HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY,
-                              _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
-        try:
-            sock.settimeout(1.0)
-            sock.sendto(header + body, (0, 0))
-            found: Dict[int, Listener] = {}
-            while True:
-                data = sock.recv(65536)
-                offset = 0
-                while offset + _HEADER.size <= len(data):
-                    length, kind = _HEADER.unpack_from(data, offset)[:2]
-                    if kind == _NLMSG_DONE:
-                        return found
-                    if kind == _NLMSG_ERROR or length < _HEADER.size:
-                        return None
-                    msg = offset + _HEADER.size
-                    port = struct.unpack_from("!H", data, msg + _SPORT)[0]
-                    queued, = struct.unpack_from("=L", data, msg + _RQUEUE)
-                    uid, inode = struct.unpack_from("=LL", data, msg + _UID)
-                    address = _address(family, data[msg + _SRC:msg + _SRC + 16])
-                    found[inode] = Listener(inode, port, address, uid, queued)
-                    offset += (length + 3) & ~3
-                if not data:
-                    return None
-        except OSError:
-            return None
+    found: Dict[int, Listener] = {}
+    for message in messages:
+        port = struct.unpack_from("!H", message, _SPORT)[0]
+        queued, = struct.unpack_from("=L", message, _RQUEUE)
+        uid, inode = struct.unpack_from("=LL", message, _UID)
+        address = _address(family, message[_SRC:_SRC + 16])
+        found[inode] = Listener(inode, port, address, uid, queued)
+    return found
 
 
 def _proc_address(family: int, text: str) -> str:
