@@ -21,7 +21,7 @@ from typing import Dict, Set
 
 from test_pytest_plugin import _rmtree
 from test_testcase import APP, reserve_window
-from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run_pytest
+from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run_pytest, without_short_summary
 
 from harness._os import procinfo as _procinfo
 
@@ -140,7 +140,7 @@ def test_two(broken_api):
 
 def failure_reports(output: str) -> Dict[str, str]:
     """Each failing test's report (pytest's FAILURES section), by test name."""
-    section = output.split("= FAILURES =", 1)[-1].split("short test summary info", 1)[0]
+    section = without_short_summary(output.split("= FAILURES =", 1)[-1])
     parts = re.split(r"^_{3,} (\S+) _{3,}$", section, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2]))
 
@@ -238,8 +238,8 @@ class ServerFixtureTest(unittest.TestCase):
                                   extra_env={"TMPDIR": self.tmp})
         self.assertEqual(code, 1, output)
         self.assertIn("2 errors", output)
-        self.assertEqual(output.count("ServerStartError: server 'broken_api' exited with "
-                                      "code 3"), 2, output)
+        self.assertEqual(without_short_summary(output).count(
+            "ServerStartError: server 'broken_api' exited with code 3"), 2, output)
         line = BROKEN_CONFTEST.splitlines().index(
             'broken_api = server_fixture(CRASH, scope="session")  # THE-FIXTURE-LINE') + 1
         self.assertIn(f"harness: the server of the session-scoped fixture 'broken_api' "

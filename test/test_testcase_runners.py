@@ -137,6 +137,16 @@ def run_pytest(args: List[str], cwd: str,
     return run(["-m", "pytest"] + plugins + list(args), cwd, extra_env=env)
 
 
+def without_short_summary(output: str) -> str:
+    """pytest's output up to its short test summary.
+
+    That summary repeats each failure's message: cut to the terminal's width
+    normally, whole when ``CI`` is set (as on CI machines), so a count of
+    what a failure report shows must not include it.
+    """
+    return output.split("short test summary info", 1)[0]
+
+
 def unittest_verdicts(output: str) -> Dict[str, str]:
     """``test_x (mod.Class) ... ok`` (3.8-3.10) or ``(mod.Class.test_x)`` (3.11+)."""
     verdicts = {}
