@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import unittest
-from typing import List, Optional
+from typing import List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,12 +68,8 @@ class ChildProcessesMixin:
                     stream.close()
 
 
-# The window handed out last, locked against this suite in other processes.
-_window_locks: List[socket.socket] = []
-
-
-def quiet_window(size: int, low: int = 4000, high: int = 8999,
-                 test: Optional[unittest.TestCase] = None) -> range:
+def quiet_window(size: int, low: int = 4000, high: int = 8999, *,
+                 test: unittest.TestCase) -> range:
     """A random window of ``size`` free ports below harness's default range.
 
     Tests that exhaust a range use one nobody else's leases fall into
@@ -81,34 +77,26 @@ def quiet_window(size: int, low: int = 4000, high: int = 8999,
     this suite runs in several processes at once (seen: two of them picked
     overlapping windows and one found its window exhausted), so each port
     of the window is also locked with an abstract Unix socket (Linux) that
-    other copies of this function respect.  The locks are held until the
-    next call in this process, i.e. for the rest of the test that asked;
-    with ``test``, until that test's cleanup instead.
+    other copies of this function respect, until ``test``'s cleanup.
     """
     from harness import is_port_free
-    for lock in _window_locks:
-        lock.close()
-    del _window_locks[:]
     for _ in range(200):
         start = random.randint(low, high - size)
         window = range(start, start + size)
+        locks: List[socket.socket] = []
         try:
             if sys.platform.startswith("linux"):
                 for port in window:
-                    lock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                    _window_locks.append(lock)
-                    lock.bind(f"\0harness-test-window-{port}")
+                    locks.append(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+                    locks[-1].bind(f"\0harness-test-window-{port}")
             if all(is_port_free(p) for p in window):
-                if test is not None:  # the test owns these locks, not the next call
-                    for lock in _window_locks:
-                        test.addCleanup(lock.close)
-                    del _window_locks[:]
+                for lock in locks:
+                    test.addCleanup(lock.close)
                 return window
         except OSError:  # another process of this suite holds part of it
             pass
-        for lock in _window_locks:
+        for lock in locks:
             lock.close()
-        del _window_locks[:]
     raise RuntimeError(f"no free window of {size} ports in {low}-{high}")
 
 

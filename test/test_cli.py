@@ -33,9 +33,9 @@ def harness(*args: str, env: dict = None) -> Tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def window_of(size: int) -> range:
+def window_of(size: int, test: unittest.TestCase) -> range:
     """Free ports in 2000-3999: apart from the windows other test modules pick (4000+)."""
-    return quiet_window(size, low=2000, high=3999)
+    return quiet_window(size, low=2000, high=3999, test=test)
 
 
 def listen(port: int = 0, host: str = "127.0.0.1", reuse: bool = False) -> socket.socket:
@@ -122,7 +122,7 @@ class PortCommandTest(unittest.TestCase):
         self.assertTrue(low <= port <= high, (port, low, high))
 
     def test_skips_held_ports_in_the_range(self) -> None:
-        window = window_of(3)
+        window = window_of(3, self)
         held = [listen(p) for p in window[:2]]
         try:
             code, out, err = harness("port", "--range", f"{window[0]}-{window[-1]}", "--json")
@@ -133,7 +133,7 @@ class PortCommandTest(unittest.TestCase):
         self.assertEqual(json.loads(out), {"port": window[2], "host": "127.0.0.1"})
 
     def test_exhausted_range_exits_1_and_says_what_to_do(self) -> None:
-        window = window_of(2)
+        window = window_of(2, self)
         held = [listen(p) for p in window]
         try:
             code, out, err = harness("port", "--range", f"{window[0]}-{window[-1]}")
@@ -167,7 +167,7 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
         return proc, int(proc.stdout.readline())
 
     def test_free_port(self) -> None:
-        port = window_of(1)[0]
+        port = window_of(1, self)[0]
         code, out, err = harness("who", str(port))
         self.assertEqual(code, 0, err)
         self.assertEqual(out.strip(), f"port {port} is free (nothing listens on or holds it, "
@@ -238,7 +238,7 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
                 self.assertIn(advice[reuse], out)
 
     def leave_time_wait(self, reuse: bool) -> int:
-        with listen(window_of(1)[0], reuse=reuse) as listener:  # outside the ephemeral range
+        with listen(window_of(1, self)[0], reuse=reuse) as listener:  # outside the ephemeral range
             port = listener.getsockname()[1]
             client = socket.create_connection(("127.0.0.1", port))
             server_side, _ = listener.accept()
@@ -255,7 +255,7 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
 
     @unittest.skipUnless(sys.platform.startswith("linux"), "abstract-socket leases are Linux's")
     def test_names_the_holder_of_a_lease(self) -> None:
-        with ports.PortAllocator(port_range=window_of(1)).acquire() as lease:
+        with ports.PortAllocator(port_range=window_of(1, self)).acquire() as lease:
             code, out, err = harness("who", str(lease.port))
         self.assertEqual(code, 1, err)
         self.assertIn(f"port {lease.port} is leased by harness to:\n  pid {os.getpid()} ", out)
@@ -266,7 +266,8 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
         self.addCleanup(shutil.rmtree, lease_dir, True)
         env = python_env()
         env["HARNESS_LEASE_DIR"] = lease_dir
-        with ports.PortAllocator(port_range=window_of(1), lease_dir=lease_dir).acquire() as lease:
+        allocator = ports.PortAllocator(port_range=window_of(1, self), lease_dir=lease_dir)
+        with allocator.acquire() as lease:
             code, out, err = harness("who", str(lease.port), env=env)
         self.assertEqual(code, 1, err)
         self.assertIn(f"port {lease.port} is leased by harness to:\n  pid {os.getpid()} ", out)
@@ -274,7 +275,7 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
     @unittest.skipUnless(sys.platform.startswith("linux"), "abstract-socket leases are Linux's")
     def test_several_lease_holders_are_listed_under_one_header(self) -> None:
         # A lease socket inherited by a child is held by both processes.
-        with ports.PortAllocator(port_range=window_of(1)).acquire() as lease:
+        with ports.PortAllocator(port_range=window_of(1, self)).acquire() as lease:
             fd = lease._handle.sock.fileno()  # type: ignore[union-attr]
             child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                                      stdin=subprocess.PIPE, pass_fds=[fd])

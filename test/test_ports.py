@@ -106,7 +106,7 @@ class ProbeTests(unittest.TestCase):
 
 class LeaseTests(unittest.TestCase):
     def test_lease_excludes_other_allocators_until_released(self) -> None:
-        window = quiet_window(1)
+        window = quiet_window(1, test=self)
         first = PortAllocator(window).acquire()
         self.assertEqual(first.port, window[0])
         with self.assertRaises(PortUnavailable):
@@ -118,7 +118,7 @@ class LeaseTests(unittest.TestCase):
             self.assertEqual(second.port, window[0])
 
     def test_release_port_frees_a_found_port_for_another_process(self) -> None:
-        window = quiet_window(1)
+        window = quiet_window(1, test=self)
         port = harness.find_free_port(port_range=window)
         probe = ("from harness import PortAllocator, PortUnavailable\n"
                  f"try:\n    PortAllocator().acquire_port({port}); print('got')\n"
@@ -134,7 +134,7 @@ class LeaseTests(unittest.TestCase):
         self.assertEqual(out.strip(), "got")
 
     def test_each_acquire_in_a_range_gives_distinct_ports_then_fails_fast(self) -> None:
-        window = quiet_window(12)
+        window = quiet_window(12, test=self)
         allocator = PortAllocator(window)
         leases = [allocator.acquire() for _ in window]
         self.addCleanup(lambda: [lease.release() for lease in leases])
@@ -146,7 +146,7 @@ class LeaseTests(unittest.TestCase):
         self.assertIn(f"{window[0]}-{window[-1]}", str(caught.exception))
 
     def test_ports_are_tried_in_random_order(self) -> None:
-        window = quiet_window(40)
+        window = quiet_window(40, test=self)
         firsts = set()
         for _ in range(8):
             with PortAllocator(window).acquire() as lease:
@@ -223,7 +223,7 @@ class LeaseTests(unittest.TestCase):
     def test_portserver_address_is_honoured(self) -> None:
         if not LINUX:
             self.skipTest("the fake port server uses the abstract namespace")
-        wanted = quiet_window(1)[0]
+        wanted = quiet_window(1, test=self)[0]
         name = f"harness-test-portserver-{os.getpid()}"
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.addCleanup(server.close)
@@ -251,7 +251,7 @@ class CrossProcessLeaseTests(unittest.TestCase):
     """8 processes lease from one small range at the same moment."""
 
     def run_workers(self, lease_dir: str) -> None:
-        window = quiet_window(24)
+        window = quiet_window(24, test=self)
         workers = [self.start_worker(window, lease_dir) for _ in range(8)]
         for worker in workers:
             worker.stdin.write("go\n")
@@ -303,7 +303,7 @@ class FileLeaseDirectoryTests(unittest.TestCase):
 
     def test_normal_exit_leaves_the_lease_directory_empty(self) -> None:
         lease_dir = os.path.join(self.parent, "leases")
-        window = quiet_window(4)
+        window = quiet_window(4, test=self)
         child = spawn_python(
             "from harness import PortAllocator\n"
             f"a = PortAllocator(({window[0]}, {window[-1]}), lease_dir={lease_dir!r})\n"
@@ -329,7 +329,7 @@ class FileLeaseDirectoryTests(unittest.TestCase):
         lease_dir = os.path.join(self.parent, "from-env")
         os.environ["HARNESS_LEASE_DIR"] = lease_dir
         self.addCleanup(os.environ.pop, "HARNESS_LEASE_DIR", None)
-        allocator = PortAllocator(quiet_window(2))
+        allocator = PortAllocator(quiet_window(2, test=self))
         self.assertEqual(allocator.lease_dir, lease_dir)
         with allocator.acquire() as lease:
             self.assertEqual(os.listdir(lease_dir), [f"port-{lease.port}.lock"])

@@ -298,7 +298,7 @@ class UnusableHostTest(unittest.TestCase):
                     self.assertNotIn("in use or leased", message)
                     self.assertLessEqual(len(fake.calls), 4, "it tried port after port")  # type: ignore[attr-defined]
                     with self.assertRaises(HarnessError) as caught:
-                        allocator.acquire_port(quiet_window(1)[0])
+                        allocator.acquire_port(quiet_window(1, test=self)[0])
                     self.assertIn("IPv6", str(caught.exception))
                     with self.assertRaises(HarnessError) as caught:
                         harness.listening_socket("::1")
