@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -111,12 +112,28 @@ def child_env() -> Dict[str, str]:
 
 
 def run(args: List[str], cwd: str, extra_env: Optional[Dict[str, str]] = None) -> Tuple[int, str]:
+    """``python ARGS`` in ``cwd``: its exit code and output (stdout and stderr).
+
+    The output goes to a file, not a pipe: a process the child left behind
+    cannot keep this waiting for the pipe's end.  At ``HANG`` the child's
+    whole process group is killed and the test fails with what it printed.
+    """
     env = child_env()
     env.update(extra_env or {})
-    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=HANG)
-    return proc.returncode, proc.stdout
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen([sys.executable] + args, cwd=cwd, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, universal_newlines=True,
+                                start_new_session=True)
+        try:
+            proc.wait(HANG)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            out.seek(0)
+            raise AssertionError(f"{args} did not end within {HANG} s; its output:\n"
+                                 f"{out.read()}") from None
+        out.seek(0)
+        return proc.returncode, out.read()
 
 
 def run_pytest(args: List[str], cwd: str,
