@@ -140,7 +140,7 @@ class LifecycleTest(NoLeftoversMixin, unittest.TestCase):
         app = "import sys\nsys.exit('OSError: [Errno 98] Address already in use')\n"
         from _support import quiet_window
         with self.assertRaises(ServerStartError) as ctx:
-            start_server(app, port=quiet_window(1)[0])
+            start_server(app, port=quiet_window(1, test=self)[0])
         remove_kept(ctx.exception.log_path)
         self.assertIn("given explicitly", str(ctx.exception))
         self.assertNotIn("relaunching", str(ctx.exception))
@@ -193,7 +193,7 @@ class LifecycleTest(NoLeftoversMixin, unittest.TestCase):
 
     def test_fixed_port_and_range(self) -> None:
         from _support import quiet_window
-        window = quiet_window(4)
+        window = quiet_window(4, test=self)
         with start_server(OK_APP, port=window[0]) as server:
             self.assertEqual(server.port, window[0])
         with start_server(OK_APP, port_range=(window[1], window[1])) as server:

@@ -14,8 +14,7 @@ import unittest
 
 from _support import ROOT, python_env
 from test_testcase import APP, ENV_APP, reserve_window
-from test_testcase_runners import (HAVE_PYTEST, HAVE_XDIST, run, run_pytest,
-                                   without_short_summary)
+from test_testcase_runners import HAVE_PYTEST, HAVE_XDIST, run, run_pytest, without_short_summary
 
 TESTS = '''
 import pytest
