@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 import unittest
 
 from _process_helpers import OK_APP, NoLeftoversMixin, pid_alive, remove_kept, server_argv
-from _support import open_fds, spawn_python
+from _support import open_fds, python_env, spawn_python
 
 from harness._os import procinfo as _procinfo
 from harness._os.identity import ProcessId
@@ -179,6 +180,40 @@ class RunnerDeathTest(unittest.TestCase):
         self.assertEqual(os.listdir(self.out), ["clean-exit"])
 
 
+FORKING_RUNNER = r'''
+import os, sys
+from harness.process import start_server
+OK_APP = {ok_app!r}
+with start_server(OK_APP) as parents:
+    pid = os.fork()
+    if pid == 0:  # a child as multiprocessing's fork makes: it may start servers of its own
+        with start_server(OK_APP) as childs:
+            code = 0 if childs.get("/").status == 200 else 1
+        sys.stdout.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert parents.get("/").status == 200  # the parent's zygote still serves the parent
+    print("child exit", os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode")
+          else status >> 8, flush=True)
+'''
+
+
+@unittest.skipUnless(hasattr(os, "fork"), "needs fork")
+class ForkedChildOfARunnerTest(unittest.TestCase):
+    def test_a_forked_child_neither_uses_nor_warns_about_the_runners_launchers(self) -> None:
+        # The child inherits the runner's launcher objects: they are not its
+        # to wait for, and dropping them must not print "subprocess N is
+        # still running" (it did, in every fork of a test process run with -W).
+        env = python_env()
+        env["PYTHONWARNINGS"] = "always::ResourceWarning"
+        proc = subprocess.run([sys.executable, "-c", FORKING_RUNNER.format(ok_app=OK_APP)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=HANG)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("child exit 0", proc.stdout)
+        self.assertNotIn("ResourceWarning", proc.stderr)
+
+
 class TerminateTreeTest(unittest.TestCase):
     """harness._os.kill.terminate_tree, which `python -m harness reap` uses."""
 
@@ -215,13 +250,15 @@ class HygieneTest(NoLeftoversMixin, unittest.TestCase):
         sleeper = [sys.executable, "-S", "-c", "import signal; signal.pause()"]
         if os.path.exists("/bin/sleep"):
             sleeper = ["/bin/sleep", "600"]
-        start_server(argv=sleeper, health=lambda s: True).stop()  # starts the zygote
+        start_server(argv=sleeper, health=lambda s: True, listens=False).stop()  # starts the zygote
         before = self.snapshot()
         for i in range(self.CYCLES):
             if i % 20 == 0:  # a real HTTP server now and then, both ways of binding
                 server = start_server(OK_APP, handoff=bool(i % 40), health=HttpCheck())
             else:
-                server = start_server(argv=sleeper, handoff=bool(i % 2), health=lambda s: True)
+                # With handoff the sleeper holds the port's socket: it listens.
+                server = start_server(argv=sleeper, handoff=bool(i % 2), health=lambda s: True,
+                                      listens=bool(i % 2))
             self.assertTrue(server.running)
             server.stop()
             self.assertFalse(pid_alive(server.pid))

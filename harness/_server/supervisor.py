@@ -423,6 +423,16 @@ def shutdown(timeout: float = 5.0) -> None:
         _lifeline = None
 
 
+def _disown(proc: "subprocess.Popen[bytes]") -> None:
+    """In a forked child: the zygote is the parent's child, not this process's.
+
+    Dropping its ``Popen`` here would warn "subprocess N is still running"
+    (CPython 3.8-3.13 check ``_child_created`` first in ``__del__``), and
+    this process could not wait for it anyway.
+    """
+    proc._child_created = False  # type: ignore[attr-defined]
+
+
 def _forget_in_child() -> None:
     """After fork: this child is not the runner; the zygotes are not its to use."""
     global _lock, _lifeline, _owner_pid
@@ -432,6 +442,7 @@ def _forget_in_child() -> None:
             os.close(current.control.detach())
         except OSError:
             pass
+        _disown(current.proc)
     _zygotes.clear()
     for link in list(_links):
         sock, link._sock = link._sock, None
