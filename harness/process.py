@@ -50,6 +50,10 @@ _log = logging.getLogger("harness.process")
 LOG_TAIL_LINES = 40
 MAX_RELAUNCHES = 3
 KILL_WAIT = 5.0   # after SIGKILL, how long processes may take to disappear
+# A check passed and nothing listens on $PORT: how long the server's tree must
+# then do nothing (no CPU time, nothing runnable) to be taken as a process
+# without a port rather than a server still on its way to bind.
+UNBOUND_IDLE = 0.1
 _ADDR_IN_USE = re.compile(r"address already in use|EADDRINUSE|errno (98|48)\b", re.I)
 _SUN_PATH_MAX = 100  # sockaddr_un.sun_path holds 108 bytes (104 on macOS)
 
@@ -104,6 +108,7 @@ class ServerProcess:
             _http_wire.ssl_context(spec.verify) if spec.https else None)
         self._log = ServerLog()
         self._launched: Optional[launch.Launched] = None
+        self._unbound = ownership.Idleness()  # see _verify_listener
         self._lease: Any = None
         self._listener: Optional[socket.socket] = None
         self._dir: Optional[str] = None
@@ -328,6 +333,7 @@ class ServerProcess:
     def _wait(self, deadline: Deadline) -> Ready:
         expects_listener = self.spec.listens and not self.spec.unix_socket
         verify = self._verify_listener if expects_listener else None
+        self._unbound = ownership.Idleness()
         watch = ownership.PortWatch(self._tree, self.port) if expects_listener \
             and not self.handoff and self.port is not None else None
         return wait_ready(self, self.check, successes=self.ready_successes, deadline=deadline,
@@ -339,20 +345,38 @@ class ServerProcess:
         return ownership.tree_pids(self.pid, keeper)
 
     def _verify_listener(self) -> Optional[Outcome]:
-        """A failing outcome if any listener on our port is not the server's own."""
+        """A failing outcome if a listener on our port is not the server's, or none is yet.
+
+        A callable or log check can pass before the server listens: while
+        the server's tree works, ready waits for its listener on $PORT.  A
+        tree that passed its check and sits idle with nothing on the port
+        is a process without one (a worker), ready as its check says.
+        """
         if self.port is None or self.pid is None:
             return None
-        foreign = ownership.foreign_listeners(self.port, self._tree())
+        tree = self._tree()
+        split = ownership.split_listeners(self.port, tree)
+        if split is None:
+            return None  # cannot tell (not Linux)
+        ours, foreign = split
         if foreign:
             who = "; ".join(ownership.describe_foreign(item) for item in foreign[:3])
             return Outcome(False, f"port answered by another process: {who}", foreign=True)
-        if foreign is not None and self._launched is not None and self._launched.subreaper \
+        if not ours:
+            idle = self._unbound.idle_for(tree, time.monotonic())
+            if idle < scaled_for_cleanup(UNBOUND_IDLE):
+                return Outcome(False, f"check passed, but nothing listens on port {self.port} "
+                                      f"yet", "the server still works towards it, or has no "
+                                              "port: say listens=False then")
+            return None
+        self._unbound.reset()
+        if self._launched is not None and self._launched.subreaper \
                 and ownership.only_others_listen(self.port, ownership.own_tree(self.pid)):
             # Only orphans the keeper adopted listen: the server forked a daemon and
             # is on its way out.  Not ready; its exit will be reported as such.
             return Outcome(False, "port held by a process the server left behind "
                                   "(it daemonized?)")
-        return None  # all ours, or cannot tell (not Linux)
+        return None
 
     def _lost_port(self, result: Ready) -> str:
         if result.reason is WaitEnd.PORT_LOST:

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 import unittest
 from typing import Any
 
 from _process_helpers import OK_APP, NoLeftoversMixin, pid_alive, remove_kept, server_argv
 
+from harness._config import scaled_for_cleanup
 from harness._os import procinfo as _procinfo
-from harness.checks import Check, HttpCheck, Outcome, TcpCheck
+from harness._server.ownership import PortWatch
+from harness.checks import Check, HttpCheck, LogCheck, Outcome, TcpCheck
 from harness.errors import ServerNotReady, ServerStartError
 from harness.process import ServerProcess, start_server
 
@@ -173,6 +176,49 @@ class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
                "admin.listen(1)\ntime.sleep(0.5)\n" + OK_APP)
         with start_server(app, start_timeout=LONG) as server:
             self.assertEqual(server.get("/").status, 200)
+
+    @unittest.skipUnless(_procinfo.HAVE_PROC, "listeners are seen through /proc")
+    def test_an_admin_port_then_a_long_busy_start_is_not_a_wrong_port(self) -> None:
+        # The grace counts only the time in which the server does nothing: a
+        # server that works (imports, migrations, a slow machine) for longer
+        # than the grace before it opens $PORT is not "on the wrong port".
+        busy = scaled_for_cleanup(PortWatch.GRACE) * 2
+        app = ("import socket, time\nadmin = socket.socket()\nadmin.bind(('127.0.0.1', 0))\n"
+               f"admin.listen(1)\nend = time.monotonic() + {busy!r}\n"
+               "while time.monotonic() < end:\n    pass\n" + OK_APP)
+        with start_server(app, start_timeout=LONG) as server:
+            self.assertEqual(server.get("/").status, 200)
+
+    @unittest.skipUnless(_procinfo.HAVE_PROC, "listeners are seen through /proc")
+    def test_a_check_that_passes_early_still_waits_for_the_servers_listener(self) -> None:
+        # A callable or log check can pass while the server still works
+        # towards its port (imports, a cache to warm): ready must still mean
+        # a client can connect (listens=True, the default).
+        app = ("import time\nprint('booted', flush=True)\nend = time.monotonic() + 0.3\n"
+               "while time.monotonic() < end:\n    pass\n" + OK_APP)
+        for health in (lambda server: True, LogCheck("booted")):
+            with self.subTest(health=health), \
+                    start_server(app, health=health, start_timeout=LONG) as server:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=LONG):
+                    pass  # no retry: refused would raise
+
+    def test_a_worker_without_a_port_is_ready_by_its_check(self) -> None:
+        # Passed its check, idle, nothing on the port: a process without a
+        # port (listens=False says so up front and skips the look).
+        worker = ["python3", "-c", "import time; print('working', flush=True); time.sleep(60)"]
+        for listens in (True, False):
+            with self.subTest(listens=listens), \
+                    start_server(argv=worker, health=LogCheck("working"), listens=listens,
+                                 start_timeout=LONG) as server:
+                self.assertTrue(server.running)
+
+    @unittest.skipUnless(_procinfo.HAVE_PROC, "listeners are seen through /proc")
+    def test_a_busy_process_that_never_listens_is_told_about_listens_false(self) -> None:
+        worker = ["python3", "-c", "print('working', flush=True)\nwhile True:\n    pass\n"]
+        error = self.expect_failure(ServerNotReady, worker, health=LogCheck("working"),
+                                    start_timeout=1)
+        self.assertRegex(str(error), r"check passed, but nothing listens on port \d+ yet")
+        self.assertIn("or pass listens=False if it has no port", str(error))
 
     def test_stale_listener_on_port_is_not_ours(self) -> None:
         # Another process answers on the port harness expects our server on:

@@ -65,27 +65,32 @@ class StartFacts:
     not_kept: str = ""              # why the log was not kept
 
 
+def _fix_exited(facts: StartFacts) -> str:
+    """The one change most likely to fix a server that exited during start-up."""
+    log = "\n".join(facts.log_lines)
+    if facts.returncode == 0:
+        return ("run the server in the foreground: harness supervises the process it "
+                "starts, and this one exited (did it daemonize?)")
+    missing = re.search(r"ModuleNotFoundError: No module named '([^']+)'", log)
+    if missing:
+        return (f"make {missing.group(1)!r} importable in the server: install it in this "
+                f"environment, or add its directory with env={{'PYTHONPATH': ...}} (a "
+                f"target= function's module is found on the test's own sys.path)")
+    if re.search(r"address already in use|EADDRINUSE|errno (98|48)\b", log, re.I):
+        if facts.handoff:
+            return ("with handoff=True use the listening socket on fd 3 (LISTEN_FDS=1) "
+                    "instead of binding the port again")
+        if facts.fixed_port:
+            return (f"port {facts.port} was given explicitly and is taken; free it or let "
+                    f"harness choose one (port=None)")
+        return "bind the port in $PORT (or '{port}' in argv), not a fixed one"
+    return "fix the error at the end of the server's output, shown above"
+
+
 def _fix(facts: StartFacts) -> str:
     """The one change most likely to fix it."""
-    log = "\n".join(facts.log_lines)
     if facts.reason is WaitEnd.EXITED:
-        if facts.returncode == 0:
-            return ("run the server in the foreground: harness supervises the process it "
-                    "starts, and this one exited (did it daemonize?)")
-        missing = re.search(r"ModuleNotFoundError: No module named '([^']+)'", log)
-        if missing:
-            return (f"make {missing.group(1)!r} importable in the server: install it in this "
-                    f"environment, or add its directory with env={{'PYTHONPATH': ...}} (a "
-                    f"target= function's module is found on the test's own sys.path)")
-        if re.search(r"address already in use|EADDRINUSE|errno (98|48)\b", log, re.I):
-            if facts.handoff:
-                return ("with handoff=True use the listening socket on fd 3 (LISTEN_FDS=1) "
-                        "instead of binding the port again")
-            if facts.fixed_port:
-                return (f"port {facts.port} was given explicitly and is taken; free it or let "
-                        f"harness choose one (port=None)")
-            return "bind the port in $PORT (or '{port}' in argv), not a fixed one"
-        return "fix the error at the end of the server's output, shown above"
+        return _fix_exited(facts)
     if facts.reason is WaitEnd.PORT_LOST:
         if facts.fixed_port:
             return (f"port {facts.port} was given explicitly: free it (see above who holds "
@@ -96,6 +101,9 @@ def _fix(facts: StartFacts) -> str:
         return (f"make the server listen on $PORT ({facts.port}) instead of {ports} "
                 f"(or '{{port}}' in argv)")
     labels = list(facts.counts)
+    if any(label.startswith("check passed, but nothing listens") for label in labels):
+        return (f"make the server listen on $HOST:$PORT (port {facts.port}), or pass "
+                f"listens=False if it has no port: its check passed, but nothing listened")
     if facts.port is None and facts.where.startswith("unix socket"):
         if labels and all(label in ("connection refused", "FileNotFoundError") or
                           label.startswith("ENOENT") for label in labels):

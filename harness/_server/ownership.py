@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Callable, Iterable, List, Optional, Set
+from typing import Callable, Iterable, List, Optional, Set, Tuple
 
 from .._config import scaled_for_cleanup
 from .._os import proc, procinfo, sockets
@@ -67,15 +67,15 @@ def describe_foreign(listener: sockets.Listener) -> str:
             + ("" if mine else " (its pid is not visible to this user)"))
 
 
-def foreign_listeners(port: int, pids: Iterable[int]) -> Optional[List[sockets.Listener]]:
-    """Listeners on ``port`` that no process of ``pids`` holds; ``None`` if unknown."""
+def split_listeners(port: int, pids: Iterable[int]
+                    ) -> Optional[Tuple[List[sockets.Listener], List[sockets.Listener]]]:
+    """The listeners on ``port`` held by one of ``pids``, and the others; ``None`` if unknown."""
     found = sockets.on_port(port)
     if found is None or not proc.HAVE_PROC:
         return None
-    if not found:
-        return []
-    ours = tree_inodes(pids)
-    return [listener for listener in found if listener.inode not in ours]
+    ours = tree_inodes(pids) if found else set()
+    return ([listener for listener in found if listener.inode in ours],
+            [listener for listener in found if listener.inode not in ours])
 
 
 def only_others_listen(port: int, pids: Iterable[int]) -> bool:
@@ -103,12 +103,40 @@ def listen_ports(pids: Iterable[int]) -> Set[int]:
     return ports
 
 
+class Idleness:
+    """How long a process tree has done nothing: no CPU time used, nothing runnable.
+
+    A tree that works (imports, migrations, a starved process on a loaded
+    machine: state R or D) is on its way somewhere, however slowly; one
+    that used no CPU time between two looks waits for something outside.
+    """
+
+    def __init__(self) -> None:
+        self.since: Optional[float] = None
+        self.ticks = -1
+
+    def idle_for(self, pids: Iterable[int], now: float) -> float:
+        """Seconds the tree ``pids`` has been idle as of ``now`` (0 at the first look)."""
+        ticks, busy = proc.activity(pids)
+        if self.since is None or busy or ticks != self.ticks:
+            self.since, self.ticks = now, ticks
+            return 0.0
+        return now - self.since
+
+    def reset(self) -> None:
+        self.since = None
+
+
 class PortWatch:
     """Gives up on a server that listens on other ports but not on $PORT, after a grace.
 
-    The grace (a second, times HARNESS_TIMEOUT_FACTOR) is for servers that
-    open an admin or metrics port before their main one.  Looked at no more
-    than every 50 ms: it reads the process tree's sockets.
+    The grace is for servers that open an admin or metrics port before
+    their main one.  It counts only time in which the server's tree did
+    nothing (:class:`Idleness`): a server still importing or migrating is
+    working towards $PORT however long that takes (``start_timeout`` bounds
+    it); one that sits idle for a second (times HARNESS_TIMEOUT_FACTOR)
+    with another port open waits for nothing.  Looked at no more than every
+    50 ms: it reads the process tree's sockets.
     """
 
     GRACE = 1.0
@@ -118,7 +146,7 @@ class PortWatch:
         self.tree = tree
         self.port = port
         self.last_look = 0.0
-        self.wrong_since: Optional[float] = None
+        self.idleness = Idleness()
         self.seen: Set[int] = set()
 
     def __call__(self) -> Optional[Outcome]:
@@ -126,15 +154,16 @@ class PortWatch:
         if now - self.last_look < self.EVERY:
             return None
         self.last_look = now
-        ports = listen_ports(self.tree())
+        pids = self.tree()
+        ports = listen_ports(pids)
         if not ports or self.port in ports:
-            self.wrong_since = None
+            self.idleness.reset()
             return None
         self.seen = ports
-        if self.wrong_since is None:
-            self.wrong_since = now
-        if now - self.wrong_since < scaled_for_cleanup(self.GRACE):
+        idle = self.idleness.idle_for(pids, now)
+        if idle < scaled_for_cleanup(self.GRACE):
             return None
         shown = ", ".join(map(str, sorted(ports)))
         return Outcome(False, f"listens on port {shown} instead of {self.port}",
-                       f"the server listens on {shown}, not on $PORT={self.port}")
+                       f"the server listens on {shown}, not on $PORT={self.port} "
+                       f"(and did nothing else for {idle:.1f} s)")
