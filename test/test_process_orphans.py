@@ -11,7 +11,7 @@ import time
 import unittest
 
 from _process_helpers import OK_APP, NoLeftoversMixin, pid_alive, remove_kept, server_argv
-from _support import open_fds, python_env, spawn_python
+from _support import ChildProcessesMixin, open_fds, python_env, spawn_python
 
 from harness._os import procinfo as _procinfo
 from harness._os.identity import ProcessId
@@ -235,6 +235,31 @@ class TerminateTreeTest(unittest.TestCase):
             self.assertEqual(server.stop(), -signal.SIGTERM)
         self.assertIn("before stop(); its log is kept at", "\n".join(logs.output))
         remove_kept(server.log_path)
+
+
+class StopTreeTest(ChildProcessesMixin, unittest.TestCase):
+    """harness._os.kill.stop_tree, the one algorithm every stop path uses."""
+
+    def test_a_member_that_drops_out_of_the_listing_is_still_waited_for(self) -> None:
+        # A process found once may vanish from members() before it is gone:
+        # its environment (the marker) reads empty while it exits, or its
+        # parent, through which it was found, died first.  stop_tree must
+        # not report success while it still runs.
+        from harness._os import kill as _kill
+        code = ("import signal, sys, time\n"
+                "def slow_exit(*_):\n    time.sleep(0.3)\n    sys.exit(0)\n"
+                "signal.signal(signal.SIGTERM, slow_exit)\nprint('up', flush=True)\n"
+                "signal.pause()\n")
+        proc = spawn_python(code)
+        self.procs.append(proc)
+        self.assertEqual(proc.stdout.readline(), "up\n")
+        member = _procinfo.identity(proc.pid)
+        assert member is not None
+        listings = iter([[member]])
+        survivors = _kill.stop_tree(lambda: next(listings, []), grace=HANG, kill_wait=HANG)
+        self.assertEqual(survivors, [])
+        self.assertFalse(_procinfo.is_alive(member), "stop_tree returned while it still ran")
+        self.assertEqual(proc.wait(HANG), 0, "it was given its grace to exit by itself")
 
 
 class HygieneTest(NoLeftoversMixin, unittest.TestCase):

@@ -118,10 +118,24 @@ def stop_tree(members: Members, *, grace: float, kill_wait: float,
     meanwhile), in rounds, until none is left or ``kill_wait`` passes.
     ``on_wait`` runs at every look (a keeper reaps its zombies there);
     ``wait(seconds)`` pauses between looks (a keeper returns early on
-    SIGCHLD).  Returns the members still alive at the end (empty on success).
+    SIGCHLD).  A member once listed is waited for until it is gone, even if
+    a later listing leaves it out.  Returns the members still alive at the
+    end (empty on success).
     """
+    seen: List[ProcessId] = []
+
+    def running() -> List[ProcessId]:
+        # Every member seen so far that still runs: one can drop out of
+        # members() before it is gone (its environment, the marker, reads
+        # empty while it exits; the parent it was found through died first).
+        for member in members():
+            if member not in seen:
+                seen.append(member)
+        seen[:] = alive(seen)
+        return list(seen)
+
     if grace > 0:
-        first = list(members())
+        first = running()
         for sig in (signal.SIGCONT, signal.SIGTERM):
             _signal_group(group, sig)
             for member in first:
@@ -130,18 +144,17 @@ def stop_tree(members: Members, *, grace: float, kill_wait: float,
         while True:
             if on_wait is not None:
                 on_wait()
-            if not alive(members()) or deadline.expired:
+            if not running() or deadline.expired:
                 break
             wait(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
     deadline = Deadline(kill_wait)
     while True:
         _signal_group(group, signal.SIGKILL)
-        left = alive(members())
-        for member in left:
+        for member in running():
             signal_process(member, signal.SIGKILL)
         if on_wait is not None:
             on_wait()
-        left = alive(left) + [m for m in alive(members()) if m not in left]
+        left = running()
         if not left or deadline.expired:
             return left
         wait(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
