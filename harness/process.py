@@ -333,7 +333,7 @@ class ServerProcess:
     def _wait(self, deadline: Deadline) -> Ready:
         expects_listener = self.spec.listens and not self.spec.unix_socket
         verify = self._verify_listener if expects_listener else None
-        self._unbound = ownership.Idleness()
+        self._unbound.reset()
         watch = ownership.PortWatch(self._tree, self.port) if expects_listener \
             and not self.handoff and self.port is not None else None
         return wait_ready(self, self.check, successes=self.ready_successes, deadline=deadline,
@@ -371,7 +371,7 @@ class ServerProcess:
             return None
         self._unbound.reset()
         if self._launched is not None and self._launched.subreaper \
-                and ownership.only_others_listen(self.port, ownership.own_tree(self.pid)):
+                and not ownership.held_by(ours, ownership.own_tree(self.pid)):
             # Only orphans the keeper adopted listen: the server forked a daemon and
             # is on its way out.  Not ready; its exit will be reported as such.
             return Outcome(False, "port held by a process the server left behind "

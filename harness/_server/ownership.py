@@ -78,13 +78,10 @@ def split_listeners(port: int, pids: Iterable[int]
             [listener for listener in found if listener.inode not in ours])
 
 
-def only_others_listen(port: int, pids: Iterable[int]) -> bool:
-    """True if ``port`` has listeners and none of them is held by one of ``pids``."""
-    found = sockets.on_port(port)
-    if not found or not proc.HAVE_PROC:
-        return False
+def held_by(listeners: Iterable[sockets.Listener], pids: Iterable[int]) -> bool:
+    """True if one of ``pids`` holds one of ``listeners``."""
     inodes = tree_inodes(pids)
-    return not any(listener.inode in inodes for listener in found)
+    return any(listener.inode in inodes for listener in listeners)
 
 
 def own_tree(server_pid: int) -> List[int]:
