@@ -36,6 +36,7 @@ import threading
 import time
 from typing import (
     Any,
+    Callable,
     Collection,
     Dict,
     FrozenSet,
@@ -438,18 +439,25 @@ class _Reader(io.RawIOBase):
         super().close()
 
 
-def _connect_within(sock: socket.socket, address: Any, limit: Limit, where: str) -> None:
-    """``sock.connect(address)`` in the time ``limit`` has left, or DeadlineExceeded."""
+def _within(sock: socket.socket, step: Callable[[], Any], phase: str, limit: Limit,
+            where: str) -> None:
+    """``step()`` (a blocking call on ``sock``) in the time ``limit`` has left, or
+    DeadlineExceeded naming ``phase``."""
     left = limit.left()
     if left <= 0:
-        raise DeadlineExceeded("connecting", elapsed=limit.seconds - left,
-                               limit=limit.seconds, where=where)
+        raise DeadlineExceeded(phase, elapsed=limit.seconds - left, limit=limit.seconds,
+                               where=where)
     sock.settimeout(left)
     try:
-        sock.connect(address)
+        step()
     except socket.timeout:
-        raise DeadlineExceeded("connecting", elapsed=limit.seconds - limit.left(),
+        raise DeadlineExceeded(phase, elapsed=limit.seconds - limit.left(),
                                limit=limit.seconds, where=where) from None
+
+
+def _connect_within(sock: socket.socket, address: Any, limit: Limit, where: str) -> None:
+    """``sock.connect(address)`` in the time ``limit`` has left, or DeadlineExceeded."""
+    _within(sock, lambda: sock.connect(address), "connecting", limit, where)
 
 
 def _connect_tcp(host: str, port: int, limit: Limit, where: str) -> socket.socket:
@@ -507,16 +515,7 @@ def open_socket(host: str, port: int, limit: Limit, *,
             raw.close()
             raise
         try:
-            left = limit.left()
-            if left <= 0:
-                raise DeadlineExceeded("TLS handshake", elapsed=limit.seconds - left,
-                                       limit=limit.seconds, where=where)
-            wrapped.settimeout(left)
-            try:
-                wrapped.do_handshake()
-            except socket.timeout:
-                raise DeadlineExceeded("TLS handshake", elapsed=limit.seconds - limit.left(),
-                                       limit=limit.seconds, where=where) from None
+            _within(wrapped, wrapped.do_handshake, "TLS handshake", limit, where)
         except BaseException:
             wrapped.close()
             raise
