@@ -290,6 +290,15 @@ class FlakehuntHangTest(unittest.TestCase):
                     found.extend(f.read().split())
         return found
 
+    def wait_for_tokens(self, count: int, proc: subprocess.Popen) -> None:
+        """Until ``count`` helper tokens are written (the runs reached their hang), or
+        flakehunt ended, or the hang-catcher."""
+        deadline = _wait.Deadline(HANG)
+        for pause in _wait.backoff(cap=0.1):
+            if len(self.tokens()) >= count or deadline.expired or proc.poll() is not None:
+                return
+            _wait_for(pause)
+
     def assert_all_gone(self, tokens: List[str]) -> None:
         for token in tokens:
             self.assertFalse(_procinfo.is_alive(token), f"{token} survived flakehunt")
@@ -323,11 +332,7 @@ class FlakehuntHangTest(unittest.TestCase):
                                 cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
-            deadline = _wait.Deadline(HANG)
-            for pause in _wait.backoff(cap=0.1):
-                if len(self.tokens()) >= 4 or deadline.expired or proc.poll() is not None:
-                    break
-                _wait_for(pause)
+            self.wait_for_tokens(4, proc)
             tokens = self.tokens()
             self.assertEqual(len(tokens), 4, "both runs should have reached their hang")
             proc.kill()  # no handler, no cleanup code of flakehunt's runs
@@ -379,11 +384,7 @@ class FlakehuntHangTest(unittest.TestCase):
                                 stderr=subprocess.PIPE, universal_newlines=True)
         try:
             # Runs 1 and 2 fail at once; runs 3 and 4 hang: wait until both hang.
-            deadline = _wait.Deadline(HANG)
-            for pause in _wait.backoff(cap=0.1):
-                if len(self.tokens()) >= 4 or deadline.expired or proc.poll() is not None:
-                    break
-                _wait_for(pause)
+            self.wait_for_tokens(4, proc)
             self.assertEqual(len(self.tokens()), 4, "runs 3 and 4 never reached their hang")
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=HANG)
