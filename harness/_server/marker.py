@@ -70,6 +70,21 @@ def make_private_dir() -> str:
     return path
 
 
+def give_to(path: str, uid: Optional[int], gid: Optional[int]) -> None:
+    """Hand a private dir and what is in it (not below) to the server's ``user=``.
+
+    It stays 0700: the server's user alone (and root) can enter it.  The
+    log is not handed over: the server writes it through the descriptor
+    it inherits.
+    """
+    if uid is None:
+        return
+    os.chown(path, uid, -1 if gid is None else gid, follow_symlinks=False)
+    for entry in os.scandir(path):
+        if entry.name != OWNER_FILE and not entry.name.endswith(".log"):
+            os.chown(entry.path, uid, -1 if gid is None else gid, follow_symlinks=False)
+
+
 def read_owner(path: str) -> Optional[ProcessId]:
     """The owner recorded in a harness temp dir, or ``None``."""
     try:
