@@ -77,9 +77,11 @@ class Memcached(Service):
             sock.settimeout(max(deadline.remaining(), 0.001))
             sock.connect(address)
             sock.sendall(line.encode("utf-8") + b"\r\n")
+            # Retrievals and stats end with END; everything else is one line.
+            listing = line.split(" ", 1)[0] in ("get", "gets", "gat", "gats", "stats")
+            end = b"END\r\n" if listing else b"\r\n"
             data = b""
-            while not data.endswith(b"\r\n") or data.startswith(b"VALUE") \
-                    and not data.endswith(b"END\r\n"):
+            while not data.endswith(end) and not data.endswith(b"ERROR\r\n"):
                 sock.settimeout(max(deadline.remaining(), 0.001))
                 chunk = sock.recv(65536)
                 if not chunk:

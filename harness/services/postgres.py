@@ -56,7 +56,7 @@ DEFAULT_SETTINGS = {
     "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
     "wal_level": "minimal", "max_wal_senders": "0", "autovacuum": "off",
     "dynamic_shared_memory_type": "mmap", "shared_buffers": "32MB",
-    "logging_collector": "off", "log_min_messages": "warning",
+    "logging_collector": "off", "log_checkpoints": "off",
     "unix_socket_permissions": "0700", "max_connections": "50",
 }
 SetupSpec = Union[None, str, "os.PathLike[str]", Callable[["Database"], Any]]
