@@ -40,8 +40,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # This directory has an http.py of its own: the checkout, not it, goes first.
 sys.path[0] = os.path.dirname(os.path.dirname(HERE))
 
-from harness.services import Memcached, Postgres, Redis, wait_background  # noqa: E402
-from harness.services import _pgwire  # noqa: E402
+from harness.services import (  # noqa: E402
+    Memcached,
+    Postgres,
+    Redis,
+    _pgwire,
+    wait_background,
+)
 from harness.services.postgres import DEFAULT_SETTINGS  # noqa: E402
 
 
@@ -105,8 +110,8 @@ def postgres_floor(runs: int) -> Dict[str, float]:
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     preexec_fn=as_user(uid, gid))
 
-            def probe() -> bool:
-                _pgwire.connect(unix_path=sock, database="template1", timeout=2).close()
+            def probe(path: str = sock) -> bool:
+                _pgwire.connect(unix_path=path, database="template1", timeout=2).close()
                 return True
             try:
                 wait_answer(probe, proc)
@@ -138,7 +143,7 @@ def program_floor(argv_of: Callable[[int, str], List[str]], probe_of: Callable[[
         proc = subprocess.Popen(argv_of(port, work), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
-            wait_answer(lambda: probe_of(port, work), proc)
+            wait_answer(lambda port=port, work=work: probe_of(port, work), proc)
             times.append(time.perf_counter() - started)
         finally:
             proc.kill()
@@ -363,7 +368,7 @@ def main() -> None:
         ours = suite_time("postgres", "harness", args.tests, args.as_user, args.python, suites)
         rows.append((f"{args.tests}-test suite, fresh database each (wall)", f"{theirs:.0f}",
                      f"{ours:.0f}", f"{theirs / ours:.1f}x faster", ">= 4x faster than "
-                     f"pytest-postgresql"))
+                     "pytest-postgresql"))
         print(f"  pg suite: harness {ours:.0f} ms, pytest-postgresql {theirs:.0f} ms", flush=True)
         theirs = suite_time("redis", "pytest-redis", args.tests, args.as_user, args.python,
                             suites)
