@@ -77,6 +77,19 @@ class PostgresTest(unittest.TestCase):
         self.assertIn(f"dbname={first.name}", first.dsn)
         self.assertTrue(first.url.endswith("/" + first.name))
 
+    def test_fresh_databases_live_in_memory_where_there_is_room(self) -> None:
+        from harness.services.postgres import _memory_base
+        database = self.pg.fresh_database()
+        self.addCleanup(database.drop)
+        rows = database.query("SELECT spcname FROM pg_database d JOIN pg_tablespace t "
+                              "ON t.oid = d.dattablespace WHERE datname = current_database()")
+        if _memory_base() is None:
+            self.assertEqual(rows, [("pg_default",)])
+            self.assertIsNone(self.pg.memory_dir)
+        else:
+            self.assertEqual(rows, [("harness_memory",)])
+            self.assertTrue(self.pg.memory_dir.startswith("/dev/shm/"))
+
     def test_drop_and_with_block(self) -> None:
         with self.pg.fresh_database() as database:
             name = database.name
@@ -224,6 +237,14 @@ class SettingsAndVersionsTest(unittest.TestCase):
         with self.assertRaises(ServiceUnavailable) as caught:
             pg.start()
         self.assertIn("apt-get install postgresql", str(caught.exception))
+
+    def test_databases_on_disk_when_asked(self) -> None:
+        with Postgres(databases_in_memory=False, databases_ahead=1) as pg:
+            self.assertIsNone(pg.memory_dir)
+            database = pg.fresh_database()
+            self.assertEqual(database.query("SELECT count(*) FROM pg_tablespace"), [("2",)])
+        with self.assertRaises(TypeError):
+            Postgres(databases_in_memory="yes")
 
     def test_auth_methods(self) -> None:
         for auth in ("md5", "password", "trust"):

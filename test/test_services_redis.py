@@ -1,6 +1,7 @@
 """``harness.services.Redis``: a redis-server with a password, PING readiness, flush."""
 from __future__ import annotations
 
+import os
 import socket
 import unittest
 
@@ -76,8 +77,7 @@ class RedisConfigTest(unittest.TestCase):
         self.assertIn("FATAL CONFIG FILE ERROR", str(caught.exception))
 
     def test_a_missing_binary_says_what_to_install(self) -> None:
-        redis = Redis(env={"PATH": "/nonexistent"})
-        import os
+        redis = Redis()
         path = os.environ["PATH"]
         os.environ["PATH"] = "/nonexistent"
         try:
@@ -91,8 +91,7 @@ class RedisConfigTest(unittest.TestCase):
     def test_stop_is_quick_and_clean(self) -> None:
         redis = Redis().start()
         home = redis.home
-        self.assertEqual(redis.stop(), 0)
-        import os
+        self.assertEqual(redis.stop(), 0, redis.output())
         self.assertFalse(os.path.exists(home))
 
 

@@ -50,11 +50,12 @@ def new_server_id() -> str:
     return secrets.token_hex(8)
 
 
-def make_private_dir() -> str:
-    """A new 0700 temp directory with an unpredictable name, tagged with its owner."""
-    base = tempfile.gettempdir()
+def make_private_dir(base: Optional[str] = None) -> str:
+    """A new 0700 temp directory with an unpredictable name, tagged with its owner
+    (in ``base``, default the temp dir)."""
+    base = base or tempfile.gettempdir()
     try:
-        path = tempfile.mkdtemp(prefix=TEMP_PREFIX)  # mkdtemp: 0700, random name, O_EXCL
+        path = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=base)  # 0700, random name, O_EXCL
     except OSError as exc:
         raise HarnessError(f"cannot create a private directory in {base}: {exc}; free space "
                            f"there or point TMPDIR at a writable directory") from None

@@ -140,6 +140,7 @@ class Service(ServerProcess):
         self._located: Optional[Dict[str, str]] = None
         self._service_lock = threading.RLock()
         self._cold: Optional[_cache.Entry] = None
+        self._dirs: List[str] = []           # private dirs made for this start
 
     # ------------------------------------------------------------ the hooks
 
@@ -240,10 +241,12 @@ class Service(ServerProcess):
                 returncode=done.returncode, log_tail=output)
         return output
 
-    def private_dir(self) -> str:
-        """A new private dir for the service's user, removed if the runner dies."""
-        path = marker.make_private_dir()
+    def private_dir(self, base: Optional[str] = None) -> str:
+        """A new private dir for the service's user (in ``base``, default the temp
+        dir), removed at stop, and by the zygote if the runner dies."""
+        path = marker.make_private_dir(base)
         supervisor.register_dir(path)
+        self._dirs.append(path)
         _cache.chown_tree(path, self.spec.uid, self.spec.gid)
         return path
 
@@ -328,7 +331,9 @@ class Service(ServerProcess):
         temp = None
         try:
             if not entry.exists():
-                temp = self.private_dir()
+                temp = marker.make_private_dir()
+                supervisor.register_dir(temp)
+                _cache.chown_tree(temp, self.spec.uid, self.spec.gid)
                 built = os.path.join(temp, "prepared")
                 os.mkdir(built, 0o700)
                 _cache.chown_tree(built, self.spec.uid, self.spec.gid)
@@ -371,15 +376,14 @@ class Service(ServerProcess):
         self._remove_home()
 
     def _remove_home(self) -> None:
-        home, self.home = self.home, None
-        self.data_dir = None
-        if home is None:
-            return
-        shutil.rmtree(home, ignore_errors=True)
-        try:
-            supervisor.register_dir(home, add=False)
-        except Exception:
-            pass
+        self.home = self.data_dir = None
+        dirs, self._dirs = self._dirs, []
+        for path in dirs:
+            shutil.rmtree(path, ignore_errors=True)
+            try:
+                supervisor.register_dir(path, add=False)
+            except Exception:
+                pass
 
     def __enter__(self) -> "Service":
         __tracebackhide__ = True

@@ -59,6 +59,12 @@ DEFAULT_SETTINGS = {
     "logging_collector": "off", "log_checkpoints": "off",
     "unix_socket_permissions": "0700", "max_connections": "50",
 }
+# Fresh databases go to a tablespace in memory where there is room: on a disk
+# CREATE DATABASE (a copy of 7.5 MB in some 300 files, and two checkpoints)
+# took 160-200 ms on a loaded machine, in memory 15-18 ms.
+TABLESPACE = "harness_memory"
+MEMORY_BASE = "/dev/shm"
+MEMORY_ROOM = 1 << 30
 SetupSpec = Union[None, str, "os.PathLike[str]", Callable[["Database"], Any]]
 _versions: Dict[str, Tuple[int, str]] = {}  # postgres binary -> (major, --version text)
 
@@ -283,6 +289,7 @@ class Postgres(Service):
     def __init__(self, *, version: Optional[Union[int, str]] = None,
                  settings: Optional[Settings] = None, setup: SetupSpec = None,
                  auth: str = "scram-sha-256", databases_ahead: int = 2,
+                 databases_in_memory: Optional[bool] = None,
                  **server_kwargs: Any) -> None:
         if version is not None and (isinstance(version, bool) or not isinstance(
                 version, (int, str)) or not re.fullmatch(r"\d+", str(version))):
@@ -292,6 +299,9 @@ class Postgres(Service):
         if isinstance(databases_ahead, bool) or not isinstance(databases_ahead, int) \
                 or databases_ahead < 0:
             raise ValueError(f"databases_ahead must be an int >= 0, got {databases_ahead!r}")
+        if databases_in_memory not in (None, True, False):
+            raise TypeError(f"databases_in_memory must be None (where there is room), True or "
+                            f"False, got {databases_in_memory!r}")
         self.setup = _checked_setup(setup)
         server_kwargs.setdefault("stop_signal", signal.SIGINT)  # fast shutdown
         check_settings(settings)  # its errors name settings=, before anything else
@@ -299,6 +309,8 @@ class Postgres(Service):
         self.version = int(version) if version is not None else None
         self.auth = auth
         self.databases_ahead = databases_ahead
+        self.databases_in_memory = databases_in_memory
+        self.memory_dir: Optional[str] = None  # the fresh databases' tablespace, on tmpfs
         self.secret = secrets.token_hex(16)
         self.bindir: Optional[str] = None
         self.server_version = ""
@@ -361,6 +373,15 @@ class Postgres(Service):
                f"local all all {local}\n"
                f"host all all 127.0.0.1/32 {self.auth}\n"
                f"host all all ::1/128 {self.auth}\n", self.spec.uid, self.spec.gid)
+
+        self.memory_dir = None
+        if self.databases_in_memory is not False:
+            base = _memory_base()
+            if base is not None:
+                self.memory_dir = self.private_dir(base)
+            elif self.databases_in_memory:
+                raise HarnessError(f"databases_in_memory=True: no tmpfs with room at "
+                                   f"{MEMORY_BASE} ({MEMORY_ROOM >> 20} MiB free needed)")
 
     def command_line(self) -> List[str]:
         assert self.data_dir is not None and self.home is not None
@@ -437,8 +458,13 @@ class Postgres(Service):
             else:
                 secret = _pgwire.md5_secret(self.secret, SUPERUSER)
             connection.query(f"ALTER ROLE {SUPERUSER} PASSWORD {_pgwire.quote_literal(secret)}")
+            space = ""
+            if self.memory_dir is not None:
+                connection.query(f"CREATE TABLESPACE {TABLESPACE} LOCATION "
+                                 f"{_pgwire.quote_literal(self.memory_dir)}")
+                space = f" TABLESPACE {TABLESPACE}"
             if self.setup is not None:
-                connection.query(f"CREATE DATABASE {TEMPLATE} TEMPLATE template0")
+                connection.query(f"CREATE DATABASE {TEMPLATE} TEMPLATE template0{space}")
         finally:
             connection.close()
         if self.setup is not None:
@@ -446,8 +472,10 @@ class Postgres(Service):
             self._template = TEMPLATE
         else:
             self._template = "template0"
-        strategy = " STRATEGY FILE_COPY" if self.major >= 15 else ""  # faster here than WAL_LOG
-        self._pool = _Pool(lambda: self._local("template1"), self._template + strategy,
+        options = " STRATEGY FILE_COPY" if self.major >= 15 else ""  # faster here than WAL_LOG
+        if self.memory_dir is not None:
+            options += f" TABLESPACE {TABLESPACE}"
+        self._pool = _Pool(lambda: self._local("template1"), self._template + options,
                            self.databases_ahead, "test_")
 
     def _fill_template(self) -> None:
@@ -510,6 +538,20 @@ class Postgres(Service):
         self._databases = []
         if pool is not None:
             pool.close()
+
+
+def _memory_base() -> Optional[str]:
+    """/dev/shm if it is a tmpfs with room for the fresh databases, else ``None``."""
+    try:
+        with open("/proc/mounts") as f:
+            mounted = any(line.split()[1:3] == [MEMORY_BASE, "tmpfs"] for line in f)
+        room = os.statvfs(MEMORY_BASE)
+    except (OSError, IndexError):
+        return None
+    if not mounted or room.f_bavail * room.f_frsize < MEMORY_ROOM \
+            or not os.access(MEMORY_BASE, os.W_OK | os.X_OK):
+        return None
+    return MEMORY_BASE
 
 
 def _checked_setup(setup: object) -> SetupSpec:
