@@ -168,6 +168,10 @@ class Service(ServerProcess):
         from a copy of it (``self.data_dir``).  Run commands with :meth:`run`.
         """
 
+    def trim(self, path: str) -> None:
+        """Shrink a prepared directory before it is cached (fewer bytes to copy);
+        not run when a cold start prepares a server's own directory."""
+
     def configure(self) -> None:
         """Write what this server needs before it starts (in ``self.home``)."""
 
@@ -338,6 +342,7 @@ class Service(ServerProcess):
                 os.mkdir(built, 0o700)
                 _cache.chown_tree(built, self.spec.uid, self.spec.gid)
                 self.prepare(built)
+                self.trim(built)
                 entry.install(built)
                 _log.info("%s: prepared %s", type(self).__name__, entry.ready)
         except Exception as exc:

@@ -352,6 +352,8 @@ class Postgres(Service):
     def prepare(self, path: str) -> None:
         options = list(INITDB_OPTIONS) + (["--no-instructions"] if self.major >= 14 else [])
         self.run([self.binary("initdb"), "-D", path] + options)
+
+    def trim(self, path: str) -> None:
         resetwal = os.path.join(os.path.dirname(self.binary("postgres")), "pg_resetwal")
         if os.access(resetwal, os.X_OK):
             self.run([resetwal, "-D", path])  # a clean cluster's WAL, down to one segment
