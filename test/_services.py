@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
 import unittest
-from typing import Set
+from typing import Iterable, Set
 
 from harness.services import Memcached, Postgres, Redis
 
@@ -21,20 +20,22 @@ needs_redis = needs(Redis)
 needs_memcached = needs(Memcached)
 
 
-def shm_segments() -> Set[str]:
-    """The SysV shared-memory segment ids (``ipcs -m``; /proc/sysvipc/shm)."""
-    try:
-        with open("/proc/sysvipc/shm") as f:
-            lines = f.read().splitlines()[1:]
-        return {line.split()[1] for line in lines if line.strip()}
-    except OSError:
-        out = subprocess.run(["ipcs", "-m"], stdout=subprocess.PIPE,
-                             universal_newlines=True).stdout
-        return {line.split()[1] for line in out.splitlines() if line[:2] == "0x"}
+def shm_segments(creators: Iterable[int]) -> Set[str]:
+    """The SysV shared-memory segments (``ipcs -m``) that one of ``creators`` made.
+
+    By creator: other programs on a shared machine (another PostgreSQL)
+    come and go meanwhile.
+    """
+    pids = {str(pid) for pid in creators}
+    with open("/proc/sysvipc/shm") as f:
+        rows = [line.split() for line in f.read().splitlines()[1:] if line.strip()]
+    return {row[1] for row in rows if row[4] in pids}
 
 
 def dev_shm() -> Set[str]:
-    return set(glob.glob("/dev/shm/*"))
+    """harness's entries in /dev/shm (a fresh database's tablespace dir), and
+    PostgreSQL's own segments (``PostgreSQL.*``, which the services never make)."""
+    return set(glob.glob("/dev/shm/harness-*"))
 
 
 def proc_uid(pid: int) -> int:

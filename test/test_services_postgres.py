@@ -308,20 +308,21 @@ class ScopesTest(unittest.TestCase):
 @needs_postgres
 class NothingLeftTest(unittest.TestCase):
     def test_stop_leaves_nothing(self) -> None:
-        before_shm, before_files = shm_segments(), dev_shm()
+        before_files = dev_shm()
         pg = Postgres().start()
         pids = [pg.pid] + [int(p) for p in _children(pg.pid)]
+        self.assertTrue(shm_segments([pg.pid]), "the postmaster's segment is seen while it runs")
         home = pg.home
         pg.fresh_database()
         pg.stop()
         self.assertEqual(pg.returncode, 0, "a fast shutdown, not a kill")
         self.assertFalse(os.path.exists(home))
         self.assertEqual([p for p in pids if alive(p)], [])
-        self.assertEqual(shm_segments() - before_shm, set())
+        self.assertEqual(shm_segments(pids), set())
         self.assertEqual(dev_shm() - before_files, set())
 
     def test_a_sigkilled_runner_leaves_nothing(self) -> None:
-        before_shm, before_files = shm_segments(), dev_shm()
+        before_files = dev_shm()
         code = ("import json, os, sys, threading\n"
                 "from harness.services import Postgres, Redis, Memcached\n"
                 "servers = [Postgres().start(), Redis().start(), Memcached().start()]\n"
@@ -344,11 +345,12 @@ class NothingLeftTest(unittest.TestCase):
             self.fail("the runner failed: " + proc.stderr.read())
         info = json.loads(line)
         self.assertTrue(all(alive(p) for p in info["pids"]))
+        self.assertTrue(shm_segments(info["pids"][:1]), "the postmaster's segment exists")
         proc.kill()
         proc.wait()
         wait_for(lambda: not any(alive(p) for p in info["pids"]), "every service process ended")
         wait_for(lambda: not any(os.path.exists(h) for h in info["homes"]), "homes removed")
-        self.assertEqual(shm_segments() - before_shm, set(), "a shared-memory segment is left")
+        self.assertEqual(shm_segments(info["pids"]), set(), "a shared-memory segment is left")
         self.assertEqual(dev_shm() - before_files, set(), "a /dev/shm file is left")
 
 
