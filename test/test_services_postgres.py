@@ -355,6 +355,35 @@ class NothingLeftTest(unittest.TestCase):
 
 
 @needs_postgres
+class CacheTest(unittest.TestCase):
+    def run_once(self, cache: str) -> str:
+        code = ("import sys\nfrom harness.services import Postgres\n"
+                "with Postgres(databases_ahead=0) as pg:\n"
+                "    print(pg.took_spare, pg.query('SELECT 1'), flush=True)\n")
+        env = dict(python_env(), HARNESS_CACHE_DIR=cache)
+        done = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True, timeout=HANG * 2)
+        self.assertEqual(done.returncode, 0, done.stdout)
+        return done.stdout
+
+    def test_a_cold_cache_is_filled_and_a_short_run_leaves_nothing_unfinished(self) -> None:
+        cache = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, cache, True)
+        self.assertIn("False [('1',)]", self.run_once(cache))   # cold: its own initdb
+        entries = [name for name in os.listdir(cache) if not name.endswith(".lock")]
+        self.assertEqual(len(entries), 1, entries)
+        entry = os.path.join(cache, entries[0])
+        self.assertTrue(os.path.isdir(os.path.join(entry, "ready")), "filled after the start")
+        self.assertEqual([n for n in os.listdir(entry) if n.startswith(".")], [])
+        self.run_once(cache)
+        self.run_once(cache)
+        spares = os.listdir(os.path.join(entry, "spares"))
+        self.assertEqual([n for n in spares if n.startswith(".")], [],
+                         "an unfinished copy outlived its runner")
+        self.assertIn("True [('1',)]", self.run_once(cache) if spares else "True [('1',)]")
+
+
+@needs_postgres
 @needs_root
 class NonRootRunnerTest(unittest.TestCase):
     """The whole runner as an ordinary user (nobody: initdb needs a passwd entry):

@@ -18,6 +18,7 @@ zygote, which removes them if the runner dies mid-copy.
 """
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import logging
@@ -25,7 +26,8 @@ import os
 import secrets
 import shutil
 import threading
-from typing import Dict, Optional
+import time
+from typing import Dict, List, Optional
 
 from .._server import supervisor
 from .._wait import Deadline, pause, poll_interval
@@ -35,6 +37,12 @@ CACHE_ENV = "HARNESS_CACHE_DIR"
 _log = logging.getLogger("harness.services")
 _refills: Dict[str, threading.Thread] = {}
 _refill_lock = threading.Lock()
+_exiting = threading.Event()   # no new copy
+_stopping = threading.Event()  # and the copy under way stops
+_exit_hook = False
+EXIT_WAIT = 3.0
+# A copy takes seconds; an unfinished one this old was left by a dead process.
+STALE_COPY = 600.0
 
 
 def cache_root() -> str:
@@ -134,9 +142,15 @@ class Entry:
 
     def refill(self, wanted: int, uid: Optional[int] = None, gid: Optional[int] = None) -> None:
         """Make spare copies in a background thread until ``wanted`` are there."""
+        global _exit_hook
         if wanted <= 0:
             return
         with _refill_lock:
+            if not _exit_hook:
+                # After the safety net's handler, so it runs first: a copy is cut
+                # short at exit, before the zygote removes its temp dir.
+                atexit.register(_stop_refills)
+                _exit_hook = True
             running = _refills.get(self.dir)
             if running is not None and running.is_alive():
                 return
@@ -145,22 +159,64 @@ class Entry:
             _refills[self.dir] = thread
             thread.start()
 
+    def _spares(self) -> List[str]:
+        """The finished spare copies; unfinished ones left by a dead process go."""
+        found = []
+        for name in os.listdir(self.spares):
+            path = os.path.join(self.spares, name)
+            if not name.startswith("."):
+                found.append(path)
+                continue
+            try:
+                stale = time.time() - os.lstat(path).st_mtime > STALE_COPY
+            except OSError:
+                continue
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+        return found
+
     def _refill(self, wanted: int, uid: Optional[int], gid: Optional[int]) -> None:
         try:
             os.makedirs(self.spares, mode=0o700, exist_ok=True)
-            while self.exists() and len(os.listdir(self.spares)) < wanted:
+            while self.exists() and len(self._spares()) < wanted and not _exiting.is_set():
                 token = secrets.token_hex(6)
                 temp = os.path.join(self.spares, ".copy-" + token)
                 supervisor.register_dir(temp)  # gone with the runner if it dies mid-copy
                 try:
-                    shutil.copytree(self.ready, temp, symlinks=True)
+                    shutil.copytree(self.ready, temp, symlinks=True, copy_function=_copy)
                     chown_tree(temp, uid, gid)  # the next server's user, most likely
                     os.rename(temp, os.path.join(self.spares, token))
                 finally:
                     shutil.rmtree(temp, ignore_errors=True)
                     supervisor.register_dir(temp, add=False)
+        except _Stopped:
+            pass
         except Exception as exc:  # a spare is an optimisation: say it, go on without
             _log.warning("could not make a spare copy of %s: %s", self.ready, exc)
+
+
+class _Stopped(Exception):
+    """The runner is exiting: the copy stops (not an OSError, so copytree lets it out)."""
+
+
+def _copy(source: str, target: str) -> str:
+    if _stopping.is_set():
+        raise _Stopped()
+    return str(shutil.copy2(source, target))
+
+
+def _stop_refills() -> None:
+    """At exit: let a copy under way finish (the next run starts from it), start no
+    other, and cut it short after EXIT_WAIT."""
+    _exiting.set()
+    with _refill_lock:
+        threads = list(_refills.values())
+    deadline = Deadline(EXIT_WAIT)
+    for thread in threads:
+        thread.join(deadline.remaining())
+    _stopping.set()
+    for thread in threads:
+        thread.join(10.0)
 
 
 def wait_refills(timeout: float) -> None:
