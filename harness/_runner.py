@@ -307,7 +307,7 @@ def _await_exits(servers: Sequence[ServerProcess]) -> None:
 # The running test's scope: what objects made during a test end with it
 
 
-class TestScope:
+class Scope:
     """One test's run (set-up, call, tear-down).  Objects made meanwhile that
     belong to the test (a fresh database of a shared server) register a
     finaliser with :meth:`add`; the runner closes the scope when the test
@@ -346,17 +346,17 @@ class TestScope:
 
 # The open scopes, innermost last; ``None`` hides the ones below it (a fixture
 # of a wider scope being set up inside a test's set-up).
-_scopes: List[Optional[TestScope]] = []
+_scopes: List[Optional[Scope]] = []
 
 
-def open_scope(label: str) -> TestScope:
+def open_scope(label: str) -> Scope:
     """A new test scope, current until it is closed."""
-    scope = TestScope(label)
+    scope = Scope(label)
     _scopes.append(scope)
     return scope
 
 
-def current_scope() -> Optional[TestScope]:
+def current_scope() -> Optional[Scope]:
     """The scope of the test running now, or ``None`` (outside any test, or in the
     set-up of something that outlives the test)."""
     return _scopes[-1] if _scopes else None

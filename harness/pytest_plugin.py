@@ -235,7 +235,7 @@ def _servers_of(item: pytest.Item) -> List[Tuple[str, ServerProcess]]:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item],
                             ) -> Generator[None, Any, None]:
-    """The test's scope (``_runner.TestScope``) spans its set-up, call and tear-down:
+    """The test's scope (``_runner.Scope``) spans its set-up, call and tear-down:
     what was made for the test (a fresh database) ends after its fixtures."""
     scope = _runner.open_scope(item.nodeid)
     try:

@@ -60,7 +60,7 @@ class ProtocolCheck(Check):
     def probe(self, server: Any, timeout: float) -> Outcome:
         try:
             ok = server.probe(timeout)
-        except (OSError, HarnessError) as exc:
+        except Exception as exc:  # "not yet", with its reason counted
             return Outcome(False, _label(exc), str(exc))
         if ok:
             return Outcome(True, f"{type(server).__name__} answered")
@@ -139,7 +139,6 @@ class Service(ServerProcess):
         self.took_spare = False              # the data dir was a spare copy (a rename)
         self._located: Optional[Dict[str, str]] = None
         self._service_lock = threading.RLock()
-        self._cold: Optional[_cache.Entry] = None
         self._dirs: List[str] = []           # private dirs made for this start
 
     # ------------------------------------------------------------ the hooks
@@ -181,7 +180,7 @@ class Service(ServerProcess):
 
     def probe(self, timeout: float) -> bool:
         """One readiness probe in the service's protocol, within ``timeout`` seconds:
-        True when ready; False or an exception (``OSError``, ``HarnessError``) when not yet."""
+        True when ready; False or an exception when not yet (its message is counted)."""
         raise NotImplementedError
 
     def started(self) -> None:
@@ -295,7 +294,7 @@ class Service(ServerProcess):
                 os.mkdir(dest, 0o700)
                 _cache.chown_tree(dest, self.spec.uid, self.spec.gid)
                 self.prepare(dest)
-                self.data_dir, self.took_spare, self._cold = dest, False, entry
+                self.data_dir, self.took_spare = dest, False
                 return
             entry.unlock(entry.lock(Deadline(scaled(300.0))))  # another builds it: wait
             if not entry.exists():
@@ -313,7 +312,7 @@ class Service(ServerProcess):
         key = self.cache_key()
         if key is None:
             return
-        entry, self._cold = _cache.Entry(key), None
+        entry = _cache.Entry(key)
         if entry.exists():
             entry.refill(self.spares, self.spec.uid, self.spec.gid)
             return

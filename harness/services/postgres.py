@@ -137,7 +137,7 @@ class Database:
         self.name = name
         self.dropped = False
         self._owned = owned
-        self._scope: Optional[_runner.TestScope] = None
+        self._scope: Optional[_runner.Scope] = None
 
     @property
     def dsn(self) -> str:
