@@ -1,7 +1,6 @@
 """Helpers for the services' tests: skips with the reason, leftovers, other users."""
 from __future__ import annotations
 
-import glob
 import os
 import unittest
 from typing import Iterable, Set
@@ -30,12 +29,6 @@ def shm_segments(creators: Iterable[int]) -> Set[str]:
     with open("/proc/sysvipc/shm") as f:
         rows = [line.split() for line in f.read().splitlines()[1:] if line.strip()]
     return {row[1] for row in rows if row[4] in pids}
-
-
-def dev_shm() -> Set[str]:
-    """harness's entries in /dev/shm (a fresh database's tablespace dir), and
-    PostgreSQL's own segments (``PostgreSQL.*``, which the services never make)."""
-    return set(glob.glob("/dev/shm/harness-*"))
 
 
 def proc_uid(pid: int) -> int:

@@ -383,7 +383,7 @@ class Service(ServerProcess):
         self.home = self.data_dir = None
         dirs, self._dirs = self._dirs, []
         for path in dirs:
-            shutil.rmtree(path, ignore_errors=True)
+            _cache.remove_later(path)  # renamed now, deleted in the background
             try:
                 supervisor.register_dir(path, add=False)
             except Exception:

@@ -167,11 +167,7 @@ class Entry:
             if not name.startswith("."):
                 found.append(path)
                 continue
-            try:
-                stale = time.time() - os.lstat(path).st_mtime > STALE_COPY
-            except OSError:
-                continue
-            if stale:
+            if _stale(name):
                 shutil.rmtree(path, ignore_errors=True)
         return found
 
@@ -180,7 +176,7 @@ class Entry:
             os.makedirs(self.spares, mode=0o700, exist_ok=True)
             while self.exists() and len(self._spares()) < wanted and not _exiting.is_set():
                 token = secrets.token_hex(6)
-                temp = os.path.join(self.spares, ".copy-" + token)
+                temp = os.path.join(self.spares, f".copy-{int(time.time())}-{token}")
                 supervisor.register_dir(temp)  # gone with the runner if it dies mid-copy
                 try:
                     shutil.copytree(self.ready, temp, symlinks=True, copy_function=_copy)
@@ -193,6 +189,17 @@ class Entry:
             pass
         except Exception as exc:  # a spare is an optimisation: say it, go on without
             _log.warning("could not make a spare copy of %s: %s", self.ready, exc)
+
+
+def _stale(name: str) -> bool:
+    """Whether a temp entry (``.copy-<time>-<token>``, ``.<time>-<token>``) was made
+    more than STALE_COPY ago: its maker died.  The time is in the name: a copy's
+    mtime is its source's (copystat)."""
+    try:
+        made = int(name.lstrip(".").split("-")[-2])
+    except (IndexError, ValueError):
+        return False
+    return time.time() - made > STALE_COPY
 
 
 class _Stopped(Exception):
@@ -217,13 +224,59 @@ def _stop_refills() -> None:
     _stopping.set()
     for thread in threads:
         thread.join(10.0)
+    with _refill_lock:
+        removals = list(_removals)
+    for thread in removals:  # what stopped servers left is gone before we are
+        thread.join(60.0)
+
+
+_removals: List[threading.Thread] = []
+
+
+def remove_later(path: str) -> None:
+    """Remove a stopped server's directory off the caller's path.
+
+    It is renamed at once into ``<cache>/trash`` (its old path is gone when
+    this returns) and deleted by a background thread: deleting some
+    thousand files took 150-1100 ms on a loaded disk.  The trash is
+    registered with the zygote (removed if the runner dies) and waited for
+    at exit.  Where the rename cannot be done (another file system), the
+    directory is deleted now.
+    """
+    global _exit_hook
+    trash = os.path.join(cache_root(), "trash")
+    try:
+        os.makedirs(trash, mode=0o700, exist_ok=True)
+        for name in os.listdir(trash):  # what a runner killed with its zygote left
+            if _stale(name):
+                shutil.rmtree(os.path.join(trash, name), ignore_errors=True)
+        target = os.path.join(trash, f".{int(time.time())}-{secrets.token_hex(8)}")
+        supervisor.register_dir(target)
+        os.rename(path, target)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+
+    def remove() -> None:
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            supervisor.register_dir(target, add=False)
+        except Exception:
+            pass
+    thread = threading.Thread(target=remove, daemon=True, name="harness-remove")
+    with _refill_lock:
+        if not _exit_hook:
+            atexit.register(_stop_refills)
+            _exit_hook = True
+        _removals[:] = [t for t in _removals if t.is_alive()] + [thread]
+    thread.start()
 
 
 def wait_refills(timeout: float) -> None:
     """Wait for the background copies (a benchmark's quiet start; tests)."""
     deadline = Deadline(timeout)
     with _refill_lock:
-        threads = list(_refills.values())
+        threads = list(_refills.values()) + list(_removals)
     for thread in threads:
         thread.join(deadline.remaining())
 
