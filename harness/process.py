@@ -37,11 +37,11 @@ from ._config import scaled, scaled_for_cleanup, timeout_factor
 from ._os import kill, proc, procinfo
 from ._os.identity import ProcessId
 from ._server import address, launch, marker, ownership, safety_net, supervisor
-from ._server.diagnostics import StartFacts, describe_exit, start_failure
+from ._server.diagnostics import StartFacts, describe_exit, launch_failure, start_failure
 from ._server.log import ServerLog
 from ._server.spec import PathLike, ServerSpec, Verify
 from ._wait import Deadline, poll_interval
-from .checks import Check, HealthSpec, Outcome, Ready, WaitEnd, wait_ready
+from .checks import Check, HealthSpec, Ready, WaitEnd, wait_ready
 from .errors import HarnessError, PortUnavailable, ServerStartError, WaitTimeout
 from .http import Response
 
@@ -275,6 +275,8 @@ class ServerProcess:
                 listen_fd=self._listener.fileno() if self._listener is not None else None,
                 deadline=deadline)
         except supervisor.LaunchError as exc:
+            if exc.orphan is not None:  # its keeper died before confirming it: ours to end
+                self._stop_escapees(scaled_for_cleanup(KILL_WAIT), also=[exc.orphan])
             self._release_port()
             self.command = exc.command
             raise self._launch_error(exc, exc.command) from None
@@ -292,19 +294,10 @@ class ServerProcess:
         safety_net.add(self)
 
     def _launch_error(self, exc: supervisor.LaunchError, command: List[str]) -> ServerStartError:
-        from ._server.diagnostics import shown
-        if exc.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR):
-            fix = "fix the command (is the program installed, on PATH and executable?)"
-        elif exc.detail:
-            fix = "fix the import error above (the preload or target module)"
-        else:
-            fix = "see the error above; the next start launches a fresh launcher"
-        lines = [f"could not launch server {self.name!r}: {exc}", f"  command: {shown(command)}",
-                 f"  cwd: {self.cwd or os.getcwd()}"]
-        if exc.detail:
-            lines.extend("    " + line for line in exc.detail.rstrip().splitlines())
-        lines.append(f"  fix: {fix}")
-        return ServerStartError("\n".join(lines))
+        return ServerStartError(launch_failure(
+            self.name, str(exc), errno=exc.errno, detail=exc.detail,
+            keeper_died=exc.orphan is not None, command=command, cwd=self.cwd or os.getcwd(),
+            preload=self.spec.preload))
 
     def _exited(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for the server to exit; True if it has (or never ran)."""
@@ -394,7 +387,9 @@ class ServerProcess:
         if result.reason is not WaitEnd.EXITED and self.pid is not None \
                 and self.spec.uses_port and self.port is not None:
             other = ownership.listen_ports(self._tree()) - {self.port}
-        where = f"unix socket {self.socket_path}" if self.spec.unix_socket else self.url
+        where = f"unix socket {self.socket_path}" if self.spec.unix_socket else self.where
+        keeper_lost = result.reason is WaitEnd.EXITED and self._launched is not None \
+            and self._launched.link.lost and self.returncode is None
         try:
             self._end(grace=scaled_for_cleanup(min(self.stop_timeout, 1.0)), keep_log=False,
                       check_port=False, forget_log=False)
@@ -413,7 +408,8 @@ class ServerProcess:
             details=dict(result.tally.details), other_ports=other, port=self.port, lost=lost,
             fixed_port=self.spec.port is not None, deadline_seconds=deadline.seconds or 0.0,
             start_timeout=self.start_timeout, factor=_factor(), log_lines=log_lines,
-            log_path=kept, warm=self.warm, not_kept=self._log.why_not_kept)
+            log_path=kept, warm=self.warm, not_kept=self._log.why_not_kept,
+            keeper_lost=keeper_lost)
         cls, message = start_failure(facts)
         _log.info("server %r failed to start: %s", self.name, message.splitlines()[0])
         return cls(message, returncode=self.returncode, log_path=kept,

@@ -331,22 +331,34 @@ class Keeper:
     def run(self, log_fd: int, listen_fd: Optional[int], inherited: List[int]) -> None:
         become_subreaper()
         errpipe_r, errpipe_w = os.pipe()
+        go_r, go_w = os.pipe()
         spid = os.fork()
         if spid == 0:
             link_fd = self.link.detach()
+            os.close(go_w)
+            # Nothing of the server runs before the runner knows who it is: a
+            # server that kills its keeper at once must not be one nobody can name.
+            if os.read(go_r, 1) != b"g":
+                os._exit(70)  # the keeper died first: nothing would supervise it
             _server(self.request, log_fd, listen_fd, errpipe_w,
-                    inherited + [errpipe_r, self.loop.wake_r, self.loop.wake_w,
+                    inherited + [go_r, errpipe_r, self.loop.wake_r, self.loop.wake_w,
                                  self.loop.lifeline, link_fd])
-        for fd in [log_fd, errpipe_w] + ([listen_fd] if listen_fd is not None else []):
+        for fd in [log_fd, errpipe_w, go_r] + ([listen_fd] if listen_fd is not None else []):
             os.close(fd)
         self.server = proc.identity(spid) or ProcessId(spid, None)
+        # Say who the server is before it runs: if this keeper is killed
+        # before the start is confirmed (the server may kill it), the runner
+        # still knows which process to end.
+        self._send({"forked": spid, "keeper": os.getpid(), "identity": str(self.server)})
+        os.write(go_w, b"g")
+        os.close(go_w)
         failure = self._read_errpipe(errpipe_r)
         os.close(errpipe_r)
         if failure is not None:
             self._send({"spawn_error": failure})
             self._stop(grace=0.0)
             os._exit(0)
-        self._send({"started": spid, "keeper": os.getpid(), "identity": str(self.server)})
+        self._send({"started": spid})
         self._serve()
 
     def _read_errpipe(self, fd: int) -> Optional[str]:
