@@ -562,6 +562,8 @@ class ServerProcess:
         self._release_port()
         if ran and self.spec.socket_path is not None and not still_open:
             address.remove_socket(self.spec.socket_path)  # the test's path: no stale file
+        if ran and self.warm and self._dir is not None:
+            launch.learn(self.spec, self._dir)  # what it imported, for the next one
         if keep_log:
             kept = self._keep_log()
             if died_alone:
