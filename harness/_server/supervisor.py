@@ -281,6 +281,21 @@ class Zygote:
         raise LaunchError(f"importing the target's module {module!r} failed",
                           detail=str(answer.get("error", "")))
 
+    def import_learned(self, modules: Sequence[str], timeout: float) -> Dict[str, Any]:
+        """Import modules servers imported when they ran (see ``zygote._import_learned``):
+        ``{"ok", "imported", "module", "changed"}``.  A zygote a module changed is broken."""
+        with self.lock:
+            try:
+                channel.send(self.control, {"op": "learn", "modules": list(modules)})
+                answer, _ = channel.recv(self.control, timeout)
+            except (OSError, channel.ChannelClosed, channel.ChannelTimeout) as exc:
+                self.broken = True
+                return {"ok": False, "imported": [], "module": "", "changed": repr(exc)}
+        self.imported.update(answer.get("imported", ()))
+        if not answer.get("ok"):
+            self.broken = True
+        return answer
+
     def register_dir(self, path: str, add: bool = True) -> None:
         try:
             self.send({"op": "dir+" if add else "dir-", "path": path})
