@@ -348,6 +348,8 @@ class DeadlineSocket:
         self.limit = limit
         self.received = 0
         self.sent = 0
+        self._tls = sock if isinstance(sock, ssl.SSLSocket) else None
+        self._poller: Optional["select.poll"] = None  # made by the first has_input()
 
     def arm(self, limit: Limit) -> None:
         self.limit = limit
@@ -414,20 +416,21 @@ class DeadlineSocket:
 
     def close(self) -> None:
         self._closed = True
+        self._poller = None
         if self._io_refs <= 0:
             self._sock.close()
 
     def has_input(self) -> bool:
         """True when something came that nobody read: bytes, the end of the stream
-        or a reset.  One poll that does not wait (a microsecond or two)."""
-        sock = self._sock
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        or a reset.  One poll that does not wait (about a microsecond)."""
+        if self._closed:
             return True
-        fd = sock.fileno()
-        if fd < 0:
+        if self._tls is not None and self._tls.pending():  # decrypted, not yet read
             return True
-        poller = select.poll()  # no FD_SETSIZE limit, unlike select()
-        poller.register(fd, select.POLLIN)
+        poller = self._poller
+        if poller is None:  # one per socket: registered once, gone with the socket
+            poller = self._poller = select.poll()  # no FD_SETSIZE limit, unlike select()
+            poller.register(self._sock.fileno(), select.POLLIN)
         return bool(poller.poll(0))  # POLLHUP and POLLERR count too
 
 
@@ -573,8 +576,8 @@ class Connection(http.client.HTTPConnection):
         """True when this idle kept-alive connection cannot carry another request:
         the peer closed or reset it, or sent bytes nobody asked for.  Costs one poll
         that does not wait; False when not connected (a request connects anew)."""
-        sock = self.deadline_socket
-        return sock is not None and sock.has_input()
+        sock: object = self.sock
+        return isinstance(sock, DeadlineSocket) and sock.has_input()
 
     @property
     def deadline_socket(self) -> Optional[DeadlineSocket]:
