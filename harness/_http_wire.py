@@ -29,6 +29,7 @@ import http.client
 import io
 import json as _json
 import os
+import select
 import socket
 import ssl
 import sys
@@ -347,6 +348,8 @@ class DeadlineSocket:
         self.limit = limit
         self.received = 0
         self.sent = 0
+        self._tls = sock if isinstance(sock, ssl.SSLSocket) else None
+        self._poller: Optional["select.poll"] = None  # made by the first has_input()
 
     def arm(self, limit: Limit) -> None:
         self.limit = limit
@@ -413,8 +416,22 @@ class DeadlineSocket:
 
     def close(self) -> None:
         self._closed = True
+        self._poller = None
         if self._io_refs <= 0:
             self._sock.close()
+
+    def has_input(self) -> bool:
+        """True when something came that nobody read: bytes, the end of the stream
+        or a reset.  One poll that does not wait (about a microsecond)."""
+        if self._closed:
+            return True
+        if self._tls is not None and self._tls.pending():  # decrypted, not yet read
+            return True
+        poller = self._poller
+        if poller is None:  # one per socket: registered once, gone with the socket
+            poller = self._poller = select.poll()  # no FD_SETSIZE limit, unlike select()
+            poller.register(self._sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))  # POLLHUP and POLLERR count too
 
 
 class _Reader(io.RawIOBase):
@@ -528,7 +545,9 @@ class Connection(http.client.HTTPConnection):
 
     Call :meth:`arm` with the seconds an exchange may take before each
     request (connecting included, when the connection is opened by that
-    request); everything until the next ``arm`` shares that budget.
+    request); everything until the next ``arm`` shares that budget.  Arming
+    with a :class:`Limit` shares it with another connection (a request sent
+    again on a new one keeps its first deadline).
     """
 
     def __init__(self, host: str, port: int, *, tls: Optional[ssl.SSLContext] = None,
@@ -539,12 +558,26 @@ class Connection(http.client.HTTPConnection):
         if tls is not None:
             self.default_port = 443  # the Host header leaves out the scheme's own port
         self.limit = Limit(5.0)
+        self._socket: Optional[DeadlineSocket] = None  # the last one opened, even if closed
 
-    def arm(self, seconds: float) -> None:
-        self.limit = Limit(seconds)
+    def arm(self, limit: Union[float, Limit]) -> None:
+        self.limit = limit if isinstance(limit, Limit) else Limit(limit)
         sock = self.deadline_socket
         if sock is not None:
             sock.arm(self.limit)
+
+    @property
+    def received(self) -> int:
+        """Bytes of the answer received since :meth:`arm`; still right after a failure
+        closed the connection (http.client closes it on a reset or an early end)."""
+        return self._socket.received if self._socket is not None else 0
+
+    def stale(self) -> bool:
+        """True when this idle kept-alive connection cannot carry another request:
+        the peer closed or reset it, or sent bytes nobody asked for.  Costs one poll
+        that does not wait; False when not connected (a request connects anew)."""
+        sock: object = self.sock
+        return isinstance(sock, DeadlineSocket) and sock.has_input()
 
     @property
     def deadline_socket(self) -> Optional[DeadlineSocket]:
@@ -554,7 +587,7 @@ class Connection(http.client.HTTPConnection):
     def connect(self) -> None:
         if hasattr(sys, "audit"):
             sys.audit("http.client.connect", self, self.host, self.port)
-        self.sock = open_socket(
+        self.sock = self._socket = open_socket(
             self.host, self.port, self.limit, unix_socket=self.unix_socket, tls=self.tls)
 
 

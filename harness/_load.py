@@ -5,6 +5,17 @@ server drops it (the failed request is counted by kind in ``errors``) or asks
 to close it (not an error).  The run is bounded in count (``requests``) and
 in time (``deadline``): a sick server gives a :class:`LoadResult` that says
 what went wrong how often, never an exception per request.
+
+An HTTP/1.1 server may close a kept-alive connection whenever it likes,
+without saying so (RFC 9112, 9.3.1); a request sent on it then never reaches
+the server.  So, as browsers, urllib3 and Go's client do: before reusing a
+connection a worker checks (one poll that does not wait) whether the server
+closed it, and opens a new one if so (``stale``); and a request of an
+idempotent method that meets a close or reset on a reused connection before
+any byte of its answer is sent once more on a new connection (``resent``),
+as one request with one latency.  Neither is a failure; both are counted.  A
+failure on a new connection, of a resent request, or of a non-idempotent
+method (the server may have acted on it) counts as it did.
 """
 from __future__ import annotations
 
@@ -20,8 +31,10 @@ from typing import Any, Dict, List, Mapping, Optional
 from ._config import scaled
 from ._http_wire import (
     DEFAULT_MAX_BODY,
+    IDEMPOTENT_METHODS,
     Connection,
     ExpectStatus,
+    Limit,
     Target,
     Verify,
     check_expect_status,
@@ -52,6 +65,15 @@ class LoadResult:
     successful request took, sorted; ``throughput`` is successful requests
     per second of the whole run; ``connections`` how many connections were
     opened (``concurrency`` when none was dropped).
+
+    ``stale`` counts kept-alive connections the server had closed (or sent
+    unasked bytes on) when a worker was about to reuse them: replaced by a new
+    one, no request lost.  ``resent`` counts requests of an idempotent method
+    sent a second time, on a new connection, because the kept-alive one they
+    went out on was closed or reset before any byte of the answer came: the
+    server closing it as the request arrived looks just like that (a real
+    drop of such a request does too, and is a failure only if the second
+    attempt fails as well).  Each request counts once in ``ok`` or ``failed``.
     """
 
     url: str
@@ -64,6 +86,8 @@ class LoadResult:
     latencies: List[float]
     duration: float
     connections: int
+    stale: int = 0
+    resent: int = 0
 
     @property
     def throughput(self) -> float:
@@ -100,6 +124,9 @@ class LoadResult:
             lines[-1] += f" ({kinds})"
         lines.append(f"  throughput {self.throughput:.1f} ok/s over {self.connections} "
                      f"connection{'s' if self.connections != 1 else ''}")
+        if self.stale or self.resent:
+            lines.append(f"  kept-alive connections closed by the server: {self.stale} found "
+                         f"closed before reuse, {self.resent} resent (closed under the request)")
         if self.latencies:
             ms = [f"{name} {1000 * value:.2f}" for name, value in (
                 ("p50", self.p50), ("p95", self.p95), ("p99", self.p99),
@@ -128,46 +155,107 @@ class _LoadRun:
 class _Tally:
     ok: int = 0
     connections: int = 0
+    stale: int = 0
+    resent: int = 0
     latencies: List[float] = dataclasses.field(default_factory=list)
     errors: "Counter[str]" = dataclasses.field(default_factory=Counter)
 
 
-def _worker(run: _LoadRun, target: Target, method: str, payload: Optional[bytes],
-            headers: Dict[str, str], timeout: float, expect_status: ExpectStatus,
-            tls: Optional[ssl.SSLContext], unix_socket: Optional[str], tally: _Tally) -> None:
-    conn: Optional[Connection] = None
-    try:
-        while run.take():
-            if conn is None:
-                conn = target.connection(tls, unix_socket)
-                tally.connections += 1
-            # This request, connecting included, gets `timeout` or what is left of the run.
-            conn.arm(run.deadline.cap(timeout))
-            started = time.perf_counter()
+#: How a server's close of a kept-alive connection meets a request sent on it:
+#: the end of the stream at the status line (RemoteDisconnected, itself a
+#: ConnectionResetError), a reset, a broken pipe, a TLS close.
+_CLOSED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+           ssl.SSLZeroReturnError, ssl.SSLEOFError)
+
+
+class _Worker:
+    """One thread's requests over one keep-alive connection, replaced when it ends."""
+
+    def __init__(self, run: _LoadRun, target: Target, method: str, payload: Optional[bytes],
+                 headers: Dict[str, str], timeout: float, expect_status: ExpectStatus,
+                 tls: Optional[ssl.SSLContext], unix_socket: Optional[str],
+                 tally: _Tally) -> None:
+        self.run = run
+        self.target = target
+        self.method = method
+        self.payload = payload
+        self.headers = headers
+        self.timeout = timeout
+        self.expect_status = expect_status
+        self.tls = tls
+        self.unix_socket = unix_socket
+        self.tally = tally
+        self.resendable = method in IDEMPOTENT_METHODS
+        self.conn: Optional[Connection] = None
+
+    def __call__(self) -> None:
+        try:
+            while self.run.take():
+                if self.conn is not None and self.conn.stale():  # the server closed it
+                    self.close()
+                    self.tally.stale += 1
+                # This request, connecting and a resend included, gets `timeout` or
+                # what is left of the run.
+                limit = Limit(self.run.deadline.cap(self.timeout))
+                started = time.perf_counter()
+                status = self.send(limit)
+                if status is None:
+                    continue
+                if _is_ok(status, self.expect_status):
+                    self.tally.ok += 1
+                    self.tally.latencies.append(time.perf_counter() - started)
+                else:
+                    self.tally.errors[f"status {status}"] += 1
+        finally:
+            self.close()
+
+    def send(self, limit: Limit) -> Optional[int]:
+        """The answer's status, or None when the request failed (counted by kind)."""
+        reused = self.conn is not None
+        conn = self.connection()
+        try:
+            return self.exchange(conn, limit)
+        except Exception as exc:  # counted, never raised: that is load()'s contract
+            if not (reused and self.resendable and isinstance(exc, _CLOSED)
+                    and conn.received == 0 and limit.left() > 0):
+                self.tally.errors[error_kind(exc)] += 1
+                return None
+        # Most likely the server closed the connection before it read the request.
+        self.tally.resent += 1
+        try:
+            return self.exchange(self.connection(), limit)
+        except Exception as exc:
+            self.tally.errors[error_kind(exc)] += 1
+            return None
+
+    def connection(self) -> Connection:
+        if self.conn is None:
+            self.conn = self.target.connection(self.tls, self.unix_socket)
+            self.tally.connections += 1
+        return self.conn
+
+    def exchange(self, conn: Connection, limit: Limit) -> int:
+        """Send the request on ``conn`` and read the answer; a failure closes ``conn``."""
+        conn.arm(limit)
+        try:
+            conn.request(self.method, self.target.path, body=self.payload,
+                         headers=self.headers)
+            answer = conn.getresponse()
             try:
-                conn.request(method, target.path, body=payload, headers=headers)
-                answer = conn.getresponse()
-                try:
-                    read_body(answer, DEFAULT_MAX_BODY, keep=False)
-                finally:
-                    answer.close()
-            except Exception as exc:  # counted, never raised: that is load()'s contract
-                tally.errors[error_kind(exc)] += 1
-                conn.close()
-                conn = None
-                continue
-            took = time.perf_counter() - started
-            if answer.will_close:  # the server said so: reconnect, not an error
-                conn.close()
-                conn = None
-            if _is_ok(answer.status, expect_status):
-                tally.ok += 1
-                tally.latencies.append(took)
-            else:
-                tally.errors[f"status {answer.status}"] += 1
-    finally:
-        if conn is not None:
-            conn.close()
+                read_body(answer, DEFAULT_MAX_BODY, keep=False)
+            finally:
+                answer.close()
+        except Exception:
+            self.close()
+            raise
+        if answer.will_close:  # the server said so: reconnect, not an error
+            self.close()
+        return answer.status
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def _is_ok(status: int, expect_status: ExpectStatus) -> bool:
@@ -228,9 +316,10 @@ def load(url: str, *, requests: int = 500, concurrency: int = 16, method: str = 
     workers = min(concurrency, requests)
     run = _LoadRun(requests, Deadline(total))
     tallies = [_Tally() for _ in range(workers)]
-    threads = [threading.Thread(target=_worker, name=f"harness-load-{i}", daemon=True,
-                                args=(run, target, method, payload, header_map, per_request,
-                                      expect_status, tls, unix_socket, tallies[i]))
+    threads = [threading.Thread(target=_Worker(run, target, method, payload, header_map,
+                                               per_request, expect_status, tls, unix_socket,
+                                               tallies[i]),
+                                name=f"harness-load-{i}", daemon=True)
                for i in range(workers)]
     for thread in threads:
         thread.start()
@@ -243,10 +332,12 @@ def _merge(url: str, method: str, requests: int, concurrency: int, duration: flo
            tallies: List[_Tally]) -> LoadResult:
     errors: "Counter[str]" = Counter()
     latencies: List[float] = []
-    ok = connections = 0
+    ok = connections = stale = resent = 0
     for tally in tallies:
         ok += tally.ok
         connections += tally.connections
+        stale += tally.stale
+        resent += tally.resent
         latencies.extend(tally.latencies)
         errors.update(tally.errors)
     done = ok + sum(errors.values())
@@ -255,4 +346,4 @@ def _merge(url: str, method: str, requests: int, concurrency: int, duration: flo
     latencies.sort()
     return LoadResult(url=url, method=method, requests=requests, concurrency=concurrency,
                       ok=ok, failed=requests - ok, errors=dict(errors), latencies=latencies,
-                      duration=duration, connections=connections)
+                      duration=duration, connections=connections, stale=stale, resent=resent)

@@ -218,7 +218,7 @@ def server_block(server: ServerProcess, scope: str, lines: int) -> str:
     log_path = server.log_path
     if state != "running" and log_path and _is_kept(log_path):
         state += f"; log kept at {log_path}"
-    head = f"--- {scope} server {server.name!r} (pid {server.pid}, {server.url}, {state})"
+    head = f"--- {scope} server {server.name!r} (pid {server.pid}, {server.where}, {state})"
     body = "\n".join("    " + line for line in tail.splitlines()) if tail.strip() \
         else "    (the log is empty)"
     return head + "\n" + body

@@ -83,6 +83,15 @@ def check_bool(value: object, name: str) -> bool:
     return value
 
 
+def check_offset(value: object, name: str) -> int:
+    """A byte offset: an int >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int byte offset, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
 def pattern(value: object, name: str = "pattern") -> "Pattern[str]":
     """A regex: a str (compiled here) or a compiled str pattern."""
     if isinstance(value, str):

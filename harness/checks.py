@@ -452,9 +452,14 @@ class WaitEnd(str, enum.Enum):
 
 
 class Ready(NamedTuple):
+    """How :func:`wait_ready` ended, and when (seconds on ``deadline``'s clock)."""
     ok: bool
     reason: WaitEnd
     tally: Tally
+    first_pass: Optional[float] = None   # the first probe that passed
+    probes: int = 0                      # probes made up to that one, it included
+    done: Optional[float] = None         # when it returned
+    verifying: float = 0.0               # time spent in ``verify``
 
 
 def wait_ready(server: Any, check: Check, *, successes: int, deadline: Deadline,
@@ -479,33 +484,46 @@ def wait_ready(server: Any, check: Check, *, successes: int, deadline: Deadline,
     """
     tally = Tally()
     streak = 0
+    first_pass: Optional[float] = None
+    probes = 0
+    verifying = 0.0
+
+    def ended(ok: bool, reason: WaitEnd) -> Ready:
+        return Ready(ok, reason, tally, first_pass, probes, deadline.elapsed(), verifying)
+
     while True:
         if exited(0):
-            return Ready(False, WaitEnd.EXITED, tally)
+            return ended(False, WaitEnd.EXITED)
         if deadline.expired:
-            return Ready(False, WaitEnd.TIMEOUT, tally)
+            return ended(False, WaitEnd.TIMEOUT)
         outcome = check.probe(server, max(deadline.cap(probe_time), 0.001))
+        if first_pass is None:
+            probes += 1
+            if outcome.ok:
+                first_pass = deadline.elapsed()
         if outcome.ok and streak + 1 >= successes and verify is not None:
+            started = deadline.elapsed()
             outcome = verify() or outcome
+            verifying += deadline.elapsed() - started
         tally.add(outcome)
         if outcome.ok:
             streak += 1
             if streak >= successes:
                 if exited(0):
-                    return Ready(False, WaitEnd.EXITED, tally)
-                return Ready(True, WaitEnd.READY, tally)
+                    return ended(False, WaitEnd.EXITED)
+                return ended(True, WaitEnd.READY)
             continue  # the next pass is asked for at once
         streak = 0
         if stop_on(outcome):
-            return Ready(False, WaitEnd.PORT_LOST, tally)
+            return ended(False, WaitEnd.PORT_LOST)
         verdict = watch() if watch is not None else None
         if verdict is not None:
             tally.add(verdict)
-            return Ready(False, WaitEnd.GAVE_UP, tally)
+            return ended(False, WaitEnd.GAVE_UP)
         # From a quarter of a millisecond: most servers listen within a few ms
         # of their start, and a refused connect costs about 0.1 ms.
         if exited(deadline.cap(poll_interval(deadline.elapsed(), first=0.00025))):
-            return Ready(False, WaitEnd.EXITED, tally)
+            return ended(False, WaitEnd.EXITED)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, *, what: Optional[str] = None,

@@ -20,7 +20,6 @@ The contract is in README.rst, "Servers"; DEVELOPING.rst has the map.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -37,11 +36,11 @@ from ._config import scaled, scaled_for_cleanup, timeout_factor
 from ._os import kill, proc, procinfo
 from ._os.identity import ProcessId
 from ._server import address, launch, marker, ownership, safety_net, supervisor
-from ._server.diagnostics import StartFacts, describe_exit, start_failure
+from ._server.diagnostics import StartFacts, describe_exit, launch_failure, start_failure
 from ._server.log import ServerLog
 from ._server.spec import PathLike, ServerSpec, Verify
 from ._wait import Deadline, poll_interval
-from .checks import Check, HealthSpec, Outcome, Ready, WaitEnd, wait_ready
+from .checks import Check, HealthSpec, Ready, WaitEnd, wait_ready
 from .errors import HarnessError, PortUnavailable, ServerStartError, WaitTimeout
 from .http import Response
 
@@ -50,10 +49,13 @@ _log = logging.getLogger("harness.process")
 LOG_TAIL_LINES = 40
 MAX_RELAUNCHES = 3
 KILL_WAIT = 5.0   # after SIGKILL, how long processes may take to disappear
-# A check passed and nothing listens on $PORT: how long the server's tree must
-# then do nothing (no CPU time, nothing runnable) to be taken as a process
-# without a port rather than a server still on its way to bind.
-UNBOUND_IDLE = 0.1
+# A check that does not talk to the port passed, and the server's tree listens
+# nowhere: how long to wait for its listener before taking it for a process
+# without a port (the wait is logged; listens=False skips it).  Also how long
+# a server may listen on other ports only before a warning says so.
+LISTENER_GRACE = 1.0
+# Waits harness adds beyond the user's own check are logged from this long.
+NOTABLE_WAIT = 0.05
 _ADDR_IN_USE = re.compile(r"address already in use|EADDRINUSE|errno (98|48)\b", re.I)
 _SUN_PATH_MAX = 100  # sockaddr_un.sun_path holds 108 bytes (104 on macOS)
 
@@ -71,12 +73,12 @@ class ServerProcess:
                  kwargs: Optional[Mapping[str, Any]] = None,
                  preload: Optional[Sequence[str]] = None, host: str = "127.0.0.1",
                  port: Optional[int] = None, port_range: Optional[Sequence[int]] = None,
-                 handoff: bool = False, unix_socket: bool = False,
+                 handoff: bool = False, unix_socket: Union[bool, PathLike] = False,
                  env: Optional[Mapping[str, Optional[str]]] = None,
                  cwd: Optional[PathLike] = None, health: HealthSpec = "/health",
-                 ready_successes: int = 2, start_timeout: float = 10.0,
+                 ready_successes: Optional[int] = None, start_timeout: float = 10.0,
                  stop_timeout: float = 5.0, name: Optional[str] = None, https: bool = False,
-                 verify: Verify = True, listens: bool = True,
+                 verify: Verify = True, listens: Optional[bool] = None,
                  user: Optional[Union[str, int]] = None,
                  stop_signal: int = signal.SIGTERM) -> None:
         self.spec = ServerSpec.checked(
@@ -111,7 +113,9 @@ class ServerProcess:
             _http_wire.ssl_context(spec.verify) if spec.https else None)
         self._log = ServerLog()
         self._launched: Optional[launch.Launched] = None
-        self._unbound = ownership.Idleness()  # see _verify_listener
+        self._owner: Optional[int] = None  # the process that started it (stop is its alone)
+        self._binds_port = False  # seen listening on $PORT, or relaunched for losing it
+        self._proof: Optional[ownership.ListenerProof] = None  # the current launch's
         self._lease: Any = None
         self._listener: Optional[socket.socket] = None
         self._dir: Optional[str] = None
@@ -123,11 +127,25 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT`` (``https``; ``http://localhost`` for a Unix-socket server,
+        whose requests go to :attr:`socket_path`); a ``listens=False`` server has none."""
         scheme = "https" if self.spec.https else "http"
         if self.spec.unix_socket:
             return f"{scheme}://localhost"
+        if self.spec.listens is False:
+            raise HarnessError(f"server {self.name!r} has no address: it was made with "
+                               f"listens=False (a process without a port)")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def where(self) -> str:
+        """Where the server listens, in words: its URL, ``unix:PATH`` or ``no port``."""
+        if self.spec.unix_socket:
+            return f"unix:{self.socket_path or self.spec.socket_path or '(not made yet)'}"
+        if self.spec.listens is False:
+            return "no port"
+        return self.url
 
     @property
     def log_path(self) -> Optional[str]:
@@ -157,16 +175,22 @@ class ServerProcess:
         return "not started"
 
     def __repr__(self) -> str:
-        where = f"unix:{self.socket_path}" if self.spec.unix_socket else self.url
-        return f"<ServerProcess {self.name!r} pid={self.pid} {where} {self.state}>"
+        return f"<ServerProcess {self.name!r} pid={self.pid} {self.where} {self.state}>"
 
-    def output(self) -> str:
-        """Everything the server wrote to stdout and stderr so far.
+    def output(self, since: int = 0) -> str:
+        """What the server wrote to stdout and stderr, from byte ``since`` of its log on.
 
+        ``since`` is a :meth:`log_mark` taken earlier (``0``: everything).
         After :meth:`stop` the log file is gone; the last MiB of it is kept
         in memory.
         """
-        return self._log.text()
+        return self._log.text(_validate.check_offset(since, "since"))
+
+    def log_mark(self) -> int:
+        """Where the output ends now: pass it to ``output(since=...)`` later to read only
+        what the server wrote after this moment."""
+        return self._log.size() if self._log.exists else self._log.kept_from + len(
+            self._log.kept_output.encode("utf-8", "replace"))
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return self._log.tail(lines)
@@ -180,7 +204,9 @@ class ServerProcess:
             if self._launched is not None:
                 return self
             scaled(self.start_timeout)  # a bad factor raises here, before anything starts
+            prepared = Deadline(None)
             launch.prepare(self.spec)   # the launchers this start needs, started on first use
+            preparing = prepared.elapsed()
             deadline = Deadline(scaled(self.start_timeout))
             self._make_dir()
             relaunches = 0
@@ -188,6 +214,7 @@ class ServerProcess:
             while True:
                 try:
                     self._launch(deadline)
+                    launched = deadline.elapsed()
                     result = self._wait(deadline)
                 except BaseException as exc:
                     # An interrupted start keeps nothing; a failed one keeps its log
@@ -197,19 +224,18 @@ class ServerProcess:
                     self._end(grace=0.0, keep_log=keep, check_port=False)
                     raise
                 if result.ok:
-                    _log.info("server %r ready in %.3f s (pid %s, %s%s)", self.name,
-                              deadline.elapsed(), self.pid, self.url,
-                              ", warm" if self.warm else "")
+                    self._report_ready(result, launched, preparing, relaunches)
                     return self
                 lost = self._lost_port(result)
                 if lost and self.spec.port is None and not self.handoff \
                         and not self.spec.unix_socket and relaunches < MAX_RELAUNCHES \
                         and not deadline.expired:
                     relaunches += 1
+                    self._binds_port = True  # it wanted the port it lost: it binds $PORT
                     message = (f"port {self.port} was lost ({lost}); relaunching on a new "
                                f"port (relaunch {relaunches} of {MAX_RELAUNCHES})")
                     self._log.note(message)
-                    _log.info("server %r: %s", self.name, message)
+                    _log.warning("server %r: %s", self.name, message)
                     self._end_launch(grace=0.0)
                     self._release_port()
                     continue
@@ -218,6 +244,46 @@ class ServerProcess:
                 finally:
                     self._remove_dir()  # whatever happened while describing the failure
                 raise error
+
+    def _report_ready(self, result: Ready, launched: float, preparing: float,
+                      relaunches: int) -> None:
+        """The INFO line of a start: how its time was spent; a WARNING for a wait of ours."""
+        def ms(seconds: Optional[float]) -> str:
+            return f"{1000 * (seconds or 0.0):.1f} ms"
+        steps = []
+        if preparing >= 0.001:
+            steps.append(f"launchers started in {ms(preparing)} (not counted)")
+        steps.append(f"launched in {ms(launched)}")
+        probes = f"{result.probes} probe{'s' if result.probes != 1 else ''}"
+        steps.append(f"check passed at {ms(result.first_pass)} after {probes}")
+        steps.append(f"{self.ready_successes} pass{'es' if self.ready_successes != 1 else ''} "
+                     f"in a row at {ms(result.done)}")
+        if result.verifying >= 0.0001:
+            steps.append(f"listener proof {ms(result.verifying)}")
+        proof = self._proof
+        if proof is not None and proof.where:
+            steps.append(f"it listens on {proof.where}, not on its $PORT {self.port}")
+        if proof is not None and proof.without_port:
+            steps.append("taken for a process without a port")
+        if relaunches:
+            steps.append(f"{relaunches} relaunch{'es' if relaunches != 1 else ''} on a new port")
+        where = self.where if proof is None or not (proof.where or proof.without_port) \
+            else f"{self.where} unused"
+        _log.info("server %r ready in %.3f s (pid %s, %s%s): %s", self.name, result.done or 0.0,
+                  self.pid, where, ", warm" if self.warm else "", "; ".join(steps))
+        if proof is not None and proof.without_port:
+            _log.warning(
+                "server %r passed its check, but its process tree listens nowhere (no TCP "
+                "port, no Unix socket): waited %.3f s for a listener, then took it for a "
+                "process without a port.  Pass listens=False if it has no port (no wait, no "
+                "port leased); if it is a server whose check passes before it listens, make "
+                "the check talk to it (HttpCheck, TcpCheck)", self.name, proof.waited)
+        elif proof is not None and proof.waited >= NOTABLE_WAIT:
+            _log.warning(
+                "server %r passed its check %.3f s before it listened on $PORT %s: waited "
+                "%.3f s for a listener.  A check that talks to the server (HttpCheck, TcpCheck) "
+                "passes only once it listens; pass listens=False for a process without a port",
+                self.name, proof.waited, self.port, proof.waited)
 
     def _make_dir(self) -> None:
         self._dir = marker.make_private_dir()
@@ -242,14 +308,10 @@ class ServerProcess:
     def _take_address(self) -> None:
         """Lease the port (or make the socket path); with handoff also bind and listen."""
         if self.spec.unix_socket:
-            assert self._dir is not None
-            self.socket_path, extra = address.socket_path(self._dir)
-            if extra is not None:
-                supervisor.register_dir(extra)  # removed with the rest if the runner dies
-                marker.give_to(extra, self.spec.uid, self.spec.gid)
-            if self.handoff:
-                self._listener = address.unix_listener(self.socket_path)
+            self._take_socket_path()
             return
+        if self.spec.listens is False:
+            return  # a process without a port gets none
         from .ports import listening_socket
         for attempt in range(MAX_RELAUNCHES + 1):
             self._take_port()
@@ -264,6 +326,23 @@ class ServerProcess:
                 if self.spec.port is not None or attempt == MAX_RELAUNCHES:
                     raise
         raise AssertionError("unreachable")
+
+    def _take_socket_path(self) -> None:
+        """The test's own path (``unix_socket=PATH``), or one made in the private dir."""
+        if self.spec.socket_path is not None:
+            self.socket_path = self.spec.socket_path
+            try:
+                address.check_free(self.socket_path)
+            except FileExistsError as exc:
+                raise HarnessError(f"server {self.name!r}: {exc}") from None
+        else:
+            assert self._dir is not None
+            self.socket_path, extra = address.socket_path(self._dir)
+            if extra is not None:
+                supervisor.register_dir(extra)  # removed with the rest if the runner dies
+                marker.give_to(extra, self.spec.uid, self.spec.gid)
+        if self.handoff:
+            self._listener = address.unix_listener(self.socket_path)
 
     def _launch(self, deadline: Deadline) -> None:
         self._take_address()
@@ -280,6 +359,8 @@ class ServerProcess:
                 listen_fd=self._listener.fileno() if self._listener is not None else None,
                 deadline=deadline)
         except supervisor.LaunchError as exc:
+            if exc.orphan is not None:  # its keeper died before confirming it: ours to end
+                self._stop_escapees(scaled_for_cleanup(KILL_WAIT), also=[exc.orphan])
             self._release_port()
             self.command = exc.command
             raise self._launch_error(exc, exc.command) from None
@@ -289,6 +370,7 @@ class ServerProcess:
             # server died: a probe would wait on it instead of being refused.
             self._close_listener()
         self._launched = launched
+        self._owner = os.getpid()
         self.pid = launched.pid
         self.command = launched.command
         self.warm = launched.warm
@@ -297,19 +379,10 @@ class ServerProcess:
         safety_net.add(self)
 
     def _launch_error(self, exc: supervisor.LaunchError, command: List[str]) -> ServerStartError:
-        from ._server.diagnostics import shown
-        if exc.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR):
-            fix = "fix the command (is the program installed, on PATH and executable?)"
-        elif exc.detail:
-            fix = "fix the import error above (the preload or target module)"
-        else:
-            fix = "see the error above; the next start launches a fresh launcher"
-        lines = [f"could not launch server {self.name!r}: {exc}", f"  command: {shown(command)}",
-                 f"  cwd: {self.cwd or os.getcwd()}"]
-        if exc.detail:
-            lines.extend("    " + line for line in exc.detail.rstrip().splitlines())
-        lines.append(f"  fix: {fix}")
-        return ServerStartError("\n".join(lines))
+        return ServerStartError(launch_failure(
+            self.name, str(exc), errno=exc.errno, detail=exc.detail,
+            keeper_died=exc.orphan is not None, command=command, cwd=self.cwd or os.getcwd(),
+            preload=self.spec.preload))
 
     def _exited(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for the server to exit; True if it has (or never ran)."""
@@ -336,52 +409,38 @@ class ServerProcess:
         return False
 
     def _wait(self, deadline: Deadline) -> Ready:
-        expects_listener = self.spec.listens and not self.spec.unix_socket
-        verify = self._verify_listener if expects_listener else None
-        self._unbound.reset()
-        watch = ownership.PortWatch(self._tree, self.port) if expects_listener \
-            and not self.handoff and self.port is not None else None
-        return wait_ready(self, self.check, successes=self.ready_successes, deadline=deadline,
-                          exited=self._exited, verify=verify, watch=watch)
+        """Probe until ready; on a TCP port, every passed streak is checked against the
+        facts of where the server's tree listens (:class:`ownership.ListenerProof`)."""
+        self._proof = None
+        watch = None
+        if self.spec.uses_port and self.port is not None:
+            grace = scaled_for_cleanup(LISTENER_GRACE)
+            subreaper = self._launched is not None and self._launched.subreaper
+            self._proof = ownership.ListenerProof(
+                self.port, self._tree, check_uses_port=self.check.uses_port,
+                expects_port=self.spec.listens is True or self._binds_port, grace=grace,
+                daemon_check=self._only_orphans_listen if subreaper else None)
+            if not self.handoff:
+                watch = ownership.WrongPortWatch(self.port, self._tree, grace, self._warn)
+        result = wait_ready(self, self.check, successes=self.ready_successes, deadline=deadline,
+                            exited=self._exited, verify=self._proof, watch=watch)
+        if self._proof is not None and self._proof.seen_on_port:
+            self._binds_port = True
+        return result
+
+    def _warn(self, message: str) -> None:
+        _log.warning("server %r %s", self.name, message)
 
     def _tree(self) -> List[int]:
         assert self.pid is not None
         keeper = self._launched.link.keeper_pid if self._launched else None
         return ownership.tree_pids(self.pid, keeper)
 
-    def _verify_listener(self) -> Optional[Outcome]:
-        """A failing outcome if a listener on our port is not the server's, or none is yet.
-
-        A callable or log check can pass before the server listens: while
-        the server's tree works, ready waits for its listener on $PORT.  A
-        tree that passed its check and sits idle with nothing on the port
-        is a process without one (a worker), ready as its check says.
-        """
-        if self.port is None or self.pid is None:
-            return None
-        tree = self._tree()
-        split = ownership.split_listeners(self.port, tree)
-        if split is None:
-            return None  # cannot tell (not Linux)
-        ours, foreign = split
-        if foreign:
-            who = "; ".join(ownership.describe_foreign(item) for item in foreign[:3])
-            return Outcome(False, f"port answered by another process: {who}", foreign=True)
-        if not ours:
-            idle = self._unbound.idle_for(tree, time.monotonic())
-            if idle < scaled_for_cleanup(UNBOUND_IDLE):
-                return Outcome(False, f"check passed, but nothing listens on port {self.port} "
-                                      f"yet", "the server still works towards it, or has no "
-                                              "port: say listens=False then")
-            return None
-        self._unbound.reset()
-        if self._launched is not None and self._launched.subreaper \
-                and not ownership.held_by(ours, ownership.own_tree(self.pid)):
-            # Only orphans the keeper adopted listen: the server forked a daemon and
-            # is on its way out.  Not ready; its exit will be reported as such.
-            return Outcome(False, "port held by a process the server left behind "
-                                  "(it daemonized?)")
-        return None
+    def _only_orphans_listen(self, ours: List[Any]) -> bool:
+        """True if only orphans the keeper adopted hold the listeners: the server forked a
+        daemon and is on its way out (its exit will be reported as such)."""
+        assert self.pid is not None
+        return not ownership.held_by(ours, ownership.own_tree(self.pid))
 
     def _lost_port(self, result: Ready) -> str:
         if result.reason is WaitEnd.PORT_LOST:
@@ -399,7 +458,9 @@ class ServerProcess:
         if result.reason is not WaitEnd.EXITED and self.pid is not None \
                 and self.spec.uses_port and self.port is not None:
             other = ownership.listen_ports(self._tree()) - {self.port}
-        where = f"unix socket {self.socket_path}" if self.spec.unix_socket else self.url
+        where = f"unix socket {self.socket_path}" if self.spec.unix_socket else self.where
+        keeper_lost = result.reason is WaitEnd.EXITED and self._launched is not None \
+            and self._launched.link.lost and self.returncode is None
         try:
             self._end(grace=scaled_for_cleanup(min(self.stop_timeout, 1.0)), keep_log=False,
                       check_port=False, forget_log=False)
@@ -418,7 +479,8 @@ class ServerProcess:
             details=dict(result.tally.details), other_ports=other, port=self.port, lost=lost,
             fixed_port=self.spec.port is not None, deadline_seconds=deadline.seconds or 0.0,
             start_timeout=self.start_timeout, factor=_factor(), log_lines=log_lines,
-            log_path=kept, warm=self.warm, not_kept=self._log.why_not_kept)
+            log_path=kept, warm=self.warm, not_kept=self._log.why_not_kept,
+            keeper_lost=keeper_lost)
         cls, message = start_failure(facts)
         _log.info("server %r failed to start: %s", self.name, message.splitlines()[0])
         return cls(message, returncode=self.returncode, log_path=kept,
@@ -434,13 +496,25 @@ class ServerProcess:
         """
         with self._lock:
             running = self._launched is not None
+            if running and self._owner != os.getpid():
+                # A forked child (multiprocessing's fork) leaving its copy of the
+                # parent's `with server:` block: the server is the parent's.
+                _log.debug("server %r belongs to process %s; process %s leaves it running",
+                           self.name, self._owner, os.getpid())
+                return self.returncode
             started = time.monotonic()
             died = running and self._died()
-            self._end(grace=scaled_for_cleanup(self.stop_timeout), keep_log=died,
-                      check_port=True, died_alone=died)
+            grace = scaled_for_cleanup(self.stop_timeout)
+            self._end(grace=grace, keep_log=died, check_port=True, died_alone=died)
             if running:
-                _log.info("server %r stopped in %.3f s (%s)", self.name,
-                          time.monotonic() - started, describe_exit(self.returncode))
+                took = time.monotonic() - started
+                _log.info("server %r stopped in %.3f s (%s)", self.name, took,
+                          describe_exit(self.returncode))
+                if not died and self.returncode == -signal.SIGKILL and took >= grace:
+                    _log.warning(
+                        "server %r did not exit within stop_timeout=%g s of SIGTERM and was "
+                        "killed: make it exit on SIGTERM, or lower stop_timeout",
+                        self.name, self.stop_timeout)
             return self.returncode
 
     def _end_launch(self, grace: float) -> List[ProcessId]:
@@ -491,6 +565,10 @@ class ServerProcess:
         still_open = check_port and ran and self._address_accepts()
         self._close_listener()
         self._release_port()
+        if ran and self.spec.socket_path is not None and not still_open:
+            address.remove_socket(self.spec.socket_path)  # the test's path: no stale file
+        if ran and self.warm and self._dir is not None:
+            launch.learn(self.spec, self._dir)  # what it imported, for the next one
         if keep_log:
             kept = self._keep_log()
             if died_alone:
@@ -574,16 +652,22 @@ class ServerProcess:
     # ------------------------------------------------------------ waiting
 
     def wait_for_log(self, pattern: Union[str, "re.Pattern[str]"],
-                     timeout: float = 10.0) -> "re.Match[str]":
+                     timeout: float = 10.0, *, literal: bool = False) -> "re.Match[str]":
         """Wait for a line of new output that matches ``pattern``; the match.
 
-        Reads only what is new: the first call from the start of the current
-        launch's output, each later one from the end of the line the
-        previous call matched.  ``timeout`` is multiplied by
-        ``HARNESS_TIMEOUT_FACTOR``; :class:`~harness.errors.WaitTimeout` at
-        the deadline, :class:`~harness.errors.HarnessError` if the server
-        exits first (both with the output that was read).
+        ``pattern`` is a regex, or with ``literal=True`` plain text to find
+        as it is (``"GET /a?b=1"``).  Reads only what is new: the first call
+        from the start of the current launch's output, each later one from
+        the end of the line the previous call matched.  ``timeout`` is
+        multiplied by ``HARNESS_TIMEOUT_FACTOR``;
+        :class:`~harness.errors.WaitTimeout` at the deadline,
+        :class:`~harness.errors.HarnessError` if the server exits first
+        (both with the output that was read).
         """
+        if _validate.check_bool(literal, "literal"):
+            if not isinstance(pattern, str):
+                raise TypeError(f"with literal=True, pattern must be a str, got {pattern!r}")
+            pattern = re.escape(pattern)
         regex = _validate.pattern(pattern)
         limit = _validate.seconds(timeout, "timeout")
         deadline = Deadline(scaled(limit))

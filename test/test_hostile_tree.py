@@ -124,6 +124,27 @@ class KeeperKilledTest(NoLeftoversMixin, unittest.TestCase):
         self.assertEqual(wait_dead([server.pid, child], HANG), [],
                          "the server or its child outlived stop() after killing the keeper")
 
+    def test_a_server_that_kills_its_keeper_at_once_is_ended_whenever_the_keeper_dies(
+            self) -> None:
+        # `sh` kills its parent within a millisecond of its start: the keeper
+        # dies before, while or after it confirms the start.  Whichever it
+        # is, the server is named before it runs, and ended.
+        argv = ["sh", "-c", "kill -9 $PPID; echo up; exec sleep 60"]
+        seen = set()
+        for _ in range(30):
+            server = ServerProcess(argv=argv, health=LogCheck("up"), listens=False,
+                                   start_timeout=HANG)
+            try:
+                server.start()
+                seen.add("started")
+            except ServerStartError as error:
+                remove_kept(error.log_path)
+                seen.add(str(error).splitlines()[0].split(" after ")[0])
+                self.assertIn("keeper", str(error))
+            server.stop()
+            self.assertEqual(wait_dead([server.pid] if server.pid else [], HANG), [])
+        self.assertTrue(seen)
+
 
 @unittest.skipUnless(hasattr(socket, "SO_REUSEPORT") and LINUX, "needs SO_REUSEPORT")
 class PortStillServedTest(NoLeftoversMixin, unittest.TestCase):

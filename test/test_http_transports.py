@@ -40,6 +40,14 @@ class EchoHandler(Handler):
         self.reply(201, body)
 
 
+class UnannouncedCloseHandler(EchoHandler):
+    """Closes the connection after each answer, without saying "Connection: close"."""
+
+    def do_GET(self) -> None:
+        super().do_GET()
+        self.close_connection = True
+
+
 class NoLeftovers(unittest.TestCase):
     def setUp(self) -> None:
         fds = open_fds()
@@ -116,8 +124,16 @@ class HttpsTest(NoLeftovers):
         result = load(self.url + "/", requests=40, concurrency=4, verify=Certificate.cert)
         self.assertEqual(result.ok, 40, str(result))
         self.assertLessEqual(result.connections, 4, str(result))
+        self.assertEqual((result.stale, result.resent), (0, 0), str(result))
         rejected = load(self.url + "/", requests=4, concurrency=2)
         self.assertEqual(rejected.errors, {"TLS certificate": 4}, str(rejected))
+
+    def test_load_over_https_when_the_server_closes_unannounced(self) -> None:
+        url = serve(self, UnannouncedCloseHandler, tls=self.server_context)
+        result = load(url + "/", requests=100, concurrency=4, verify=Certificate.cert)
+        self.assertEqual((result.ok, result.failed), (100, 0), str(result))
+        self.assertEqual(result.connections, 100, str(result))
+        self.assertTrue(100 - 4 <= result.stale + result.resent <= 100 - 1, str(result))
 
     def test_http_check_over_https(self) -> None:
         host, port = self.url[len("https://"):].rsplit(":", 1)
@@ -216,11 +232,19 @@ class UnixSocketTest(NoLeftovers):
     def test_load_over_a_unix_socket_any_host(self) -> None:
         result = load("http://localhost/", requests=40, concurrency=4, unix_socket=self.path)
         self.assertEqual(result.ok, 40, str(result))
+        self.assertEqual((result.stale, result.resent), (0, 0), str(result))
         # The loopback-only rule is about where traffic goes: a Unix socket is local.
         result = load("http://example.com/", requests=4, concurrency=2, unix_socket=self.path)
         self.assertEqual(result.ok, 4, str(result))
         with self.assertRaises(ValueError):
             load("http://example.com/", requests=4)
+
+    def test_load_when_the_server_closes_unannounced(self) -> None:
+        path = serve_unix(self, UnannouncedCloseHandler)
+        result = load("http://localhost/", requests=100, concurrency=4, unix_socket=path)
+        self.assertEqual((result.ok, result.failed), (100, 0), str(result))
+        self.assertEqual(result.connections, 100, str(result))
+        self.assertTrue(100 - 4 <= result.stale + result.resent <= 100 - 1, str(result))
 
     def test_http_check_uses_socket_path(self) -> None:
         server = type("S", (), {"host": "127.0.0.1", "port": 9, "url": "http://127.0.0.1:9",

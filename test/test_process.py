@@ -173,6 +173,27 @@ class LifecycleTest(NoLeftoversMixin, unittest.TestCase):
         server.stop()
         self.assertIn("hello from the server", server.output())
 
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
+    def test_a_forked_child_leaving_the_with_block_leaves_the_server_running(self) -> None:
+        # multiprocessing's fork: the child runs the rest of the parent's
+        # `with server:` block and leaves it; the server is the parent's.
+        with start_server(OK_APP) as server:
+            pid = os.fork()
+            if pid == 0:  # the child
+                code = 0
+                try:
+                    server.stop()
+                    server.__exit__(None, None, None)
+                except BaseException:
+                    code = 1
+                os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            self.assertEqual(os.WEXITSTATUS(status), 0, "stop() in the child raised")
+            self.assertTrue(server.running, "the child's stop() stopped the parent's server")
+            self.assertEqual(server.get("/").status, 200)
+            self.assertTrue(os.path.exists(server.log_path), "the child removed the files")
+        self.assertFalse(server.running)
+
     def test_fixed_port_taken_names_holder(self) -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))

@@ -8,15 +8,18 @@ hand over a listening Unix socket, and leases no TCP port at all.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
 import sys
+import tempfile
 import unittest
 
 from _process_helpers import NoLeftoversMixin
 
 from harness import HttpCheck, LogCheck, ServerProcess, TcpCheck, load, request, start_server
 from harness._os import proc
+from harness.errors import HarnessError
 from harness.ports import held_ports
 
 HANG = 30.0
@@ -98,6 +101,82 @@ class UnixSocketServerTest(NoLeftoversMixin, unittest.TestCase):
             self.assertTrue(server.running)
         with self.assertRaisesRegex(ValueError, "unix_socket server has no TCP port"):
             ServerProcess(UNIX_APP, unix_socket=True, port=8080)
+
+
+@unittest.skipUnless(hasattr(socket, "AF_UNIX"), "needs Unix sockets")
+class TestChosenSocketPathTest(NoLeftoversMixin, unittest.TestCase):
+    """``unix_socket=PATH``: the test chooses where the server's socket goes."""
+
+    def make_dir(self) -> str:
+        path = tempfile.mkdtemp(prefix="t-unix-")
+        self.addCleanup(shutil.rmtree, path, True)
+        return path
+
+    def test_the_server_binds_the_tests_path_and_everything_uses_it(self) -> None:
+        path = os.path.join(self.make_dir(), "app.sock")
+        leases = held_ports()
+        with start_server(UNIX_APP, unix_socket=path,
+                          health=HttpCheck(json={"message": "ok"})) as server:
+            self.assertEqual(server.socket_path, path)
+            self.assertIsNone(server.port)
+            self.assertEqual(held_ports(), leases, "no TCP lease")
+            self.assertIn(f"unix:{path}", repr(server))
+            self.assertTrue(stat.S_ISSOCK(os.stat(path).st_mode))
+            answer = server.get("/x").json()
+            self.assertEqual((answer["path"], answer["port_env"]), ("/x", False))
+        self.assertFalse(os.path.exists(path), "the socket file outlived the server")
+
+    def test_argv_placeholder_and_a_path_given_relative(self) -> None:
+        directory = self.make_dir()
+        here = os.getcwd()
+        os.chdir(directory)
+        self.addCleanup(os.chdir, here)
+        with ServerProcess(argv=[sys.executable, "-c", UNIX_APP, "{socket}"],
+                           unix_socket="rel.sock", health=TcpCheck()) as server:
+            self.assertEqual(server.socket_path, os.path.join(directory, "rel.sock"))
+            self.assertIn(f"serving on {server.socket_path}", server.output())
+
+    def test_handoff_binds_the_tests_path(self) -> None:
+        path = os.path.join(self.make_dir(), "handed.sock")
+        with start_server(UNIX_APP, unix_socket=path, handoff=True,
+                          health=TcpCheck()) as server:
+            self.assertEqual(server.get("/").json()["pid"], server.pid)
+        self.assertFalse(os.path.exists(path))
+
+    def test_a_path_someone_already_serves_is_refused_and_a_stale_one_replaced(self) -> None:
+        directory = self.make_dir()
+        busy = os.path.join(directory, "busy.sock")
+        holder = socket.socket(socket.AF_UNIX)
+        self.addCleanup(holder.close)
+        holder.bind(busy)
+        holder.listen(1)
+        with self.assertRaisesRegex(HarnessError, "already accepts connections"):
+            start_server(UNIX_APP, unix_socket=busy, health=TcpCheck())
+        stale = os.path.join(directory, "stale.sock")
+        dead = socket.socket(socket.AF_UNIX)
+        dead.bind(stale)
+        dead.close()  # the file stays, nobody accepts: a crashed server's leftover
+        with start_server(UNIX_APP, unix_socket=stale, handoff=True, health=TcpCheck()):
+            pass
+        plain = os.path.join(directory, "plain.txt")
+        open(plain, "w").close()
+        with self.assertRaisesRegex(HarnessError, "not a socket"):
+            start_server(UNIX_APP, unix_socket=plain, health=TcpCheck())
+        self.assertTrue(os.path.exists(plain), "a file that is not a socket is left alone")
+
+    def test_bad_paths_are_refused_before_anything_starts(self) -> None:
+        directory = self.make_dir()
+        cases = [
+            (os.path.join(directory, "x" * 120), "more than a Unix socket address holds"),
+            (os.path.join(directory, "missing", "s.sock"), "directory does not exist"),
+            (directory, "names a directory"),
+            ("", "non-empty"),
+        ]
+        for path, message in cases:
+            with self.subTest(path=path), self.assertRaisesRegex(ValueError, message):
+                ServerProcess(UNIX_APP, unix_socket=path)
+        with self.assertRaisesRegex(TypeError, "unix_socket"):
+            ServerProcess(UNIX_APP, unix_socket=3)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ with handoff that means the server runs, not that harness listens."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -50,6 +51,30 @@ class WaitForLogTest(NoLeftoversMixin, unittest.TestCase):
                 match = server.wait_for_log(r"reload (\d+) done", timeout=HANG)
                 self.assertEqual(match.group(1), str(n), "an old line matched again")
 
+    def test_literal_text_is_found_as_it_is(self) -> None:
+        # "(1)" and "?" would be regex syntax; literal=True finds the text itself.
+        app = "print('GET /a?b=(1) [ok]', flush=True)\n" + OK_APP
+        with start_server(app) as server:
+            match = server.wait_for_log("GET /a?b=(1) [ok]", timeout=HANG, literal=True)
+            self.assertEqual(match.group(0), "GET /a?b=(1) [ok]")
+            with self.assertRaisesRegex(TypeError, "literal=True"):
+                server.wait_for_log(re.compile("x"), literal=True)
+
+    def test_output_since_a_mark_is_what_came_after_it(self) -> None:
+        with start_server(RELOADER, env={"TRIGGER": self.trigger}) as server:
+            open(self.trigger, "w").close()
+            server.wait_for_log("reload 1 done", timeout=HANG)
+            mark = server.log_mark()
+            self.assertEqual(server.output(since=mark), "")
+            open(self.trigger, "w").close()
+            server.wait_for_log("reload 2 done", timeout=HANG)
+            self.assertEqual(server.output(since=mark), "reload 2 done\n")
+            self.assertIn("reload 1 done", server.output())
+        self.assertEqual(server.output(since=mark), "reload 2 done\n", "after stop() too")
+        self.assertEqual(server.output(since=server.log_mark()), "")
+        with self.assertRaisesRegex(ValueError, "since"):
+            server.output(since=-1)
+
     def test_timeout_says_what_and_shows_the_output(self) -> None:
         with start_server(RELOADER, env={"TRIGGER": self.trigger}) as server:
             started = time.monotonic()
@@ -63,7 +88,7 @@ class WaitForLogTest(NoLeftoversMixin, unittest.TestCase):
     def test_a_server_that_exits_while_waited_on_is_reported_at_once(self) -> None:
         app = ("import os, sys, time\nprint('about to exit', flush=True)\n"
                "time.sleep(0.3)\nos._exit(4)\n")
-        server = start_server(app, health=lambda s: "about" in s.output())
+        server = start_server(app, health=lambda s: "about" in s.output(), listens=False)
         started = time.monotonic()
         with self.assertRaisesRegex(HarnessError, "exited with code 4 while waiting"):
             server.wait_for_log("never", timeout=HANG)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set
 
 from .identity import ProcessId
 
 HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
 
 # Indexes into stat_fields() (field number in proc(5) minus 3).
-STATE, PPID, PGRP, SESSION, UTIME, STIME, STARTTIME = 0, 1, 2, 3, 11, 12, 19
+STATE, PPID, STARTTIME = 0, 1, 19
 
 
 def stat_fields(pid: int) -> Optional[List[bytes]]:
@@ -159,20 +159,3 @@ def thread_count(pid: int) -> Optional[int]:
         return len(os.listdir(f"/proc/{pid}/task"))
     except OSError:
         return None
-
-
-def activity(pids: Iterable[int]) -> Tuple[int, bool]:
-    """CPU clock ticks used so far by ``pids`` (all their threads), and whether one is runnable.
-
-    Two looks that show the same ticks and nothing runnable (state R) or
-    in uninterruptible I/O (state D) mean the processes did nothing in
-    between: they wait for something, they are not busy or starved.
-    """
-    ticks, busy = 0, False
-    for pid in pids:
-        fields = stat_fields(pid)
-        if fields is None:
-            continue
-        ticks += int(fields[UTIME]) + int(fields[STIME])
-        busy = busy or fields[STATE] in (b"R", b"D")
-    return ticks, busy

@@ -91,29 +91,55 @@ def accept_queue(family: int, inode: int) -> Optional[int]:
 
 _UNIX_REQUEST = struct.Struct("=BBHIIIII")   # unix_diag_req
 _UNIX_MSG = struct.Struct("=BBBBIII")        # unix_diag_msg
+_UDIAG_SHOW_NAME = 0x01
 _UDIAG_SHOW_RQLEN = 0x10
+_UNIX_DIAG_NAME = 0
 _UNIX_DIAG_RQLEN = 4
 
 
-def _unix_queue(inode: int) -> Optional[int]:
-    """The accept queue length of listening Unix socket ``inode`` (sock_diag), or GONE."""
+class UnixListener(NamedTuple):
+    """A listening Unix stream socket: its path (``@name`` for the abstract
+    namespace, ``""`` if unnamed) and accept queue length (``None`` if unknown)."""
+    inode: int
+    path: str
+    queued: Optional[int]
+
+
+def unix_listeners() -> Optional[Dict[int, UnixListener]]:
+    """Socket inode -> :class:`UnixListener` for every listening Unix stream socket."""
     messages = _sock_diag(_UNIX_REQUEST.pack(socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0,
-                                             _UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF))
+                                             _UDIAG_SHOW_NAME | _UDIAG_SHOW_RQLEN,
+                                             0xFFFFFFFF, 0xFFFFFFFF))
     if messages is None:
         return None
+    found: Dict[int, UnixListener] = {}
     for message in messages:
-        if _UNIX_MSG.unpack_from(message, 0)[4] != inode:
-            continue
+        inode = _UNIX_MSG.unpack_from(message, 0)[4]
+        path, queued = "", None
         attr = _UNIX_MSG.size
         while attr + 4 <= len(message):  # its attributes: (size, kind, value), 4-aligned
             size, kind = struct.unpack_from("=HH", message, attr)
             if size < 4:
                 break
+            value = message[attr + 4:attr + size]
             if kind == _UNIX_DIAG_RQLEN:
-                return int(struct.unpack_from("=I", message, attr + 4)[0])
+                queued = int(struct.unpack_from("=I", value)[0])
+            elif kind == _UNIX_DIAG_NAME:
+                path = ("@" + value[1:].decode("utf-8", "replace") if value[:1] == b"\0"
+                        else value.split(b"\0", 1)[0].decode("utf-8", "replace"))
             attr += (size + 3) & ~3
+        found[inode] = UnixListener(inode, path, queued)
+    return found
+
+
+def _unix_queue(inode: int) -> Optional[int]:
+    """The accept queue length of listening Unix socket ``inode`` (sock_diag), or GONE."""
+    table = unix_listeners()
+    if table is None:
         return None
-    return GONE
+    if inode not in table:
+        return GONE
+    return table[inode].queued
 
 
 def _sock_diag(request: bytes) -> Optional[List[bytes]]:

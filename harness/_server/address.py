@@ -9,9 +9,13 @@ import os
 import secrets
 import shutil
 import socket
+import stat
+import sys
 from typing import Optional, Tuple, Union
 
 SUN_PATH_MAX = 100  # sockaddr_un.sun_path holds 108 bytes (104 on macOS)
+#: The longest path a test may give (``unix_socket=PATH``): sun_path less its NUL.
+SUN_PATH_LIMIT = 107 if sys.platform.startswith("linux") else 103
 
 
 def socket_path(directory: str) -> Tuple[str, Optional[str]]:
@@ -52,6 +56,30 @@ def unix_listener(path: str, backlog: int = 128) -> socket.socket:
         raise
     sock.set_inheritable(True)
     return sock
+
+
+def check_free(path: str) -> None:
+    """Refuse a socket path something already accepts on (its answers would pass for the
+    server's); remove a stale socket file there (nothing accepts: a crashed server's)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path!r} exists and is not a socket: choose another path")
+    if accepts(None, None, path):
+        raise FileExistsError(f"something already accepts connections on the Unix socket "
+                              f"{path!r}: stop it or choose another path")
+    remove_socket(path)
+
+
+def remove_socket(path: str) -> None:
+    """Remove the socket file at ``path`` (and nothing else: a file of another kind stays)."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def accepts(host: Optional[str], port: Optional[int], path: Optional[str]) -> bool:

@@ -25,9 +25,11 @@ import signal
 import sys
 from typing import Any, List, Optional, Sequence
 
-#: The test runner's ``sys.path`` for a fresh server, ``os.pathsep``-joined;
-#: removed from the environment before the app runs.
+#: The test runner's ``sys.path`` for a Python server, ``os.pathsep``-joined
+#: (a server that runs itself again, as reloaders do, needs it too).
 SYS_PATH_ENV = "HARNESS_SYS_PATH"
+#: Where a warm target server writes, at its exit, the modules it imported.
+LEARNED_FILE = "imports.learned"
 
 
 def _sigterm(signum: int, frame: Any) -> None:
@@ -61,10 +63,32 @@ def prepare(app_dir: Optional[str], runner_path: Sequence[str]) -> None:
 
 
 def run_app(path: str) -> None:
-    """Run the file ``path`` as ``__main__``, as ``python path`` would."""
-    import runpy  # here, not at the top: the zygote imports this module
+    """Run the file ``path`` as ``__main__``, as ``python path`` would.
+
+    A module of its own stands in ``sys.modules["__main__"]``, with no
+    package and no spec, as for a script: a reloader that asks how it was
+    started (werkzeug on Python < 3.10) reads "a file", and pickles of its
+    classes (multiprocessing) find them there.
+    """
+    import builtins
+    import types
+    from importlib.machinery import SourceFileLoader
     sys.argv[:] = [path]
-    runpy.run_path(path, run_name="__main__")
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    module.__loader__ = SourceFileLoader("__main__", path)
+    sys.modules["__main__"] = module
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec")
+    exec(code, module.__dict__)
+
+
+def rerun_argv(kind: str, path: str, main_path: Optional[str] = None) -> List[str]:
+    """The arguments of a fresh interpreter for this server: what a server that runs
+    itself again (a reloader: ``sys.orig_argv``) must find, warm or fresh."""
+    return [sys.executable, os.path.abspath(__file__), kind, path] + (
+        [main_path] if main_path else [])
 
 
 def _load_main(path: str) -> None:
@@ -93,7 +117,8 @@ def main(argv: Sequence[str]) -> None:
     """``boot.py app APP_PATH`` or ``boot.py target PICKLE_PATH [MAIN_PATH]``: a fresh
     server's entry point."""
     kind, what = argv[1], argv[2]
-    runner_path = [p for p in os.environ.pop(SYS_PATH_ENV, "").split(os.pathsep) if p]
+    # Kept in the environment: a server that runs itself again gets it too.
+    runner_path = [p for p in os.environ.get(SYS_PATH_ENV, "").split(os.pathsep) if p]
     if kind == "app":
         prepare(os.path.dirname(os.path.abspath(what)), runner_path)
         run_app(what)

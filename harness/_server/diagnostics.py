@@ -9,6 +9,7 @@ with the one change most likely to fix it.
 from __future__ import annotations
 
 import dataclasses
+import errno as errnos
 import re
 import shlex
 import signal
@@ -63,10 +64,14 @@ class StartFacts:
     log_path: Optional[str]         # where the log is kept ("" or None: not kept)
     warm: bool = False
     not_kept: str = ""              # why the log was not kept
+    keeper_lost: bool = False       # the keeper died (was killed) before the server's exit
 
 
 def _fix_exited(facts: StartFacts) -> str:
     """The one change most likely to fix a server that exited during start-up."""
+    if facts.keeper_lost:
+        return ("do not signal the server's parent process (os.getppid()): it is harness's "
+                "keeper, which ends the server's whole process tree when it goes")
     log = "\n".join(facts.log_lines)
     if facts.returncode == 0:
         return ("run the server in the foreground: harness supervises the process it "
@@ -122,12 +127,17 @@ def _fix(facts: StartFacts) -> str:
 
 def start_failure(facts: StartFacts) -> Tuple[Type[ServerStartError], str]:
     """The exception class and message for a failed start."""
-    if facts.reason is WaitEnd.EXITED:
+    if facts.reason is WaitEnd.EXITED and facts.keeper_lost:
+        what = (f"lost its keeper (harness's process that is the server's parent, killed by "
+                f"the server or another process) during start-up after {facts.elapsed:.2f} s; "
+                f"the server has been stopped")
+        cls: Type[ServerStartError] = ServerStartError
+    elif facts.reason is WaitEnd.EXITED:
         what = f"{describe_exit(facts.returncode)} during start-up after {facts.elapsed:.2f} s"
         if facts.returncode == 0:
             what += (" (a server must keep running in the foreground; one that daemonizes "
                      "cannot be supervised)")
-        cls: Type[ServerStartError] = ServerStartError
+        cls = ServerStartError
     elif facts.reason is WaitEnd.PORT_LOST:
         what = f"did not get its port after {facts.elapsed:.2f} s: {facts.lost}"
         cls = ServerNotReady
@@ -166,3 +176,32 @@ def start_failure(facts: StartFacts) -> Tuple[Type[ServerStartError], str]:
         lines.append(f"  log: empty ({kept})")
     lines.append(f"  fix: {_fix(facts)}")
     return cls, "\n".join(lines)
+
+
+def launch_failure(name: str, what: str, *, errno: Optional[int], detail: str,
+                   keeper_died: bool, command: Sequence[str], cwd: str,
+                   preload: Optional[Sequence[str]]) -> str:
+    """The message of a server that could not even be launched (no program ran)."""
+    missing = re.search(r"ModuleNotFoundError: No module named '([^']+)'", detail)
+    if errno in (errnos.ENOENT, errnos.EACCES, errnos.ENOEXEC, errnos.ENOTDIR):
+        fix = "fix the command (is the program installed, on PATH and executable?)"
+    elif keeper_died:
+        fix = ("do not signal the server's parent process (os.getppid()): it is harness's "
+               "keeper, which ends the server's whole process tree when it goes")
+    elif missing:
+        fix = (f"make {missing.group(1)!r} importable by the test runner itself: the warm "
+               f"launcher imports preload and target modules with the runner's sys.path "
+               f"(install your project, e.g. pip install -e ., or put its directory on "
+               f"sys.path / PYTHONPATH before the tests start)")
+    elif detail:
+        fix = "fix the import error above (in a preload or target module)"
+    else:
+        fix = "see the error above; the next start launches a fresh launcher"
+    shown_command = shown(command) if command else (
+        f"(the warm launcher, preload {list(preload or ())})")
+    lines = [f"could not launch server {name!r}: {what}", f"  command: {shown_command}",
+             f"  cwd: {cwd}"]
+    if detail:
+        lines.extend("    " + line for line in detail.rstrip().splitlines())
+    lines.append(f"  fix: {fix}")
+    return "\n".join(lines)

@@ -17,18 +17,23 @@ import logging
 import os
 import re
 import sys
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 from .._wait import Deadline
 from . import boot, marker, supervisor
 from .spec import ServerSpec
 
 WARM_VAR = "HARNESS_WARM"
+LEARN_VAR = "HARNESS_LEARN_IMPORTS"
 BOOT_PATH = os.path.abspath(boot.__file__)
 _LISTEN_VARS = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 _log = logging.getLogger("harness.launch")
 # Modules whose warm launch failed (threads): launched fresh at once from then on.
 _unsafe: Dict[Any, str] = {}
+# Per warm zygote: the modules its target servers imported when they ran (learned
+# at their stop), and modules whose import changed a zygote (never tried again).
+_learned: Dict[Any, Set[str]] = {}
+_unlearnable: Set[str] = set()
 
 
 def warm_setting() -> Optional[bool]:
@@ -72,13 +77,68 @@ def prepare(spec: ServerSpec) -> None:
     supervisor.zygote(None)  # for the temp dirs, and fresh launches
     if key is not None:
         try:
-            supervisor.zygote(key)
+            zygote = supervisor.zygote(key)
+            if spec.kind == "target" and spec.target_module not in (None, "__main__"):
+                assert spec.target_module is not None
+                zygote.import_module(spec.target_module, supervisor.START_TIMEOUT)  # once
         except supervisor.WarmUnavailable as exc:
             mark_unsafe(key if spec.kind == "app" else (spec.target_module, key), str(exc))
             _log.warning("warm launch of %r unavailable: %s; starting a fresh interpreter "
                          "instead (now and for the rest of this run)", spec.name, exc)
+            return
         except supervisor.LaunchError:
-            pass  # launch() raises it again, with the full story, as a start error
+            return  # launch() raises it again, with the full story, as a start error
+        if _learned.get(key):
+            preload_learned(key, sorted(_learned[key]))
+
+
+def learning() -> bool:
+    """``HARNESS_LEARN_IMPORTS``: 0 turns off learning what target servers import."""
+    return os.environ.get(LEARN_VAR, "").strip() != "0"
+
+
+def learn(spec: ServerSpec, directory: str) -> None:
+    """Remember what a stopped warm target server imported while it ran (it wrote it
+    down in its directory), for the launcher to import before the next fork."""
+    key = warm_key(spec)
+    if key is None or spec.kind != "target":
+        return
+    try:
+        with open(os.path.join(directory, boot.LEARNED_FILE)) as f:
+            names = {line.strip() for line in f if line.strip()}
+    except OSError:
+        return
+    _learned.setdefault(key, set()).update(names - _unlearnable)
+
+
+def preload_learned(key: supervisor.PreloadKey, modules: Sequence[str]) -> List[str]:
+    """Import learned ``modules`` into the warm zygote of ``key``; the ones it now has.
+
+    A module whose import changed the zygote is never tried again, and that
+    zygote is replaced (the next use starts a clean one).
+    """
+    zygote = supervisor.zygote(key)
+    todo = [name for name in modules if name not in zygote.imported and name not in
+            _unlearnable]
+    if not todo:
+        return [name for name in modules if name in zygote.imported]
+    answer = zygote.import_learned(todo, supervisor.START_TIMEOUT)
+    if not answer.get("ok"):
+        module = answer.get("module") or ""
+        if module:
+            _unlearnable.add(module)
+            _learned.get(key, set()).discard(module)
+        _log.info("warm launcher %s: importing %r changed it (%s): the module is left to "
+                  "the servers, and the launcher is replaced", list(key or ()), module,
+                  answer.get("changed"))
+        supervisor.discard(key)
+    return [name for name in modules if name in zygote.imported and zygote.warm
+            and not zygote.broken]
+
+
+def unlearnable_modules() -> Set[str]:
+    """Modules whose import changed a launcher (for tests and diagnostics)."""
+    return set(_unlearnable)
 
 
 def mark_unsafe(key: Any, reason: str) -> None:
@@ -86,7 +146,7 @@ def mark_unsafe(key: Any, reason: str) -> None:
 
 
 def environment(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[str],
-                markers: Mapping[str, str], temp_dir: str, fresh_python: bool) -> Dict[str, str]:
+                markers: Mapping[str, str], temp_dir: str, python: bool) -> Dict[str, str]:
     """The inherited environment plus ``spec.env`` (``None`` removes), PORT, HOST, marker."""
     env = dict(os.environ)
     for var in _LISTEN_VARS:  # never pass on an outer socket activation
@@ -107,7 +167,7 @@ def environment(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[
     if spec.handoff:
         env["LISTEN_FDS"] = "1"
         env["LISTEN_FDNAMES"] = re.sub(r"[^\w.-]", "_", spec.name)
-    if fresh_python:
+    if python:
         env[boot.SYS_PATH_ENV] = os.pathsep.join(supervisor.runner_sys_path())
     return env
 
@@ -161,26 +221,21 @@ def launch(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[str],
     key = warm_key(spec)
     if key is not None:
         env = environment(spec, port=port, socket_path=socket_path, markers=markers,
-                          temp_dir=directory, fresh_python=False)
+                          temp_dir=directory, python=True)
         try:
-            return _launch_warm(spec, key, env, files, log_fd, listen_fd, deadline)
+            return _launch_warm(spec, key, env, directory, files, log_fd, listen_fd, deadline)
         except supervisor.WarmUnavailable as exc:
             mark_unsafe(key if spec.kind == "app" else (spec.target_module, key), str(exc))
             _log.warning("warm launch of %r unavailable: %s; starting a fresh interpreter "
                          "instead (now and for the rest of this run)", spec.name, exc)
     env = environment(spec, port=port, socket_path=socket_path, markers=markers,
-                      temp_dir=directory, fresh_python=spec.kind != "argv")
+                      temp_dir=directory, python=spec.kind != "argv")
     if spec.kind == "argv":
         command = argv_command(spec, port, socket_path)
     elif spec.kind == "app":
         command = fresh_command("app", files["app"])
     else:
-        if "target" not in files:
-            assert spec.payload is not None
-            files["target"] = marker.write_private(os.path.join(directory, "target.pickle"),
-                                                   spec.payload)
-            marker.give_to(directory, spec.uid, spec.gid)
-        command = fresh_command("target", files["target"]) + (
+        command = fresh_command("target", _target_file(spec, directory, files)) + (
             [spec.main_path] if spec.main_path else [])
     request = dict(who(spec), kind="exec", argv=command, env=env, cwd=spec.cwd or os.getcwd())
     try:
@@ -191,8 +246,19 @@ def launch(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[str],
         raise
 
 
+def _target_file(spec: ServerSpec, directory: str, files: Dict[str, str]) -> str:
+    """The target's pickle in the server's dir (a fresh interpreter reads it; so does a
+    warm server's re-run)."""
+    if "target" not in files:
+        assert spec.payload is not None
+        files["target"] = marker.write_private(os.path.join(directory, "target.pickle"),
+                                               spec.payload)
+        marker.give_to(directory, spec.uid, spec.gid)
+    return files["target"]
+
+
 def _launch_warm(spec: ServerSpec, key: supervisor.PreloadKey, env: Dict[str, str],
-                 files: Mapping[str, str], log_fd: int, listen_fd: Optional[int],
+                 directory: str, files: Dict[str, str], log_fd: int, listen_fd: Optional[int],
                  deadline: Deadline) -> Launched:
     zygote = supervisor.zygote(key)
     request: Dict[str, Any] = dict(who(spec), kind=spec.kind, env=env,
@@ -204,7 +270,9 @@ def _launch_warm(spec: ServerSpec, key: supervisor.PreloadKey, env: Dict[str, st
     else:
         if spec.target_module and spec.target_module != "__main__":
             zygote.import_module(spec.target_module, max(deadline.remaining(), 1.0))  # once
+        request["learn"] = learning()
         request["payload"] = spec.payload
+        request["payload_path"] = _target_file(spec, directory, files)
         request["main_path"] = spec.main_path
         shown = [f"(warm, preload {list(key or ())})",
                  f"{spec.target_module}.{getattr(spec.target, '__qualname__', '?')}"]

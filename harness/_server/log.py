@@ -64,6 +64,7 @@ class ServerLog:
         self.offset = 0      # where the current launch's output starts
         self.launch_id = 0   # counts launches (a relaunch on a new port is a new one)
         self.kept_output = ""
+        self.kept_from = 0   # the byte offset in the log where kept_output begins
         self.why_not_kept = ""
 
     def create(self, directory: str) -> None:
@@ -101,11 +102,13 @@ class ServerLog:
             return "", start
         return data.decode("utf-8", "replace"), start + len(data)
 
-    def text(self) -> str:
-        """Everything written so far (the kept last MiB once the file is gone)."""
+    def text(self, since: int = 0) -> str:
+        """What was written from byte ``since`` on (from the kept last MiB once the
+        file is gone)."""
         if self.exists:
-            return self.read()[0]
-        return self.kept_output
+            return self.read(since)[0]
+        skip = max(0, since - self.kept_from)
+        return self.kept_output.encode("utf-8", "replace")[skip:].decode("utf-8", "replace")
 
     def _last(self, size: int) -> str:
         assert self.path is not None
@@ -164,7 +167,9 @@ class ServerLog:
     def remember(self) -> None:
         """Keep the last MiB in memory: the file is about to go with its directory."""
         try:
-            self.kept_output = self._last(KEPT_OUTPUT) if self.exists else self.kept_output
+            if self.exists:
+                self.kept_from = max(0, self.size() - KEPT_OUTPUT)
+                self.kept_output = self._last(KEPT_OUTPUT)
         except OSError:
             pass
 

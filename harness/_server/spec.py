@@ -19,7 +19,8 @@ import sys
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .. import _http_wire, _validate
-from ..checks import Check, HealthSpec, as_check
+from ..checks import Check, HealthSpec, TcpCheck, as_check
+from .address import SUN_PATH_LIMIT
 
 PathLike = Union[str, "os.PathLike[str]"]
 Verify = Union[bool, str, ssl.SSLContext]
@@ -43,6 +44,7 @@ class ServerSpec:
     port_range: Optional[Tuple[int, int]]
     handoff: bool
     unix_socket: bool
+    socket_path: Optional[str]      # the test's own Unix socket path (unix_socket=PATH)
     env: Dict[str, Optional[str]]
     cwd: Optional[str]
     check: Check
@@ -52,7 +54,7 @@ class ServerSpec:
     name: str
     https: bool
     verify: Verify
-    listens: bool
+    listens: Optional[bool]         # None: where it listens is found out; False: no port
     uid: Optional[int] = None       # user=: run the server as this uid (and gid), root only
     gid: Optional[int] = None
     stop_signal: int = signal.SIGTERM  # the first signal of a stop (and of an orphan's end)
@@ -60,7 +62,7 @@ class ServerSpec:
     @property
     def uses_port(self) -> bool:
         """The server listens on a TCP port of ours (not a Unix socket, not nothing)."""
-        return self.listens and not self.unix_socket
+        return self.listens is not False and not self.unix_socket
 
     @classmethod
     def checked(cls, app_code: Optional[str] = None, *, argv: Optional[Sequence[str]] = None,
@@ -68,12 +70,12 @@ class ServerSpec:
                 kwargs: Optional[Mapping[str, Any]] = None,
                 preload: Optional[Sequence[str]] = None, host: str = "127.0.0.1",
                 port: Optional[int] = None, port_range: Optional[Sequence[int]] = None,
-                handoff: bool = False, unix_socket: bool = False,
+                handoff: bool = False, unix_socket: Union[bool, PathLike] = False,
                 env: Optional[Mapping[str, Optional[str]]] = None,
                 cwd: Optional[PathLike] = None, health: HealthSpec = "/health",
-                ready_successes: int = 2, start_timeout: float = 10.0,
+                ready_successes: Optional[int] = None, start_timeout: float = 10.0,
                 stop_timeout: float = 5.0, name: Optional[str] = None, https: bool = False,
-                verify: Verify = True, listens: bool = True,
+                verify: Verify = True, listens: Optional[bool] = None,
                 user: Optional[Union[str, int]] = None,
                 stop_signal: int = signal.SIGTERM) -> "ServerSpec":
         given = [what for what, value in (("app_code", app_code), ("argv", argv),
@@ -94,12 +96,17 @@ class ServerSpec:
             raise ValueError("args and kwargs go with target=; app_code and argv servers get "
                              "their settings through env= (or argv items)")
         preload_tuple = _checked_preload(preload, kind)
-        for flag_name, flag in (("handoff", handoff), ("unix_socket", unix_socket),
-                                ("https", https), ("listens", listens)):
+        for flag_name, flag in (("handoff", handoff), ("https", https)):
             _validate.check_bool(flag, flag_name)
+        if listens is not None:
+            _validate.check_bool(listens, "listens")
+        socket_path = _checked_socket_path(unix_socket)
+        unix_socket = unix_socket is not False
         if unix_socket and (port is not None or port_range is not None):
             raise ValueError("a unix_socket server has no TCP port: give port/port_range "
-                             "or unix_socket=True, not both")
+                             "or unix_socket, not both")
+        if listens is False:
+            _check_without_port(port, port_range, handoff, unix_socket, argv_tuple)
         host = _checked_host(host)
         if port is not None:
             _validate.check_port(port)
@@ -108,9 +115,14 @@ class ServerSpec:
         range_pair = _validate.check_port_range(port_range) if port_range is not None else None
         checked_cwd = _checked_cwd(cwd)
         check = as_check(health)
-        if not listens and check.uses_port:
+        if listens is False and check.uses_port:
             raise ValueError(f"health={check!r} talks to the server's port, but listens=False "
                              f"says it has none: use a LogCheck or a callable")
+        if ready_successes is None:
+            # Under handoff a TcpCheck proves the server took the connection
+            # (accept() ran): one pass says all two would.  Elsewhere two
+            # passes in a row rule out a server that answers once, then fails.
+            ready_successes = 1 if handoff and isinstance(check, TcpCheck) else 2
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
         uid, gid = _checked_user(user)
@@ -121,7 +133,8 @@ class ServerSpec:
             kind=kind, app_code=app_code, argv=argv_tuple, target=target, payload=payload,
             target_module=target_module, main_path=main_path, preload=preload_tuple,
             host=host, port=port, port_range=range_pair, handoff=handoff,
-            unix_socket=unix_socket, env=_checked_env(env), cwd=checked_cwd, check=check,
+            unix_socket=unix_socket, socket_path=socket_path, env=_checked_env(env),
+            cwd=checked_cwd, check=check,
             ready_successes=_validate.check_positive_int(ready_successes, "ready_successes"),
             start_timeout=_validate.seconds(start_timeout, "start_timeout"),
             stop_timeout=_validate.seconds(stop_timeout, "stop_timeout"),
@@ -293,3 +306,40 @@ def _checked_cwd(cwd: object) -> Optional[str]:
 def _checked_verify(verify: object) -> Verify:
     _http_wire.ssl_context(verify)  # its checks: one definition of a valid verify=
     return verify  # type: ignore[return-value]
+
+
+def _checked_socket_path(unix_socket: object) -> Optional[str]:
+    """The test's own socket path from ``unix_socket=PATH`` (``None`` for True/False)."""
+    if isinstance(unix_socket, bool):
+        return None
+    try:
+        path = os.fspath(unix_socket)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"unix_socket must be True, False or a path for the socket, got "
+                        f"{unix_socket!r}") from None
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise ValueError(f"unix_socket must be a non-empty str path without NUL bytes, got "
+                         f"{unix_socket!r}")
+    path = os.path.abspath(path)
+    if len(os.fsencode(path)) > SUN_PATH_LIMIT:
+        raise ValueError(f"unix_socket path is {len(os.fsencode(path))} bytes, more than a "
+                         f"Unix socket address holds ({SUN_PATH_LIMIT}): {path!r}; choose a "
+                         f"shorter one, or unix_socket=True for one harness makes")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ValueError(f"unix_socket's directory does not exist: {os.path.dirname(path)!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"unix_socket names a directory, not a socket path: {path!r}")
+    return path
+
+
+def _check_without_port(port: object, port_range: object, handoff: bool, unix_socket: bool,
+                        argv: Optional[Tuple[str, ...]]) -> None:
+    """``listens=False``: a process without a port gets none, so none may be asked for."""
+    for what, given in (("port", port is not None), ("port_range", port_range is not None),
+                        ("handoff=True", handoff), ("unix_socket", unix_socket)):
+        if given:
+            raise ValueError(f"listens=False says the server has no port, but {what} gives it "
+                             f"one: drop one of them")
+    if argv is not None and any("{port}" in item or "{host}" in item for item in argv):
+        raise ValueError("listens=False says the server has no port, but argv asks for "
+                         "{port} or {host}: drop listens=False, or the placeholder")

@@ -55,11 +55,13 @@ PreloadKey = Optional[Tuple[str, ...]]
 class LaunchError(Exception):
     """The zygote or the keeper could not launch the server; ``str()`` says why."""
 
-    def __init__(self, message: str, *, detail: str = "", errno: Optional[int] = None) -> None:
+    def __init__(self, message: str, *, detail: str = "", errno: Optional[int] = None,
+                 orphan: Optional[ProcessId] = None) -> None:
         super().__init__(message)
         self.detail = detail
         self.errno = errno
         self.command: List[str] = []  # what was to be run, for the message
+        self.orphan = orphan  # a server whose keeper died before confirming it: end it
 
 
 class WarmUnavailable(Exception):
@@ -89,23 +91,33 @@ class KeeperLink:
         _links.add(self)
 
     def wait_started(self, timeout: float) -> int:
-        """The server's pid once it runs; :class:`LaunchError` if it could not be started."""
-        try:
-            message = self._recv(timeout)
-        except channel.ChannelTimeout:
-            raise LaunchError(
-                f"the zygote did not start the server within {timeout:.1f} s") from None
-        except (channel.ChannelClosed, OSError):
-            raise LaunchError(
-                "the zygote or the server's keeper died while starting the server") from None
-        if "spawn_error" in message:
-            code, _, text = str(message["spawn_error"]).partition(":")
-            raise LaunchError(text or "unknown error",
-                              errno=int(code) if code.isdigit() and code != "0" else None)
-        self.pid = int(message["started"])
-        self.keeper_pid = int(message["keeper"])
-        self.identity = ProcessId.parse(message.get("identity"))
-        return self.pid
+        """The server's pid once it runs; :class:`LaunchError` if it could not be started.
+
+        The keeper names the forked server first, then confirms its start
+        (or says why it failed).  A keeper that dies in between leaves a
+        server behind: the error carries it (``orphan``) for the caller to end.
+        """
+        deadline = Deadline(timeout)
+        while True:
+            try:
+                message = self._recv(deadline.remaining())
+            except channel.ChannelTimeout:
+                raise LaunchError(f"the zygote did not start the server within {timeout:.1f} s",
+                                  orphan=self.identity) from None
+            except (channel.ChannelClosed, OSError):
+                raise LaunchError("the zygote or the server's keeper died while starting the "
+                                  "server", orphan=self.identity) from None
+            if "forked" in message:
+                self.pid = int(message["forked"])
+                self.keeper_pid = int(message["keeper"])
+                self.identity = ProcessId.parse(message.get("identity"))
+            elif "spawn_error" in message:
+                code, _, text = str(message["spawn_error"]).partition(":")
+                raise LaunchError(text or "unknown error",
+                                  errno=int(code) if code.isdigit() and code != "0" else None)
+            elif "started" in message:
+                self.pid = int(message["started"])
+                return self.pid
 
     def _recv(self, timeout: Optional[float]) -> channel.Message:
         if self._sock is None:
@@ -268,6 +280,21 @@ class Zygote:
                                   f"now run); forking a multi-threaded process is unsafe")
         raise LaunchError(f"importing the target's module {module!r} failed",
                           detail=str(answer.get("error", "")))
+
+    def import_learned(self, modules: Sequence[str], timeout: float) -> Dict[str, Any]:
+        """Import modules servers imported when they ran (see ``zygote._import_learned``):
+        ``{"ok", "imported", "module", "changed"}``.  A zygote a module changed is broken."""
+        with self.lock:
+            try:
+                channel.send(self.control, {"op": "learn", "modules": list(modules)})
+                answer, _ = channel.recv(self.control, timeout)
+            except (OSError, channel.ChannelClosed, channel.ChannelTimeout) as exc:
+                self.broken = True
+                return {"ok": False, "imported": [], "module": "", "changed": repr(exc)}
+        self.imported.update(answer.get("imported", ()))
+        if not answer.get("ok"):
+            self.broken = True
+        return answer
 
     def register_dir(self, path: str, add: bool = True) -> None:
         try:

@@ -283,6 +283,13 @@ def _run_in_process(request: Dict[str, Any], env: Dict[str, str], errpipe: int) 
     os.close(errpipe)  # the app runs from here on: its failures are its own, in its log
     # PYTHONPATH comes before the runner's path, as in a fresh interpreter.
     path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + request["sys_path"]
+    # A server that runs itself again (a reloader) must start the app, not this
+    # launcher: its arguments read as a fresh server's would.
+    rerun = boot.rerun_argv("app", request["app_path"]) if request["kind"] == "app" else \
+        boot.rerun_argv("target", request["payload_path"], request.get("main_path"))
+    if hasattr(sys, "orig_argv"):
+        sys.orig_argv = rerun  # type: ignore[attr-defined,unused-ignore]
+    before = set(sys.modules)
     code = 0
     try:
         if request["kind"] == "app":
@@ -299,7 +306,32 @@ def _run_in_process(request: Dict[str, Any], env: Dict[str, str], errpipe: int) 
     except BaseException:
         _print_traceback()
         code = 1
+    if request["kind"] == "target" and request.get("learn"):
+        _report_imports(before, os.path.join(os.path.dirname(request["payload_path"]),
+                                             boot.LEARNED_FILE))
     _finish(code)
+
+
+def _report_imports(before: Set[str], path: str) -> None:
+    """Write down the installed and standard-library modules imported since ``before``
+    (never the project's own: they may read the server's environment at import)."""
+    try:
+        import sysconfig
+        paths = sysconfig.get_paths()
+        roots = tuple(os.path.realpath(paths[name]) + os.sep for name in
+                      ("stdlib", "platstdlib", "purelib", "platlib") if paths.get(name))
+        names = []
+        for name in sorted(set(sys.modules) - before):
+            module = sys.modules.get(name)
+            where = getattr(module, "__file__", None)
+            if name.startswith("__") or not isinstance(where, str):
+                continue
+            if os.path.realpath(where).startswith(roots):
+                names.append(name)
+        with open(path, "w") as f:
+            f.write("\n".join(names))
+    except Exception:
+        pass  # learning is an optimisation: never a server's failure
 
 
 def _exit_code(code: Any) -> int:
@@ -351,22 +383,34 @@ class Keeper:
     def run(self, log_fd: int, listen_fd: Optional[int], inherited: List[int]) -> None:
         become_subreaper()
         errpipe_r, errpipe_w = os.pipe()
+        go_r, go_w = os.pipe()
         spid = os.fork()
         if spid == 0:
             link_fd = self.link.detach()
+            os.close(go_w)
+            # Nothing of the server runs before the runner knows who it is: a
+            # server that kills its keeper at once must not be one nobody can name.
+            if os.read(go_r, 1) != b"g":
+                os._exit(70)  # the keeper died first: nothing would supervise it
             _server(self.request, log_fd, listen_fd, errpipe_w,
-                    inherited + [errpipe_r, self.loop.wake_r, self.loop.wake_w,
+                    inherited + [go_r, errpipe_r, self.loop.wake_r, self.loop.wake_w,
                                  self.loop.lifeline, link_fd])
-        for fd in [log_fd, errpipe_w] + ([listen_fd] if listen_fd is not None else []):
+        for fd in [log_fd, errpipe_w, go_r] + ([listen_fd] if listen_fd is not None else []):
             os.close(fd)
         self.server = proc.identity(spid) or ProcessId(spid, None)
+        # Say who the server is before it runs: if this keeper is killed
+        # before the start is confirmed (the server may kill it), the runner
+        # still knows which process to end.
+        self._send({"forked": spid, "keeper": os.getpid(), "identity": str(self.server)})
+        os.write(go_w, b"g")
+        os.close(go_w)
         failure = self._read_errpipe(errpipe_r)
         os.close(errpipe_r)
         if failure is not None:
             self._send({"spawn_error": failure})
             self._stop(grace=0.0)
             os._exit(0)
-        self._send({"started": spid, "keeper": os.getpid(), "identity": str(self.server)})
+        self._send({"started": spid})
         self._serve()
 
     def _read_errpipe(self, fd: int) -> Optional[str]:
@@ -470,6 +514,30 @@ def _returncode(status: int) -> int:
 # The zygote
 
 
+def _fingerprint() -> Dict[str, Any]:
+    """What a module's import must not change in a zygote (see ``_import_learned``)."""
+    handlers = []
+    for number in range(1, getattr(signal, "NSIG", 65)):
+        try:
+            handlers.append(signal.getsignal(number))
+        except (ValueError, OSError):
+            handlers.append(None)
+    try:
+        fds = sorted(os.listdir("/proc/self/fd"))
+    except OSError:
+        fds = []
+    # (atexit and logging handlers a module adds are not here: a server that
+    # imported it would add them too, and they harm neither it nor the zygote.)
+    return {
+        "signal handlers": handlers,
+        "the environment": dict(os.environ),
+        "sys.path": list(sys.path),
+        "import hooks": [id(hook) for hook in sys.meta_path + sys.path_hooks],
+        "the working directory": os.getcwd(),
+        "open descriptors": fds,
+    }
+
+
 class Zygote:
     """Serves the runner: forks keepers, imports preloads, removes dirs when the runner dies."""
 
@@ -531,6 +599,32 @@ class Zygote:
             self.dirs.discard(message["path"])
         elif op == "import":
             channel.send(self.control, self._import(message["module"]))
+        elif op == "learn":
+            channel.send(self.control, self._import_learned(list(message["modules"])))
+
+    def _import_learned(self, modules: List[str]) -> Dict[str, Any]:
+        """Import modules servers imported when they ran, unless one changes this process.
+
+        A module whose import starts a thread, installs a signal handler,
+        changes the environment, ``sys.path``, the working directory or the
+        open descriptors would hand that change to every server forked after:
+        the answer names it, and the runner replaces this zygote.
+        """
+        imported: List[str] = []
+        for name in modules:
+            before = _fingerprint()
+            try:
+                importlib.import_module(name)
+            except BaseException:
+                continue  # it fails here; a server will say why if it needs it
+            after = _fingerprint()
+            changed = [what for what in before if before[what] != after[what]]
+            if changed or self._threads() > 1:
+                return {"ok": False, "module": name, "imported": imported,
+                        "changed": ", ".join(changed) or "threads"}
+            imported.append(name)
+        gc.freeze()
+        return {"ok": True, "imported": imported}
 
     def _import(self, module: str) -> Dict[str, Any]:
         """Import a target's module here once, so every server forked after has it."""
@@ -587,8 +681,21 @@ class Zygote:
 
 def main() -> None:
     """``python [-I -S] -c BOOT HARNESS_DIR CONTROL_FD LIFELINE_FD`` (see :mod:`.supervisor`)."""
+    control, lifeline = int(sys.argv[2]), int(sys.argv[3])
+    for fd in (control, lifeline):
+        try:
+            os.fstat(fd)
+        except OSError:
+            # Not started by a test runner: run again by hand or by a server that
+            # re-executed "itself" from sys.orig_argv, which is this launcher's.
+            sys.stderr.write(
+                "this is harness's launcher (zygote), started without the descriptors "
+                "a test runner gives it: nothing to do.  A server that runs itself again "
+                "(a reloader using sys.orig_argv or sys.argv) reached it instead of the "
+                "server's own command; see harness's manual, 'Warm servers'.\n")
+            sys.exit(2)
     os.chdir("/")
-    Zygote(int(sys.argv[2]), int(sys.argv[3])).serve()
+    Zygote(control, lifeline).serve()
     os._exit(0)
 
 

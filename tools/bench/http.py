@@ -22,12 +22,23 @@ warm-up round); "x" is the ratio to the http.client loop on the same server.
 
     python tools/bench/http.py [--requests 1000] [--seconds 2] [--repeats 3]
 
+``--clients load,urllib3`` and ``--servers raw,stdlib`` keep only the
+clients whose name contains one of the words (the http.client loop, the
+base of "x", always runs) and the servers named.
+
 ``--deadlines`` measures instead how long each call takes to give up on a
 server that trickles its answer one byte every 0.2 s (and on one that
 accepts and never answers), against the deadline it was given: the median
 and the largest overshoot of --repeats runs.
 
     python tools/bench/http.py --deadlines [--repeats 7]
+
+``--unannounced`` measures load() against an HTTP/1.1 server that closes
+every connection after its answer without saying ``Connection: close``
+(issue 21): requests ok, connections found closed before reuse (stale),
+requests resent, and the rate, at concurrency 1, 4 and 16.
+
+    python tools/bench/http.py --unannounced [--requests 1000] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -95,6 +106,7 @@ while True:
 STDLIB_SERVER = r"""
 import http.server, socket, sys
 fd, protocol, nodelay, backlog = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
+unannounced_close = sys.argv[5:] == ["close"]  # close after each answer, without saying so
 listener = socket.socket(fileno=fd)
 listener.listen(backlog)  # the backlog the stdlib server would have set itself
 
@@ -107,6 +119,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
+        self.close_connection = self.close_connection or unannounced_close
     def log_message(self, *args):
         pass
 
@@ -338,16 +351,45 @@ def deadlines(repeats: int) -> None:
               f"max {worst:.4f}  (+{1000 * (worst - limit):.1f} ms)")
 
 
+def unannounced(requests: int, repeats: int) -> None:
+    """load() against a server closing every connection after its answer, unannounced."""
+    server = Server(STDLIB_SERVER, ["HTTP/1.1", "1", "128", "close"])
+    print(f"harness load(), {requests} requests, against an HTTP/1.1 server closing each "
+          f"connection after its answer without saying so; median of {repeats} runs; "
+          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
+    try:
+        for concurrency in (1, 4, 16):
+            results = [load(server.url, requests=requests, concurrency=concurrency, timeout=10,
+                            deadline=60) for _ in range(repeats)]
+            middle = sorted(results, key=lambda r: r.throughput)[len(results) // 2]
+            errors = f" {middle.errors}" if middle.errors else ""
+            print(f"  c={concurrency:<3} ok {middle.ok}/{middle.requests}, failed "
+                  f"{middle.failed}{errors}, {middle.connections} connections, "
+                  f"stale {middle.stale}, resent {middle.resent}, "
+                  f"{middle.throughput:.0f} ok/s")
+    finally:
+        server.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clients", default="",
+                        help="comma-separated words: keep the clients whose name has one")
+    parser.add_argument("--servers", default="",
+                        help="comma-separated server names: " + ", ".join(s[0] for s in SERVERS))
     parser.add_argument("--deadlines", action="store_true",
                         help="measure how long calls take to give up on hostile servers")
+    parser.add_argument("--unannounced", action="store_true",
+                        help="load() against a server that closes connections unannounced")
     opts = parser.parse_args()
     if opts.deadlines:
         deadlines(opts.repeats)
+        return
+    if opts.unannounced:
+        unannounced(opts.requests, opts.repeats)
         return
 
     clients: List[Tuple[str, Optional[Client]]] = [
@@ -358,10 +400,17 @@ def main() -> None:
         ("requests.Session loop", requests_loop()),
         ("urllib3 PoolManager loop", urllib3_loop()),
     ]
-    clients = [(name, c) for name, c in clients if c is not None]
+    words = [w for w in opts.clients.split(",") if w]
+    clients = [(name, c) for name, c in clients if c is not None and (
+        not words or name == "http.client loop (c=1)" or any(w in name for w in words))]
+    wanted = [w for w in opts.servers.split(",") if w]
+    unknown = set(wanted) - {s[0] for s in SERVERS}
+    if unknown:
+        parser.error(f"--servers: no server named {', '.join(sorted(unknown))}")
+    servers = [s for s in SERVERS if not wanted or s[0] in wanted]
     rates: Dict[Tuple[str, str], float] = {}
     tails: Dict[str, str] = {}
-    for server_name, code, args in SERVERS:
+    for server_name, code, args in servers:
         server = Server(code, args)
         try:
             runs: Dict[str, List[float]] = {name: [] for name, _ in clients}
@@ -384,7 +433,7 @@ def main() -> None:
         finally:
             server.close()
 
-    names = [s[0] for s in SERVERS]
+    names = [s[0] for s in servers]
     width = max(len(n) for n, _ in clients)
     print(f"\nrequests/s, median of {opts.repeats} runs of up to {opts.requests} requests or "
           f"{opts.seconds:g} s (x = ratio to the http.client loop on the same server); "
