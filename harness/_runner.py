@@ -13,12 +13,24 @@ Argument names are never listed here: they are read from
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import inspect
 import logging
 import os
 from types import FrameType, TracebackType
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from ._config import scaled_for_cleanup
 from ._server import logstore
@@ -289,6 +301,78 @@ def _await_exits(servers: Sequence[ServerProcess]) -> None:
         if all(server.state != "running" for server in running):
             return
         pause(interval)
+
+
+# --------------------------------------------------------------------------
+# The running test's scope: what objects made during a test end with it
+
+
+class Scope:
+    """One test's run (set-up, call, tear-down).  Objects made meanwhile that
+    belong to the test (a fresh database of a shared server) register a
+    finaliser with :meth:`add`; the runner closes the scope when the test
+    ends, after its own clean-ups, and the finalisers run, newest first."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._finalizers: List[Callable[[], None]] = []
+        self.closed = False
+
+    def add(self, finalizer: Callable[[], None]) -> None:
+        if self.closed:
+            finalizer()
+            return
+        self._finalizers.append(finalizer)
+
+    def discard(self, finalizer: Callable[[], None]) -> None:
+        """Forget ``finalizer`` (its object was ended by hand)."""
+        if finalizer in self._finalizers:
+            self._finalizers.remove(finalizer)
+
+    def close(self) -> None:
+        """Run the finalisers (every one, newest first); the first error is raised after."""
+        if self in _scopes:
+            _scopes.remove(self)
+        self.closed = True
+        errors: List[BaseException] = []
+        while self._finalizers:
+            try:
+                self._finalizers.pop()()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+# The open scopes, innermost last; ``None`` hides the ones below it (a fixture
+# of a wider scope being set up inside a test's set-up).
+_scopes: List[Optional[Scope]] = []
+
+
+def open_scope(label: str) -> Scope:
+    """A new test scope, current until it is closed."""
+    scope = Scope(label)
+    _scopes.append(scope)
+    return scope
+
+
+def current_scope() -> Optional[Scope]:
+    """The scope of the test running now, or ``None`` (outside any test, or in the
+    set-up of something that outlives the test)."""
+    return _scopes[-1] if _scopes else None
+
+
+@contextlib.contextmanager
+def outside_scope() -> Iterator[None]:
+    """While it lasts, nothing belongs to the running test (a wider fixture's set-up)."""
+    _scopes.append(None)
+    try:
+        yield
+    finally:
+        for index in range(len(_scopes) - 1, -1, -1):
+            if _scopes[index] is None:
+                del _scopes[index]
+                break
 
 
 # --------------------------------------------------------------------------

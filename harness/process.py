@@ -78,13 +78,16 @@ class ServerProcess:
                  cwd: Optional[PathLike] = None, health: HealthSpec = "/health",
                  ready_successes: Optional[int] = None, start_timeout: float = 10.0,
                  stop_timeout: float = 5.0, name: Optional[str] = None, https: bool = False,
-                 verify: Verify = True, listens: Optional[bool] = None) -> None:
+                 verify: Verify = True, listens: Optional[bool] = None,
+                 user: Optional[Union[str, int]] = None,
+                 stop_signal: int = signal.SIGTERM) -> None:
         self.spec = ServerSpec.checked(
             app_code, argv=argv, target=target, args=args, kwargs=kwargs, preload=preload,
             host=host, port=port, port_range=port_range, handoff=handoff,
             unix_socket=unix_socket, env=env, cwd=cwd, health=health,
             ready_successes=ready_successes, start_timeout=start_timeout,
-            stop_timeout=stop_timeout, name=name, https=https, verify=verify, listens=listens)
+            stop_timeout=stop_timeout, name=name, https=https, verify=verify, listens=listens,
+            user=user, stop_signal=stop_signal)
         spec = self.spec
         self.host = spec.host
         self.handoff = spec.handoff
@@ -292,6 +295,7 @@ class ServerProcess:
                 assert self.app_code is not None
                 self._files["app"] = marker.write_private(os.path.join(self._dir, "app.py"),
                                                           self.app_code.encode("utf-8"))
+            marker.give_to(self._dir, self.spec.uid, self.spec.gid)  # user=: the server's own
         except BaseException:
             self._remove_dir()
             raise
@@ -336,6 +340,7 @@ class ServerProcess:
             self.socket_path, extra = address.socket_path(self._dir)
             if extra is not None:
                 supervisor.register_dir(extra)  # removed with the rest if the runner dies
+                marker.give_to(extra, self.spec.uid, self.spec.gid)
         if self.handoff:
             self._listener = address.unix_listener(self.socket_path)
 

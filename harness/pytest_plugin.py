@@ -233,6 +233,34 @@ def _servers_of(item: pytest.Item) -> List[Tuple[str, ServerProcess]]:
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item],
+                            ) -> Generator[None, Any, None]:
+    """The test's scope (``_runner.Scope``) spans its set-up, call and tear-down:
+    what was made for the test (a fresh database) ends after its fixtures."""
+    scope = _runner.open_scope(item.nodeid)
+    try:
+        yield
+    finally:
+        try:
+            scope.close()
+        except Exception as exc:  # after the report: said, never a crash of the run
+            warnings.warn(f"harness: ending what {item.nodeid} made failed: "
+                          f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=1)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest,
+                         ) -> Generator[None, Any, None]:
+    """A fixture wider than the test is set up outside the test's scope: what it
+    makes lives as long as the fixture."""
+    if getattr(fixturedef, "scope", "function") == "function":
+        yield
+        return
+    with _runner.outside_scope():
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None],
                               ) -> Generator[None, Any, None]:
     outcome = yield

@@ -203,11 +203,15 @@ class ServerTestMixin(_TestCaseBase):
         self._harness = _TestState(baseline=_live_servers())
         # The first cleanup registered runs last, after every server's stop.
         self.addCleanup(self._harness_check_leftovers)
+        # What was made for this test (a fresh database) ends with it, after its clean-ups.
+        scope = _runner.open_scope(self.id())
+        self.addCleanup(scope.close)
         try:
             super().run(cast(unittest.TestResult, _ReportingResult(result, self)))
         except BaseException:
             # KeyboardInterrupt and friends skip the cleanups: stop our servers here.
             self._harness_stop_all()
+            scope.close()
             raise
         state = self._harness
         # A test that passed expected its failed starts: their logs go.

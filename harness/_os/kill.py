@@ -108,11 +108,13 @@ def wait_gone(ids: Iterable[ProcessId], deadline: Deadline,
 def stop_tree(members: Members, *, grace: float, kill_wait: float,
               group: Optional[int] = None,
               on_wait: Optional[Callable[[], None]] = None,
-              wait: Callable[[float], None] = pause) -> List[ProcessId]:
+              wait: Callable[[float], None] = pause,
+              sig: int = signal.SIGTERM) -> List[ProcessId]:
     """End every process ``members()`` lists, and the process group ``group``.
 
-    With ``grace > 0``: SIGCONT and SIGTERM (a stopped process ignores
-    SIGTERM until continued) to the group and to every member, then up to
+    With ``grace > 0``: SIGCONT and ``sig`` (SIGTERM unless the server asks
+    for another, such as PostgreSQL's SIGINT, its fast shutdown; a stopped
+    process ignores it until continued) to the group and to every member, then up to
     ``grace`` seconds for all of them to exit.  Then SIGKILL to the group
     and to whoever ``members()`` lists *now* (a member may have forked
     meanwhile), in rounds, until none is left or ``kill_wait`` passes.
@@ -136,10 +138,10 @@ def stop_tree(members: Members, *, grace: float, kill_wait: float,
 
     if grace > 0:
         first = running()
-        for sig in (signal.SIGCONT, signal.SIGTERM):
-            _signal_group(group, sig)
+        for each in (signal.SIGCONT, sig):
+            _signal_group(group, each)
             for member in first:
-                signal_process(member, sig)
+                signal_process(member, each)
         deadline = Deadline(grace)
         while True:
             if on_wait is not None:

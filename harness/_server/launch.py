@@ -190,6 +190,13 @@ def fresh_command(kind: str, path: str) -> List[str]:
     return [sys.executable, BOOT_PATH, kind, path]
 
 
+def who(spec: ServerSpec) -> Dict[str, Any]:
+    """What every spawn request carries about the process: its user (``uid``/``gid``,
+    ``None``: the runner's) and the first signal of its stop, which the keeper
+    also sends when the runner dies."""
+    return {"uid": spec.uid, "gid": spec.gid, "stop_signal": spec.stop_signal}
+
+
 class Launched:
     """A started server: its pid, its keeper, the command shown in messages, warm or not."""
 
@@ -230,7 +237,7 @@ def launch(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[str],
     else:
         command = fresh_command("target", _target_file(spec, directory, files)) + (
             [spec.main_path] if spec.main_path else [])
-    request = {"kind": "exec", "argv": command, "env": env, "cwd": spec.cwd or os.getcwd()}
+    request = dict(who(spec), kind="exec", argv=command, env=env, cwd=spec.cwd or os.getcwd())
     try:
         return _spawn(supervisor.zygote(None), request, log_fd, listen_fd, deadline, command,
                       False)
@@ -246,6 +253,7 @@ def _target_file(spec: ServerSpec, directory: str, files: Dict[str, str]) -> str
         assert spec.payload is not None
         files["target"] = marker.write_private(os.path.join(directory, "target.pickle"),
                                                spec.payload)
+        marker.give_to(directory, spec.uid, spec.gid)
     return files["target"]
 
 
@@ -253,8 +261,9 @@ def _launch_warm(spec: ServerSpec, key: supervisor.PreloadKey, env: Dict[str, st
                  directory: str, files: Dict[str, str], log_fd: int, listen_fd: Optional[int],
                  deadline: Deadline) -> Launched:
     zygote = supervisor.zygote(key)
-    request: Dict[str, Any] = {"kind": spec.kind, "env": env, "cwd": spec.cwd or os.getcwd(),
-                               "sys_path": supervisor.runner_sys_path()}
+    request: Dict[str, Any] = dict(who(spec), kind=spec.kind, env=env,
+                                   cwd=spec.cwd or os.getcwd(),
+                                   sys_path=supervisor.runner_sys_path())
     if spec.kind == "app":
         request["app_path"] = files["app"]
         shown = [f"(warm, preload {list(key or ())})", files["app"]]

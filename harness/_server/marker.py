@@ -50,11 +50,12 @@ def new_server_id() -> str:
     return secrets.token_hex(8)
 
 
-def make_private_dir() -> str:
-    """A new 0700 temp directory with an unpredictable name, tagged with its owner."""
-    base = tempfile.gettempdir()
+def make_private_dir(base: Optional[str] = None) -> str:
+    """A new 0700 temp directory with an unpredictable name, tagged with its owner
+    (in ``base``, default the temp dir)."""
+    base = base or tempfile.gettempdir()
     try:
-        path = tempfile.mkdtemp(prefix=TEMP_PREFIX)  # mkdtemp: 0700, random name, O_EXCL
+        path = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=base)  # 0700, random name, O_EXCL
     except OSError as exc:
         raise HarnessError(f"cannot create a private directory in {base}: {exc}; free space "
                            f"there or point TMPDIR at a writable directory") from None
@@ -68,6 +69,21 @@ def make_private_dir() -> str:
         raise HarnessError(f"cannot write in the private directory {path}: {exc}; free space "
                            f"in {base} or point TMPDIR at a writable directory") from None
     return path
+
+
+def give_to(path: str, uid: Optional[int], gid: Optional[int]) -> None:
+    """Hand a private dir and what is in it (not below) to the server's ``user=``.
+
+    It stays 0700: the server's user alone (and root) can enter it.  The
+    log is not handed over: the server writes it through the descriptor
+    it inherits.
+    """
+    if uid is None:
+        return
+    os.chown(path, uid, -1 if gid is None else gid, follow_symlinks=False)
+    for entry in os.scandir(path):
+        if entry.name != OWNER_FILE and not entry.name.endswith(".log"):
+            os.chown(entry.path, uid, -1 if gid is None else gid, follow_symlinks=False)
 
 
 def read_owner(path: str) -> Optional[ProcessId]:

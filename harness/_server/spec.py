@@ -13,6 +13,7 @@ import ipaddress
 import os
 import pickle
 import re
+import signal
 import ssl
 import sys
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -54,6 +55,9 @@ class ServerSpec:
     https: bool
     verify: Verify
     listens: Optional[bool]         # None: where it listens is found out; False: no port
+    uid: Optional[int] = None       # user=: run the server as this uid (and gid), root only
+    gid: Optional[int] = None
+    stop_signal: int = signal.SIGTERM  # the first signal of a stop (and of an orphan's end)
 
     @property
     def uses_port(self) -> bool:
@@ -71,7 +75,9 @@ class ServerSpec:
                 cwd: Optional[PathLike] = None, health: HealthSpec = "/health",
                 ready_successes: Optional[int] = None, start_timeout: float = 10.0,
                 stop_timeout: float = 5.0, name: Optional[str] = None, https: bool = False,
-                verify: Verify = True, listens: Optional[bool] = None) -> "ServerSpec":
+                verify: Verify = True, listens: Optional[bool] = None,
+                user: Optional[Union[str, int]] = None,
+                stop_signal: int = signal.SIGTERM) -> "ServerSpec":
         given = [what for what, value in (("app_code", app_code), ("argv", argv),
                                           ("target", target)) if value is not None]
         if len(given) != 1:
@@ -119,6 +125,8 @@ class ServerSpec:
             ready_successes = 1 if handoff and isinstance(check, TcpCheck) else 2
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
+        uid, gid = _checked_user(user)
+        stop_signal = _checked_signal(stop_signal)
         default_name = {"app": "app", "argv": os.path.basename(argv_tuple[0]) if argv_tuple
                         else "server", "target": getattr(target, "__name__", "target")}[kind]
         return cls(
@@ -131,7 +139,52 @@ class ServerSpec:
             start_timeout=_validate.seconds(start_timeout, "start_timeout"),
             stop_timeout=_validate.seconds(stop_timeout, "stop_timeout"),
             name=name or default_name, https=https, verify=_checked_verify(verify),
-            listens=listens)
+            listens=listens, uid=uid, gid=gid, stop_signal=stop_signal)
+
+
+def _checked_user(user: object) -> Tuple[Optional[int], Optional[int]]:
+    """``user=`` as (uid, gid); ``(None, None)`` for no change (none given, or oneself).
+
+    A name must be in the user database; a uid need not be (a throwaway
+    uid runs with the same number as its gid).  Only root can run a
+    process as another user: anyone else gets the error here, before
+    anything starts.
+    """
+    if user is None:
+        return None, None
+    import pwd
+    if isinstance(user, bool) or not isinstance(user, (str, int)):
+        raise TypeError(f"user must be a user name or a uid (int), got {user!r}")
+    if isinstance(user, int):
+        if user < 0:
+            raise ValueError(f"user must be a uid >= 0, got {user!r}")
+        try:
+            uid, gid = user, pwd.getpwuid(user).pw_gid
+        except KeyError:
+            uid, gid = user, user
+    else:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise ValueError(f"user {user!r} does not exist (not in the user database)") from None
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if uid == os.geteuid():
+        return None, None
+    if os.geteuid() != 0:
+        raise ValueError(f"user={user!r}: running a server as another user needs root (this "
+                         f"process runs as uid {os.geteuid()}); leave user= unset")
+    return uid, gid
+
+
+def _checked_signal(stop_signal: object) -> int:
+    if isinstance(stop_signal, bool) or not isinstance(stop_signal, int):
+        raise TypeError(f"stop_signal must be a signal number such as signal.SIGINT, "
+                        f"got {stop_signal!r}")
+    if stop_signal not in signal.valid_signals() or stop_signal in (
+            signal.SIGSTOP, signal.SIGCONT, signal.SIGCHLD):
+        raise ValueError(f"stop_signal must be a signal that ends a process (SIGTERM, SIGINT, "
+                         f"SIGQUIT, ...), got {stop_signal!r}")
+    return int(stop_signal)
 
 
 def _check_app_code(app_code: object) -> None:

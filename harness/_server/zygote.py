@@ -153,6 +153,14 @@ def _own_tree() -> List[ProcessId]:
     return [i for i in map(proc.identity, pids) if i is not None]
 
 
+def _children() -> List[ProcessId]:
+    """The live children of this process (a zygote's keepers)."""
+    kids = proc.children(os.getpid())
+    if kids is None:
+        return _own_tree()
+    return [i for i in map(proc.identity, kids) if i is not None and kill.is_alive(i)]
+
+
 def _reap_all_but(keep: Optional[int]) -> None:
     """Reap exited children (re-parented orphans included), never ``keep``."""
     kids = proc.children(os.getpid())
@@ -229,8 +237,10 @@ def _server(request: Dict[str, Any], log_fd: int, listen_fd: Optional[int], errp
                     signal.signal(getattr(signal, name), signal.SIG_DFL)
             if request.get("cwd"):
                 os.chdir(request["cwd"])
+            _become(request)
             argv = request["argv"]
             os.execvpe(argv[0], argv, env)
+        _become(request)
         _run_in_process(request, env, errpipe)
     except BaseException as exc:
         code = getattr(exc, "errno", None) or 0
@@ -239,6 +249,16 @@ def _server(request: Dict[str, Any], log_fd: int, listen_fd: Optional[int], errp
             os.write(errpipe, message.encode("utf-8", "replace"))
         finally:
             os._exit(127)
+
+
+def _become(request: Dict[str, Any]) -> None:
+    """Drop to the request's user (``user=``): no supplementary groups, then gid, then uid."""
+    uid = request.get("uid")
+    if uid is None:
+        return
+    os.setgroups([])
+    os.setgid(request["gid"])
+    os.setuid(uid)
 
 
 def _run_in_process(request: Dict[str, Any], env: Dict[str, str], errpipe: int) -> None:
@@ -469,7 +489,8 @@ class Keeper:
         assert self.server is not None
         survivors = kill.stop_tree(_own_tree, grace=grace, kill_wait=kill_wait,
                                    group=self.server.pid, on_wait=self._reap,
-                                   wait=self._wait_for_child)
+                                   wait=self._wait_for_child,
+                                   sig=int(self.request.get("stop_signal") or signal.SIGTERM))
         self._check_server()
         dead = self.reported_exit or proc.is_dead(self.server.pid)
         try:
@@ -642,7 +663,14 @@ class Zygote:
             os.close(fd)
 
     def _shutdown(self) -> None:
-        """The runner is gone (or done): end whatever is left below us, remove its dirs."""
+        """The runner is gone (or done): end whatever is left below us, remove its dirs.
+
+        The keepers go first (each ends its server with the server's own stop
+        signal, as the runner's death tells it too); then whatever is left.
+        Signalling the servers directly would race their keepers' signal.
+        """
+        kill.stop_tree(_children, grace=ORPHAN_GRACE + 1.0, kill_wait=KILL_WAIT,
+                       on_wait=lambda: _reap_all_but(None))
         kill.stop_tree(_own_tree, grace=ORPHAN_GRACE, kill_wait=KILL_WAIT,
                        on_wait=lambda: _reap_all_but(None))
         if self.dirs:
