@@ -46,6 +46,9 @@ import time  # noqa: E402
 from typing import Any, Callable, Dict, List, Tuple  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# --harness DIR: time another checkout (e.g. 0.1's) with the rows its API has.
+if "--harness" in sys.argv:
+    ROOT = os.path.abspath(sys.argv[sys.argv.index("--harness") + 1])
 sys.path.insert(0, ROOT)
 
 from harness.process import ServerProcess  # noqa: E402
@@ -135,7 +138,8 @@ class Bench:
                                    handoff=handoff)
         elif app_code:
             code = (f"import sys\nsys.argv[1:] = [{self.stamp!r}, {str(self.delay)!r}]\n" + SERVER)
-            server = ServerProcess(code, handoff=handoff, preload=preload)
+            warm_kw = {"preload": preload} if preload else {}  # (0.1 has no preload=)
+            server = ServerProcess(code, handoff=handoff, **warm_kw)
         else:
             server = ServerProcess(argv=self.argv(), handoff=handoff)
         launched = time.monotonic()
@@ -236,6 +240,99 @@ class Bench:
         stopped = time.monotonic() - started
         release_port(port)
         return Round(ready, stopped, floor, early)
+
+
+# A 0.1-era server: it binds its own Unix socket ($SOCK) and writes a line for
+# every request, as werkzeug's dev server does (its tree is never idle while
+# probed).  0.1-style use: a callable check over that socket, listens unset.
+OWN_UNIX_SERVER = r'''
+import http.server, os, socketserver, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def address_string(self):
+        return "unix"
+    def log_message(self, fmt, *args):
+        sys.stderr.write("request %s\\n" % (fmt % args))
+
+class Server(socketserver.UnixStreamServer):
+    def get_request(self):
+        conn, _ = super().get_request()
+        return conn, ("unix", 0)
+
+Server(os.environ["SOCK"], Handler).serve_forever(poll_interval=0.5)
+'''
+
+
+def _unix_get_ok(path: str) -> bool:
+    """One HTTP/1.0 GET over a Unix socket: True if it answered 200."""
+    import socket
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        return sock.recv(64).startswith(b"HTTP/1.0 200")
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def own_unix_rounds(rounds: int, workdir: str) -> Dict[str, List[float]]:
+    """Ready time of the 0.1-style Unix socket server: harness against a hand-written poll."""
+    script = os.path.join(workdir, "own_unix.py")
+    with open(script, "w") as f:
+        f.write(OWN_UNIX_SERVER)
+    sock = os.path.join(workdir, "own.sock")
+    times: Dict[str, List[float]] = {"floor": [], "harness": [], "harness stop": []}
+    for _ in range(rounds):
+        for path in (sock,):
+            if os.path.exists(path):
+                os.unlink(path)
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, script], env=dict(os.environ, SOCK=sock),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not (os.path.exists(sock) and _unix_get_ok(sock)):
+            time.sleep(0.001)
+        times["floor"].append(time.monotonic() - started)
+        proc.terminate()
+        proc.wait()
+        os.unlink(sock)
+        server = ServerProcess(OWN_UNIX_SERVER, env={"SOCK": sock},
+                               health=lambda s: os.path.exists(sock) and _unix_get_ok(sock))
+        started = time.monotonic()
+        server.start()
+        times["harness"].append(time.monotonic() - started)
+        started = time.monotonic()
+        server.stop()
+        times["harness stop"].append(time.monotonic() - started)
+        if os.path.exists(sock):
+            os.unlink(sock)
+    return times
+
+
+def print_v01_rows(rounds: int, workdir: str) -> None:
+    """The rows of 0.1-style use (API 0.1 has), for comparing releases side by side."""
+    times = own_unix_rounds(rounds, workdir)
+    print(f"0.1-style use, {rounds} rounds each, interleaved, ms (median, p95); harness from "
+          f"{ROOT}")
+    print(f"  own Unix socket + callable check: hand-written poll {_ms(times['floor']):7.1f}  "
+          f"harness {_ms(times['harness']):7.1f} (p95 {1000 * _pct(times['harness'], 0.95):.1f}, "
+          f"{statistics.median(times['harness']) / statistics.median(times['floor']):.2f}x)  "
+          f"stop {_ms(times['harness stop']):.1f}")
+    bench = Bench(workdir, 0.0)
+    handoff = [bench.harness(True, app_code=True) for _ in range(rounds)]
+    ready = [r.ready for r in handoff]
+    floor = [r.floor for r in handoff]
+    print(f"  app_code + handoff (HttpCheck):   floor {_ms(floor):7.1f}  harness "
+          f"{_ms(ready):7.1f} (p95 {1000 * _pct(ready, 0.95):.1f}, "
+          f"{statistics.median(ready) / statistics.median(floor):.2f}x)  stop "
+          f"{_ms([r.stopped for r in handoff]):.1f}")
 
 
 def _pct(values: List[float], q: float) -> float:
@@ -417,8 +514,18 @@ def main() -> None:
                         help="Flask servers in the suite-level row (default 100)")
     parser.add_argument("--callables", type=int, default=137,
                         help="callable servers in the by-hand comparison (default 137)")
+    parser.add_argument("--harness", metavar="DIR",
+                        help="import harness from this checkout (another release)")
+    parser.add_argument("--v01-only", action="store_true",
+                        help="only the rows of 0.1-style use (for --harness of 0.1)")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="bench-lifecycle-")
+    if args.v01_only:
+        try:
+            print_v01_rows(args.rounds, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     with open(os.path.join(workdir, "bench_targets.py"), "w") as f:
         f.write(TARGETS.replace("__SERVER__", repr(SERVER)))
     sys.path.insert(0, workdir)
@@ -494,6 +601,8 @@ def main() -> None:
         print(f"\nsuite: {args.callables} tests, each with its own callable server and one "
               f"request: forking by hand {by_hand:.2f} s, harness target= (warm) "
               f"{harnessed:.2f} s = {harnessed / by_hand:.2f}x (target <= 1.1x)")
+        print()
+        print_v01_rows(args.rounds, workdir)
         print("\nlaunch cost (median of 30 launches of `true`, ms):")
         for label, cost in launch_costs(30):
             print(f"  {label:38} {cost * 1000:6.2f}")
