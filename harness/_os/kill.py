@@ -81,12 +81,23 @@ def signal_process(target: ProcessId, sig: int) -> bool:
     return True
 
 
-def _signal_group(group: Optional[int], sig: int) -> None:
+def _signal_group(group: Optional[int], sig: int) -> bool:
     if group is not None and group > 1:
         try:
             os.killpg(group, sig)
+            return True
         except OSError:
             pass
+    return False
+
+
+def _in_group(member: ProcessId, group: int) -> bool:
+    """Whether ``member`` is in process group ``group`` (read after the group
+    was signalled: a process that joined it later is not, and is signalled)."""
+    try:
+        return os.getpgid(member.pid) == group
+    except OSError:
+        return False
 
 
 def alive(ids: Iterable[ProcessId]) -> List[ProcessId]:
@@ -112,7 +123,8 @@ def stop_tree(members: Members, *, grace: float, kill_wait: float,
     """End every process ``members()`` lists, and the process group ``group``.
 
     With ``grace > 0``: SIGCONT and SIGTERM (a stopped process ignores
-    SIGTERM until continued) to the group and to every member, then up to
+    SIGTERM until continued) to the group and to every member outside it
+    (each process gets one), then up to
     ``grace`` seconds for all of them to exit.  Then SIGKILL to the group
     and to whoever ``members()`` lists *now* (a member may have forked
     meanwhile), in rounds, until none is left or ``kill_wait`` passes.
@@ -137,9 +149,12 @@ def stop_tree(members: Members, *, grace: float, kill_wait: float,
     if grace > 0:
         first = running()
         for sig in (signal.SIGCONT, signal.SIGTERM):
-            _signal_group(group, sig)
+            grouped = _signal_group(group, sig)
             for member in first:
-                signal_process(member, sig)
+                # One SIGTERM each: a second one, sent while the first is
+                # handled, would interrupt the clean-up it began.
+                if not (grouped and group is not None and _in_group(member, group)):
+                    signal_process(member, sig)
         deadline = Deadline(grace)
         while True:
             if on_wait is not None:
