@@ -17,6 +17,7 @@ stream: that is ``ChannelClosed``, never a timeout to retry after.
 from __future__ import annotations
 
 import array
+import math
 import os
 import pickle
 import select
@@ -62,13 +63,21 @@ def _wait_readable(sock: socket.socket, until: Optional[float], started: bool) -
     """Wait for bytes: until ``until`` for a frame to begin (``ChannelTimeout``),
     then up to :data:`FRAME_STALL` for each next piece of it (``ChannelClosed``)."""
     if started:
-        wait: Optional[float] = FRAME_STALL
+        wait = FRAME_STALL
     elif until is None:
         return
     else:
         wait = max(0.0, until - time.monotonic())
-    if not select.select([sock], [], [], wait)[0]:
+    if not _readable(sock, wait):
         raise ChannelClosed() if started else ChannelTimeout()
+
+
+def _readable(sock: socket.socket, seconds: float) -> bool:
+    """``poll``, not ``select``: a runner with more than 1024 files open has
+    descriptors ``select`` cannot watch."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(math.ceil(seconds * 1000)))
 
 
 def _take_fds(ancdata: List[Tuple[int, int, bytes]], into: List[int]) -> None:
