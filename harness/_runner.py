@@ -203,25 +203,50 @@ def cut_hidden_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
 # The failure report
 
 
-def server_block(server: ServerProcess, scope: str, lines: int) -> str:
+def server_block(server: ServerProcess, scope: str, lines: int,
+                 shown: Optional[str] = None) -> Optional[str]:
     """The report of one server: a head line and its log's last ``lines`` lines.
 
-    The tail is read before the state, so the state is the later fact: a
-    server shown as running was still running after the lines above it
-    were written.
+    ``shown``: the tail of its log the failing error already shows; then
+    only the lines written since, and ``None`` (nothing to report) while
+    the server still runs and has written nothing more.  The tail is read
+    before the state, so the state is the later fact: a server shown as
+    running was still running after the lines above it were written.
     """
     try:
         tail = server.log_tail(lines)
     except Exception as exc:  # the report must never hide the failure it decorates
         tail = f"(log unreadable: {type(exc).__name__}: {exc})"
     state = server.state
+    since = None if shown is None else lines_after(shown.splitlines(), tail.splitlines())
+    if since == [] and state == "running":
+        return None
     log_path = server.log_path
     if state != "running" and log_path and _is_kept(log_path):
         state += f"; log kept at {log_path}"
     head = f"--- {scope} server {server.name!r} (pid {server.pid}, {server.where}, {state})"
-    body = "\n".join("    " + line for line in tail.splitlines()) if tail.strip() \
-        else "    (the log is empty)"
-    return head + "\n" + body
+    if since is not None:
+        body = [SHOWN_SINCE if since else SHOWN_ABOVE] + since
+    else:
+        body = tail.splitlines() if tail.strip() else ["(the log is empty)"]
+    return head + "\n" + "\n".join("    " + line for line in body)
+
+
+#: A server block's first line when the failing error shows the server's log.
+SHOWN_ABOVE = "(the error above shows its log up to the failure; nothing written since)"
+SHOWN_SINCE = "(the error above shows its log up to the failure; written since:)"
+
+
+def lines_after(shown: List[str], now: List[str]) -> List[str]:
+    """The lines of ``now``, a later tail of a log, that come after ``shown``,
+    an earlier one: after the last place in ``now`` where ``shown`` ends."""
+    if not shown:
+        return now
+    for end in range(len(now), 0, -1):
+        overlap = min(end, len(shown))
+        if now[end - overlap:end] == shown[len(shown) - overlap:]:
+            return now[end:]
+    return now
 
 
 def _is_kept(log_path: str) -> bool:
@@ -238,9 +263,14 @@ def report_blocks(servers: Iterable[Tuple[str, ServerProcess]], lines: int,
                   exc: Optional[BaseException]) -> List[str]:
     """The server blocks of a failure report: one per server (``(scope, server)``
     pairs; a server listed twice is shown once), leaving out servers that never
-    launched and the server whose log the failing exception already shows (a
-    ``ServerStartError`` carries its own log's tail, a failed request its
-    server's tail and state).
+    launched and the server of a failed start (its ``ServerStartError`` carries
+    its log's tail and how it ended).
+
+    A failed request's error carries its server's log tail and state when it
+    failed (``ServerProcess.request``): that server's block says how it is now
+    and shows only the lines written since; it is left out while the server
+    still runs and wrote nothing more.  Whether the error or the server's
+    exit came first changes nothing but where the exit is said.
 
     When ``exc`` is a broken connection, servers still running get
     :data:`EXIT_GRACE` to finish exiting first, so that a server that
@@ -256,11 +286,14 @@ def report_blocks(servers: Iterable[Tuple[str, ServerProcess]], lines: int,
         shown.append((scope, server))
     if exc is not None and _is_connection_failure(exc):
         _await_exits([server for _, server in shown])
-    # A request's error carries its server's log tail and state already
-    # (``ServerProcess.request``): repeat it only if the state has changed.
-    in_message = getattr(exc, "server_log_shown", None)
-    return [server_block(server, scope, lines) for scope, server in shown
-            if in_message != (server.log_path, server.state)]
+    shown_by = getattr(exc, "server_log_shown", None)  # the server_id of the request's server
+    tail = getattr(exc, "server_log_tail", None)
+    if not isinstance(tail, str):
+        shown_by = None
+    blocks = [server_block(server, scope, lines,
+                           shown=tail if shown_by == server.server_id else None)
+              for scope, server in shown]
+    return [block for block in blocks if block is not None]
 
 
 def add_note(exc: BaseException, text: str) -> None:

@@ -740,9 +740,9 @@ class ServerProcess:
         note = (f"{head} log tail:\n" + "\n".join("    " + line for line in tail.splitlines())
                 if tail else f"{head}: log is empty")
         exc.server_log_tail = tail  # type: ignore[attr-defined]
-        # What the message shows, so a failure report need not show it again
-        # (unless the server's state has changed since: then it is news).
-        exc.server_log_shown = (self.log_path, state)  # type: ignore[attr-defined]
+        # Whose log the message shows (this launch's), so that a failure
+        # report shows only what came after it.
+        exc.server_log_shown = self.server_id  # type: ignore[attr-defined]
         if exc.args and isinstance(exc.args[0], str):
             exc.args = (exc.args[0] + "\n" + note,) + tuple(exc.args[1:])
 

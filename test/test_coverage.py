@@ -63,6 +63,89 @@ http.server.HTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).s
 '''
 
 
+# A SIGTERM that arrives while coverage's tracer holds its data lock.
+# coverage 7.5.5 to 7.17 take that lock in Python code (Collector.lock_data,
+# called by the C tracer at every call into a measured file): a SIGTERM
+# handled there raised SystemExit with the lock taken, and coverage's save at
+# exit waited for it for ever (the server was SIGKILLed at the end of
+# stop_timeout: -9, no data).  The trap makes the first acquire take the
+# real lock and SIGTERM the process in one C call, so the handler runs in
+# lock_data with the lock held, as a SIGTERM arriving at that moment does.
+TRAP_APP = '''\
+import collections, functools, operator, os, signal, sys
+import coverage
+import shop
+
+collector = coverage.Coverage.current()._collector
+if not callable(getattr(type(collector), "lock_data", None)):
+    print("this coverage takes its data lock in C", flush=True)
+    sys.exit(3)
+
+
+class Trap:
+    def __init__(self, lock):
+        self.lock, self.armed = lock, True
+
+    @property
+    def acquire(self):
+        if not self.armed:
+            return self.lock.acquire
+        self.armed = False
+        steps = [self.lock.acquire, functools.partial(os.kill, os.getpid(), signal.SIGTERM)]
+        return functools.partial(collections.deque(maxlen=0).extend,
+                                 map(operator.methodcaller("__call__"), steps))
+
+    def release(self):
+        self.lock.release()
+
+    def __enter__(self):
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self.lock.__exit__(*exc)
+
+
+collector.data_lock = Trap(collector.data_lock)
+print("price", shop.price("book"), flush=True)
+print("not reached: SIGTERM ends the app", flush=True)
+'''
+
+# The same moment without coverage, on any version of it: a Python trace
+# function whose module is named like coverage's takes a lock, and SIGTERM
+# arrives while it holds it; an atexit function takes it again, as coverage's
+# save does.  The handler must let the trace function finish first.
+STAND_IN_APP = '''\
+import atexit, os, signal, sys, threading
+
+lock = threading.Lock()
+
+
+def save():
+    with lock:
+        print("saved", flush=True)
+
+
+atexit.register(save)
+TRACER = """
+def tracer(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "measured":
+        lock.acquire()
+        os.kill(os.getpid(), signal.SIGTERM)
+        lock.release()
+"""
+namespace = {"__name__": "coverage.stand_in", "lock": lock, "os": os, "signal": signal}
+exec(compile(TRACER, "<coverage stand-in>", "exec"), namespace)
+
+
+def measured():
+    return 1
+
+
+sys.settrace(namespace["tracer"])
+measured()
+print("not reached: SIGTERM ends the app", flush=True)
+'''
+
 def line_of(source: str, marker: str) -> int:
     """The 1-based number of the line of ``source`` that ends with ``# marker``."""
     matches = [n for n, line in enumerate(source.splitlines(), 1)
@@ -177,6 +260,23 @@ class ServerCoverageTest(unittest.TestCase):
         self.assertIn(line_of(SHOP, "TAKEN"), shop_lines)
         self.assertNotIn(line_of(SHOP, "NEVER"), shop_lines)
 
+    def test_a_sigterm_while_coverage_holds_its_data_lock_still_saves_the_data(self) -> None:
+        app = write(os.path.join(self.project, "app.py"), TRAP_APP)
+        env = dict(os.environ)
+        env.pop("COVERAGE_PROCESS_CONFIG", None)
+        env["COVERAGE_PROCESS_START"] = self.rcfile
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.project, env.get("PYTHONPATH")]))
+        # The timeout only catches the hang this test is about.
+        done = subprocess.run([sys.executable, _launch.BOOT_PATH, "app", app], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=30)
+        if done.returncode == 3:
+            self.skipTest(done.stdout.strip())
+        self.assertEqual((done.returncode, done.stdout), (143, ""))
+        # Saved: what ran before the SIGTERM (shop's import); the app exited
+        # as price() was entered, before its body.
+        self.assertEqual(self.combine().lines(self.shop), [1])
+
     def test_boot_script_without_the_variable_does_not_import_coverage(self) -> None:
         """The common case pays nothing: no import, no data."""
         boot = _launch.BOOT_PATH
@@ -190,6 +290,19 @@ class ServerCoverageTest(unittest.TestCase):
                               universal_newlines=True, timeout=60)
         self.assertEqual((done.returncode, done.stdout), (0, "False\n"))
         self.assertEqual(self.data_files(), [])
+
+
+class BootSigtermTest(unittest.TestCase):
+    """The boot script's SIGTERM handler, whether coverage is installed or not."""
+
+    def test_a_sigterm_inside_a_coverage_trace_function_waits_for_it_to_return(self) -> None:
+        tmp = tempfile.TemporaryDirectory(prefix="boottest-")
+        self.addCleanup(tmp.cleanup)
+        app = write(os.path.join(tmp.name, "app.py"), STAND_IN_APP)
+        done = subprocess.run([sys.executable, _launch.BOOT_PATH, "app", app],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=30)  # catches the hang only
+        self.assertEqual((done.returncode, done.stdout), (143, "saved\n"))
 
 
 if __name__ == "__main__":

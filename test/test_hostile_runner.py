@@ -23,6 +23,31 @@ HANG = 30.0
 CRASH = "import sys\nprint('crash-marker', flush=True)\nsys.exit(3)\n"
 
 
+class ManyOpenFilesTest(unittest.TestCase):
+    """A runner with more than 1024 files open (a load test's connections,
+    a big fixture): ``select()`` cannot watch a descriptor past 1023, and
+    the zygote inherits the runner's numbers for its sockets."""
+
+    def test_a_server_starts_and_stops_in_a_runner_with_2000_files_open(self) -> None:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 2200:
+            self.skipTest(f"RLIMIT_NOFILE hard limit {hard} < 2200")
+        code = ("import os, resource\n"
+                "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+                "resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2200), hard))\n"
+                "held = [os.open(os.devnull, os.O_RDONLY) for _ in range(2000)]\n"
+                "from harness import start_server\n"
+                f"server = start_server({OK_APP!r})\n"
+                "print(min(held) < 1024 < max(held), server.get('/x').json()['path'],\n"
+                "      server.stop())\n")
+        done = subprocess.run([sys.executable, "-c", code], env=python_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=HANG * 2)
+        self.assertEqual((done.returncode, done.stdout.splitlines()[-1:]),
+                         (0, ["True /x 143"]), done.stdout)
+
+
 class LateConfigurationTest(NoLeftoversMixin, unittest.TestCase):
     """HARNESS_TIMEOUT_FACTOR changed after start(): stop() still ends everything."""
 

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 import unittest
+from unittest import mock
 
 from _process_helpers import OK_APP, NoLeftoversMixin, pid_alive, remove_kept, server_argv
 from _support import ChildProcessesMixin, open_fds, python_env, spawn_python
@@ -260,6 +261,37 @@ class StopTreeTest(ChildProcessesMixin, unittest.TestCase):
         self.assertEqual(survivors, [])
         self.assertFalse(_procinfo.is_alive(member), "stop_tree returned while it still ran")
         self.assertEqual(proc.wait(HANG), 0, "it was given its grace to exit by itself")
+
+    def test_each_process_gets_one_sigterm(self) -> None:
+        # The group's signal reaches every process in the group: signalling a
+        # member of it again made a Python server run its SIGTERM handler a
+        # second time, in the middle of the clean-up the first one began.
+        # A member outside the group (a setsid escapee) is signalled itself.
+        from harness._os import kill as _kill
+        code = "import signal\nprint('up', flush=True)\nsignal.pause()\n"
+        leader = spawn_python(code, start_new_session=True)
+        escapee = spawn_python(code, start_new_session=True)
+        self.procs += [leader, escapee]
+        members = []
+        for child in (leader, escapee):
+            self.assertEqual(child.stdout.readline(), "up\n")
+            members.append(_procinfo.identity(child.pid))
+        sent = []
+        real = _kill.signal_process
+
+        def recording(target: ProcessId, sig: int) -> bool:
+            sent.append((target, sig))
+            return real(target, sig)
+
+        with mock.patch.object(_kill, "signal_process", recording):
+            survivors = _kill.stop_tree(lambda: members, grace=HANG, kill_wait=HANG,
+                                        group=leader.pid)
+        self.assertEqual(survivors, [])
+        self.assertEqual([sig for target, sig in sent if target == members[0]], [])
+        self.assertEqual([sig for target, sig in sent if target == members[1]],
+                         [signal.SIGCONT, signal.SIGTERM])
+        self.assertEqual((leader.wait(HANG), escapee.wait(HANG)),
+                         (-signal.SIGTERM, -signal.SIGTERM))
 
 
 class HygieneTest(NoLeftoversMixin, unittest.TestCase):

@@ -81,12 +81,23 @@ def signal_process(target: ProcessId, sig: int) -> bool:
     return True
 
 
-def _signal_group(group: Optional[int], sig: int) -> None:
+def _signal_group(group: Optional[int], sig: int) -> bool:
     if group is not None and group > 1:
         try:
             os.killpg(group, sig)
+            return True
         except OSError:
             pass
+    return False
+
+
+def _in_group(member: ProcessId, group: int) -> bool:
+    """Whether ``member`` is in process group ``group`` (read after the group
+    was signalled: a process that joined it later is not, and is signalled)."""
+    try:
+        return os.getpgid(member.pid) == group
+    except OSError:
+        return False
 
 
 def alive(ids: Iterable[ProcessId]) -> List[ProcessId]:
@@ -114,7 +125,8 @@ def stop_tree(members: Members, *, grace: float, kill_wait: float,
 
     With ``grace > 0``: SIGCONT and ``sig`` (SIGTERM unless the server asks
     for another, such as PostgreSQL's SIGINT, its fast shutdown; a stopped
-    process ignores it until continued) to the group and to every member, then up to
+    process ignores it until continued) to the group and to every member
+    outside it (each process gets one), then up to
     ``grace`` seconds for all of them to exit.  Then SIGKILL to the group
     and to whoever ``members()`` lists *now* (a member may have forked
     meanwhile), in rounds, until none is left or ``kill_wait`` passes.
@@ -139,9 +151,13 @@ def stop_tree(members: Members, *, grace: float, kill_wait: float,
     if grace > 0:
         first = running()
         for each in (signal.SIGCONT, sig):
-            _signal_group(group, each)
+            grouped = _signal_group(group, each)
             for member in first:
-                signal_process(member, each)
+                # One signal each: a second one, sent while the first is
+                # handled, would interrupt the clean-up it began (Redis exits
+                # at once on a second SIGINT; coverage's save was cut short).
+                if not (grouped and group is not None and _in_group(member, group)):
+                    signal_process(member, each)
         deadline = Deadline(grace)
         while True:
             if on_wait is not None:

@@ -37,7 +37,31 @@ def _sigterm(signum: int, frame: Any) -> None:
     # coverage's data file run.  The exit code is 128 + 15 = 143.  Once only:
     # a second SIGTERM must not interrupt that clean-up (SIGKILL ends a hang).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _in_coverage(frame):
+        # coverage's tracer is running Python code (coverage 7.5.5 to 7.17
+        # take their data lock there): raised here, SystemExit would leave
+        # the lock taken and coverage's save at exit would wait for it for
+        # ever.  Exit at the next call or return outside the tracer instead
+        # (code a tracer runs makes no such events).
+        global _exit_code
+        _exit_code = 128 + signum
+        sys.setprofile(_exit_now)
+        return
     raise SystemExit(128 + signum)
+
+
+_exit_code = 0
+
+
+def _in_coverage(frame: Any) -> bool:
+    name = str(getattr(frame, "f_globals", {}).get("__name__", ""))
+    return name == "coverage" or name.startswith("coverage.")
+
+
+def _exit_now(frame: Any, event: str, arg: Any) -> None:
+    """A profile function: the SystemExit the SIGTERM handler put off."""
+    sys.setprofile(None)
+    raise SystemExit(_exit_code)
 
 
 def start_coverage() -> None:

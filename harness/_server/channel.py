@@ -6,10 +6,18 @@ travel with the first byte of the frame as ``SCM_RIGHTS`` ancillary data.
 Every socket here is one end of a ``socketpair`` created by the runner:
 only this user's processes that inherited it can talk on it, so pickle is
 safe.  Stdlib only: the zygote loads it without the rest of harness.
+
+A receiver's timeout is for a frame to *begin*.  Once its first byte has
+been read the frame is read to its end, whatever the timeout: a header
+taken and then given up on would leave the body to be read as the next
+header, and every later message would be garbage.  A peer that stops in
+the middle of a frame for :data:`FRAME_STALL` seconds has broken the
+stream: that is ``ChannelClosed``, never a timeout to retry after.
 """
 from __future__ import annotations
 
 import array
+import math
 import os
 import pickle
 import select
@@ -22,6 +30,10 @@ _HEADER = struct.Struct("!I")
 _MAX_FDS = 8
 _MAX_FRAME = 64 << 20
 _CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+#: Seconds a frame already begun may go without a byte before the peer
+#: counts as broken.  Senders write a frame with one ``sendall``: only a
+#: stopped or hung sender leaves one half-sent.
+FRAME_STALL = 10.0
 
 Message = Dict[str, Any]
 
@@ -31,7 +43,7 @@ class ChannelClosed(Exception):
 
 
 class ChannelTimeout(Exception):
-    """No complete message arrived within the time given."""
+    """No message began to arrive within the time given (nothing was read)."""
 
 
 def send(sock: socket.socket, message: Message, fds: Sequence[int] = ()) -> None:
@@ -47,11 +59,25 @@ def send(sock: socket.socket, message: Message, fds: Sequence[int] = ()) -> None
         sock.sendall(frame)
 
 
-def _wait_readable(sock: socket.socket, until: Optional[float]) -> None:
-    if until is None:
+def _wait_readable(sock: socket.socket, until: Optional[float], started: bool) -> None:
+    """Wait for bytes: until ``until`` for a frame to begin (``ChannelTimeout``),
+    then up to :data:`FRAME_STALL` for each next piece of it (``ChannelClosed``)."""
+    if started:
+        wait = FRAME_STALL
+    elif until is None:
         return
-    if not select.select([sock], [], [], max(0.0, until - time.monotonic()))[0]:
-        raise ChannelTimeout()
+    else:
+        wait = max(0.0, until - time.monotonic())
+    if not _readable(sock, wait):
+        raise ChannelClosed() if started else ChannelTimeout()
+
+
+def _readable(sock: socket.socket, seconds: float) -> bool:
+    """``poll``, not ``select``: a runner with more than 1024 files open has
+    descriptors ``select`` cannot watch."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(math.ceil(seconds * 1000)))
 
 
 def _take_fds(ancdata: List[Tuple[int, int, bytes]], into: List[int]) -> None:
@@ -65,16 +91,17 @@ def _take_fds(ancdata: List[Tuple[int, int, bytes]], into: List[int]) -> None:
 def recv(sock: socket.socket, timeout: Optional[float] = None) -> Tuple[Message, List[int]]:
     """The next message and the descriptors that came with it.
 
-    Blocks (up to ``timeout`` seconds, ``None`` for ever) for a whole
-    message; ``ChannelClosed`` at end of file, ``ChannelTimeout`` when the
-    time is up (a peer that trickles a frame cannot hold the caller).
+    Blocks up to ``timeout`` seconds (``None``: for ever) for a message to
+    begin, then until it is complete.  ``ChannelTimeout`` when none began
+    (nothing was consumed: call again); ``ChannelClosed`` at end of file, or
+    when the stream is broken (a frame stalled halfway, or is not a message).
     """
     until = None if timeout is None else time.monotonic() + timeout
     fds: List[int] = []
     try:
         header = b""
         while len(header) < _HEADER.size:
-            _wait_readable(sock, until)
+            _wait_readable(sock, until, started=bool(header))
             data, ancdata, _, _ = sock.recvmsg(_HEADER.size - len(header),
                                                socket.CMSG_SPACE(_MAX_FDS * 4), _CMSG_CLOEXEC)
             _take_fds(ancdata, fds)
@@ -86,18 +113,19 @@ def recv(sock: socket.socket, timeout: Optional[float] = None) -> Tuple[Message,
             raise ChannelClosed()
         body = bytearray()
         while len(body) < size:
-            _wait_readable(sock, until)
+            _wait_readable(sock, until, started=True)
             chunk = sock.recv(size - len(body))
             if not chunk:
                 raise ChannelClosed()
             body += chunk
-        message = pickle.loads(bytes(body))
+        try:
+            message = pickle.loads(bytes(body))
+        except Exception:
+            raise ChannelClosed() from None  # not one of our frames: the stream is corrupt
+        if not isinstance(message, dict):
+            raise ChannelClosed()
     except BaseException:
         for fd in fds:
             os.close(fd)
         raise
-    if not isinstance(message, dict):
-        for fd in fds:
-            os.close(fd)
-        raise ChannelClosed()
     return message, fds

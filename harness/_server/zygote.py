@@ -43,6 +43,7 @@ import fcntl
 import gc
 import importlib
 import io
+import math
 import os
 import select
 import signal
@@ -113,10 +114,13 @@ class _Loop:
     def wait(self, fds: List[int], timeout: Optional[float] = None,
              lifeline: bool = True) -> List[int]:
         """The readable ones of ``fds`` (the wake-up pipe is drained, not returned)."""
-        watched = fds + [self.wake_r] + ([self.lifeline] if lifeline else [])
+        poller = select.poll()  # not select(): the runner's fd numbers (inherited) may be > 1023
+        for fd in fds + [self.wake_r] + ([self.lifeline] if lifeline else []):
+            poller.register(fd, select.POLLIN)
         try:
-            ready = select.select(watched, [], [], timeout)[0]
-        except InterruptedError:  # pragma: no cover - PEP 475 retries select
+            ready = [fd for fd, _ in poller.poll(None if timeout is None
+                                                 else math.ceil(timeout * 1000))]
+        except InterruptedError:  # pragma: no cover - PEP 475 retries poll
             ready = []
         if self.wake_r in ready:
             try:
