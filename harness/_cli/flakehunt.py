@@ -31,7 +31,7 @@ from typing import IO, Any, Dict, List, Optional, Tuple
 
 from .. import _config, _wait
 from .._os import kill
-from .._server import marker, supervisor
+from .._server import marker, protocol, supervisor
 from .._validate import arg_type, check_positive_int, check_timeout, parse_number
 
 RUN_ENV = "HARNESS_FLAKEHUNT_RUN"
@@ -193,7 +193,7 @@ class _GuardedRun:
         fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         try:
             self.link = supervisor.zygote(None).spawn(
-                {"kind": "exec", "argv": argv, "env": env, "cwd": cwd}, fd, None)
+                protocol.spawn("argv", warm=False, argv=argv, env=env, cwd=cwd), fd, None)
         finally:
             os.close(fd)
         try:

@@ -24,7 +24,7 @@ import select
 import socket
 import struct
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 _HEADER = struct.Struct("!I")
 _MAX_FDS = 8
@@ -46,7 +46,7 @@ class ChannelTimeout(Exception):
     """No message began to arrive within the time given (nothing was read)."""
 
 
-def send(sock: socket.socket, message: Message, fds: Sequence[int] = ()) -> None:
+def send(sock: socket.socket, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
     """Send ``message`` (and ``fds``, duplicated into the receiver)."""
     data = pickle.dumps(message, protocol=4)
     frame = _HEADER.pack(len(data)) + data

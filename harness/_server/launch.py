@@ -20,7 +20,7 @@ import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 from .._wait import Deadline
-from . import boot, marker, supervisor
+from . import boot, marker, protocol, supervisor
 from .spec import ServerSpec
 
 WARM_VAR = "HARNESS_WARM"
@@ -190,13 +190,6 @@ def fresh_command(kind: str, path: str) -> List[str]:
     return [sys.executable, BOOT_PATH, kind, path]
 
 
-def who(spec: ServerSpec) -> Dict[str, Any]:
-    """What every spawn request carries about the process: its user (``uid``/``gid``,
-    ``None``: the runner's) and the first signal of its stop, which the keeper
-    also sends when the runner dies."""
-    return {"uid": spec.uid, "gid": spec.gid, "stop_signal": spec.stop_signal}
-
-
 class Launched:
     """A started server: its pid, its keeper, the command shown in messages, warm or not."""
 
@@ -237,7 +230,9 @@ def launch(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[str],
     else:
         command = fresh_command("target", _target_file(spec, directory, files)) + (
             [spec.main_path] if spec.main_path else [])
-    request = dict(who(spec), kind="exec", argv=command, env=env, cwd=spec.cwd or os.getcwd())
+    request = protocol.spawn(spec.kind, warm=False, argv=command, env=env,
+                             cwd=spec.cwd or os.getcwd(), uid=spec.uid, gid=spec.gid,
+                             stop_signal=spec.stop_signal)
     try:
         return _spawn(supervisor.zygote(None), request, log_fd, listen_fd, deadline, command,
                       False)
@@ -261,25 +256,27 @@ def _launch_warm(spec: ServerSpec, key: supervisor.PreloadKey, env: Dict[str, st
                  directory: str, files: Dict[str, str], log_fd: int, listen_fd: Optional[int],
                  deadline: Deadline) -> Launched:
     zygote = supervisor.zygote(key)
-    request: Dict[str, Any] = dict(who(spec), kind=spec.kind, env=env,
-                                   cwd=spec.cwd or os.getcwd(),
-                                   sys_path=supervisor.runner_sys_path())
     if spec.kind == "app":
-        request["app_path"] = files["app"]
+        request = protocol.spawn(
+            "app", warm=True, argv=[], env=env, cwd=spec.cwd or os.getcwd(), uid=spec.uid,
+            gid=spec.gid, stop_signal=spec.stop_signal, app_path=files["app"],
+            sys_path=supervisor.runner_sys_path())
         shown = [f"(warm, preload {list(key or ())})", files["app"]]
     else:
         if spec.target_module and spec.target_module != "__main__":
             zygote.import_module(spec.target_module, max(deadline.remaining(), 1.0))  # once
-        request["learn"] = learning()
-        request["payload"] = spec.payload
-        request["payload_path"] = _target_file(spec, directory, files)
-        request["main_path"] = spec.main_path
+        assert spec.payload is not None
+        request = protocol.spawn(
+            "target", warm=True, argv=[], env=env, cwd=spec.cwd or os.getcwd(), uid=spec.uid,
+            gid=spec.gid, stop_signal=spec.stop_signal, payload=spec.payload,
+            payload_path=_target_file(spec, directory, files), main_path=spec.main_path or "",
+            sys_path=supervisor.runner_sys_path(), learn=learning())
         shown = [f"(warm, preload {list(key or ())})",
                  f"{spec.target_module}.{getattr(spec.target, '__qualname__', '?')}"]
     return _spawn(zygote, request, log_fd, listen_fd, deadline, shown, True)
 
 
-def _spawn(zygote: supervisor.Zygote, request: Dict[str, Any], log_fd: int,
+def _spawn(zygote: supervisor.Zygote, request: protocol.Spawn, log_fd: int,
            listen_fd: Optional[int], deadline: Deadline, shown: List[str],
            warm: bool) -> Launched:
     link = zygote.spawn(request, log_fd, listen_fd)

@@ -21,9 +21,11 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 from .. import _http_wire, _validate
 from ..checks import Check, HealthSpec, TcpCheck, as_check
 from .address import SUN_PATH_LIMIT
+from .protocol import Kind
 
 PathLike = Union[str, "os.PathLike[str]"]
 Verify = Union[bool, str, ssl.SSLContext]
+_KINDS: Dict[str, Kind] = {"app_code": "app", "argv": "argv", "target": "target"}
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -31,7 +33,7 @@ _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 class ServerSpec:
     """What to run and how; see ``ServerProcess`` for the meaning of each field."""
 
-    kind: str                       # "app" (app_code), "argv" or "target"
+    kind: Kind                      # "app" (app_code), "argv" or "target"
     app_code: Optional[str]
     argv: Optional[Tuple[str, ...]]
     target: Optional[Callable[..., Any]]
@@ -85,7 +87,7 @@ class ServerSpec:
                 else "all three"
             raise ValueError("give exactly one of app_code (Python source), argv (a command "
                              "list) or target (a function to run), got " + got)
-        kind = {"app_code": "app", "argv": "argv", "target": "target"}[given[0]]
+        kind = _KINDS[given[0]]
         if app_code is not None:
             _check_app_code(app_code)
         argv_tuple = _checked_argv(argv) if argv is not None else None

@@ -31,12 +31,12 @@ import subprocess
 import sys
 import threading
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, cast
 
 from .._os import proc
 from .._os.identity import ProcessId
 from .._wait import Deadline, backoff, pause
-from . import channel, marker
+from . import channel, marker, protocol
 
 _log = logging.getLogger("harness.supervisor")
 
@@ -107,25 +107,29 @@ class KeeperLink:
             except (channel.ChannelClosed, OSError):
                 raise LaunchError("the zygote or the server's keeper died while starting the "
                                   "server", orphan=self.identity) from None
-            if "forked" in message:
-                self.pid = int(message["forked"])
-                self.keeper_pid = int(message["keeper"])
-                self.identity = ProcessId.parse(message.get("identity"))
-            elif "spawn_error" in message:
-                code, _, text = str(message["spawn_error"]).partition(":")
-                raise LaunchError(text or "unknown error",
-                                  errno=int(code) if code.isdigit() and code != "0" else None)
-            elif "started" in message:
-                self.pid = int(message["started"])
+            if message["event"] == "forked":
+                self.pid, self.keeper_pid = message["pid"], message["keeper"]
+                self.identity = ProcessId.parse(message["identity"])
+            elif message["event"] == "spawn failed":
+                raise LaunchError(f"{message['error']}: {message['text']}",
+                                  errno=message["errno"] or None)
+            elif message["event"] == "started":
+                self.pid = message["pid"]
                 return self.pid
+            elif message["event"] == "exited":  # (before "started": cannot happen)
+                self._saw_exit(message)
 
-    def _recv(self, timeout: Optional[float]) -> channel.Message:
+    def _recv(self, timeout: Optional[float]) -> protocol.KeeperEvent:
         if self._sock is None:
             raise channel.ChannelClosed()
         message, fds = channel.recv(self._sock, timeout)
         for fd in fds:
             os.close(fd)
-        return message
+        return cast(protocol.KeeperEvent, message)
+
+    def _saw_exit(self, message: protocol.Exited) -> None:
+        self.status = message["status"]
+        self.exited_seen = True
 
     def exited(self, timeout: float = 0.0) -> bool:
         """Wait up to ``timeout`` for the server's exit; True once it has exited.
@@ -143,9 +147,8 @@ class KeeperLink:
             except (channel.ChannelClosed, OSError):
                 self.lost = True
                 return True
-            if "exited" in message:
-                self.status = message["exited"]
-                self.exited_seen = True
+            if message["event"] == "exited":
+                self._saw_exit(message)
             return self.exited_seen
 
     def stop(self, grace: float, kill_wait: float) -> List[ProcessId]:
@@ -158,15 +161,14 @@ class KeeperLink:
             if self._sock is None or self.lost:
                 raise KeeperLost()
             try:
-                channel.send(self._sock, {"op": "stop", "grace": grace, "kill_wait": kill_wait})
+                channel.send(self._sock, protocol.stop(grace, kill_wait))
                 while True:
                     message = self._recv(grace + kill_wait + 5.0)
-                    if "exited" in message:
-                        self.status = message["exited"]
-                        self.exited_seen = True
-                    elif "stopped" in message:
-                        if message["stopped"] is not None:
-                            self.status = message["stopped"]
+                    if message["event"] == "exited":
+                        self._saw_exit(message)
+                    elif message["event"] == "stopped":
+                        if message["status"] is not None:
+                            self.status = message["status"]
                         self.wait_closed()
                         return [i for i in map(ProcessId.parse, message["survivors"]) if i]
             except (channel.ChannelClosed, channel.ChannelTimeout, OSError):
@@ -217,12 +219,12 @@ class Zygote:
     """A running zygote process and its control socket."""
 
     def __init__(self, key: PreloadKey, proc: "subprocess.Popen[bytes]", control: socket.socket,
-                 info: Dict[str, Any]) -> None:
+                 info: protocol.InitReply) -> None:
         self.key = key
         self.proc = proc
         self.control = control
         self.pid = proc.pid
-        self.subreaper = bool(info.get("subreaper"))
+        self.subreaper = info["subreaper"]
         self.lock = threading.Lock()
         self.broken = False
         self.imported: Set[str] = set()  # modules this zygote imported for targets
@@ -231,7 +233,7 @@ class Zygote:
     def warm(self) -> bool:
         return self.key is not None
 
-    def send(self, message: channel.Message, fds: Sequence[int] = ()) -> None:
+    def send(self, message: protocol.ZygoteRequest, fds: Sequence[int] = ()) -> None:
         with self.lock:
             try:
                 channel.send(self.control, message, fds)
@@ -245,13 +247,13 @@ class Zygote:
         status = f"; it exited with code {code}" if code is not None else ""
         return f"harness's {kind}, pid {self.pid}, {what}{status}"
 
-    def spawn(self, request: Dict[str, Any], log_fd: int,
+    def spawn(self, request: protocol.Spawn, log_fd: int,
               listen_fd: Optional[int]) -> KeeperLink:
         """Ask for a keeper and a server; the link reports the start (``wait_started``)."""
         mine, theirs = socket.socketpair()
         try:
             fds = [theirs.fileno(), log_fd] + ([listen_fd] if listen_fd is not None else [])
-            self.send(dict(request, op="spawn"), fds)
+            self.send(request, fds)
         except BaseException:
             mine.close()
             raise
@@ -263,42 +265,49 @@ class Zygote:
         """Import a target's module into a warm zygote (once; later forks have it)."""
         if module in self.imported:
             return
-        with self.lock:
-            try:
-                channel.send(self.control, {"op": "import", "module": module})
-                answer, _ = channel.recv(self.control, timeout)
-            except (OSError, channel.ChannelClosed, channel.ChannelTimeout) as exc:
-                self.broken = True
-                raise LaunchError(self._death(
-                    f"failed while importing {module!r} ({exc!r})")) from None
-        if answer.get("ok"):
+        try:
+            answer = cast(protocol.ImportReply,
+                          self._ask(protocol.import_module(module), timeout))
+        except (OSError, channel.ChannelClosed, channel.ChannelTimeout) as exc:
+            raise LaunchError(self._death(
+                f"failed while importing {module!r} ({exc!r})")) from None
+        refused = answer["refusal"]
+        if refused is None:
             self.imported.add(module)
             return
         self.broken = True
-        if "threads" in answer:
-            raise WarmUnavailable(f"importing {module!r} started threads ({answer['threads']} "
+        if refused["threads"]:
+            raise WarmUnavailable(f"importing {module!r} started threads ({refused['threads']} "
                                   f"now run); forking a multi-threaded process is unsafe")
         raise LaunchError(f"importing the target's module {module!r} failed",
-                          detail=str(answer.get("error", "")))
+                          detail=refused["error"])
 
-    def import_learned(self, modules: Sequence[str], timeout: float) -> Dict[str, Any]:
-        """Import modules servers imported when they ran (see ``zygote._import_learned``):
-        ``{"ok", "imported", "module", "changed"}``.  A zygote a module changed is broken."""
+    def import_learned(self, modules: Sequence[str], timeout: float) -> protocol.LearnReply:
+        """Import modules servers imported when they ran (see ``zygote._import_learned``).
+        A zygote a module changed is broken."""
+        try:
+            answer = cast(protocol.LearnReply, self._ask(protocol.learn(list(modules)), timeout))
+        except (OSError, channel.ChannelClosed, channel.ChannelTimeout) as exc:
+            return protocol.learn_reply([], module="?", changed=repr(exc))
+        self.imported.update(answer["imported"])
+        if not answer["ok"]:
+            self.broken = True
+        return answer
+
+    def _ask(self, question: protocol.ZygoteRequest, timeout: float) -> Dict[str, Any]:
+        """Send a request the zygote answers, and its answer (a broken zygote on failure)."""
         with self.lock:
             try:
-                channel.send(self.control, {"op": "learn", "modules": list(modules)})
+                channel.send(self.control, question)
                 answer, _ = channel.recv(self.control, timeout)
-            except (OSError, channel.ChannelClosed, channel.ChannelTimeout) as exc:
+            except (OSError, channel.ChannelClosed, channel.ChannelTimeout):
                 self.broken = True
-                return {"ok": False, "imported": [], "module": "", "changed": repr(exc)}
-        self.imported.update(answer.get("imported", ()))
-        if not answer.get("ok"):
-            self.broken = True
+                raise
         return answer
 
     def register_dir(self, path: str, add: bool = True) -> None:
         try:
-            self.send({"op": "dir+" if add else "dir-", "path": path})
+            self.send(protocol.directory(path, add))
         except LaunchError:
             pass  # a dead zygote cannot clean up; the next one is asked instead
 
@@ -346,24 +355,26 @@ def _start(key: PreloadKey) -> Zygote:
     finally:
         theirs.close()
     try:
-        channel.send(mine, {"op": "init", "preload": list(key or ()),
-                            "sys_path": runner_sys_path() if key is not None else []})
-        info, _ = channel.recv(mine, START_TIMEOUT)
+        channel.send(mine, protocol.init(list(key or ()),
+                                         runner_sys_path() if key is not None else []))
+        answer, _ = channel.recv(mine, START_TIMEOUT)
+        info = cast(protocol.InitReply, answer)
     except (OSError, channel.ChannelClosed, channel.ChannelTimeout) as exc:
         mine.close()
         _end(proc)
         what = "warm launcher" if key is not None else "zygote"
         raise LaunchError(f"harness's {what} did not start ({exc!r}); exit code "
                           f"{proc.returncode}") from None
-    if not info.get("ready"):
+    refused = info["refusal"]
+    if not info["ready"] and refused is not None:
         mine.close()
         _end(proc)
-        if "threads" in info:
-            raise WarmUnavailable(f"preloading {info.get('module')!r} started threads "
-                                  f"({info['threads']} run); forking a multi-threaded process "
-                                  f"is unsafe")
-        raise LaunchError(f"preload {info.get('module')!r} failed to import",
-                          detail=str(info.get("error", "")))
+        if refused["threads"]:
+            raise WarmUnavailable(f"preloading {refused['module']!r} started threads "
+                                  f"({refused['threads']} run); forking a multi-threaded "
+                                  f"process is unsafe")
+        raise LaunchError(f"preload {refused['module']!r} failed to import",
+                          detail=refused["error"])
     return Zygote(key, proc, mine, info)
 
 

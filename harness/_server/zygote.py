@@ -45,16 +45,17 @@ import importlib
 import io
 import math
 import os
+import pickle
 import select
 import signal
 import socket
 import sys
 import threading
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, cast
 
 from .._os import kill, proc
 from .._os.identity import ProcessId
-from . import boot, channel
+from . import boot, channel, protocol
 
 PR_SET_CHILD_SUBREAPER = 36
 # How long a runner's death gives servers to exit on SIGTERM before SIGKILL.
@@ -209,12 +210,13 @@ def _close_all_but(keep: Set[int]) -> None:
                 pass
 
 
-def _server(request: Dict[str, Any], log_fd: int, listen_fd: Optional[int], errpipe: int,
+def _server(request: protocol.Spawn, log_fd: int, listen_fd: Optional[int], errpipe: int,
             inherited: List[int]) -> None:
     """Become the server: never returns.
 
     Anything that fails before the program runs is written to ``errpipe``
-    (close-on-exec: end of file there means the program started).
+    as a pickled :class:`~.protocol.SpawnFailed` (the pipe is close-on-exec:
+    end of file there means the program started).
     """
     try:
         os.setsid()  # its own session and process group, away from the runner's terminal
@@ -234,12 +236,12 @@ def _server(request: Dict[str, Any], log_fd: int, listen_fd: Optional[int], errp
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        if request["kind"] == "exec":
+        if not request["warm"]:
             _close_all_but({0, 1, 2, 3, errpipe} if listen_fd is not None else {0, 1, 2, errpipe})
             for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):  # as subprocess's restore_signals
                 if hasattr(signal, name):
                     signal.signal(getattr(signal, name), signal.SIG_DFL)
-            if request.get("cwd"):
+            if request["cwd"]:
                 os.chdir(request["cwd"])
             _become(request)
             argv = request["argv"]
@@ -247,29 +249,27 @@ def _server(request: Dict[str, Any], log_fd: int, listen_fd: Optional[int], errp
         _become(request)
         _run_in_process(request, env, errpipe)
     except BaseException as exc:
-        code = getattr(exc, "errno", None) or 0
-        message = f"{code}:{type(exc).__name__}: {exc}"
         try:
-            os.write(errpipe, message.encode("utf-8", "replace"))
+            os.write(errpipe, pickle.dumps(protocol.spawn_failed(exc), protocol=4))
         finally:
             os._exit(127)
 
 
-def _become(request: Dict[str, Any]) -> None:
+def _become(request: protocol.Spawn) -> None:
     """Drop to the request's user (``user=``): no supplementary groups, then gid, then uid."""
-    uid = request.get("uid")
+    uid, gid = request["uid"], request["gid"]
     if uid is None:
         return
     os.setgroups([])
-    os.setgid(request["gid"])
+    os.setgid(uid if gid is None else gid)
     os.setuid(uid)
 
 
-def _run_in_process(request: Dict[str, Any], env: Dict[str, str], errpipe: int) -> None:
+def _run_in_process(request: protocol.Spawn, env: Dict[str, str], errpipe: int) -> None:
     """A warm server: this fork of the zygote becomes the app, as a fresh interpreter would."""
     os.environ.clear()
     os.environ.update(env)
-    if request.get("cwd"):
+    if request["cwd"]:
         os.chdir(request["cwd"])
     tempfile_module: Any = sys.modules.get("tempfile")
     if tempfile_module is not None:
@@ -290,7 +290,7 @@ def _run_in_process(request: Dict[str, Any], env: Dict[str, str], errpipe: int) 
     # A server that runs itself again (a reloader) must start the app, not this
     # launcher: its arguments read as a fresh server's would.
     rerun = boot.rerun_argv("app", request["app_path"]) if request["kind"] == "app" else \
-        boot.rerun_argv("target", request["payload_path"], request.get("main_path"))
+        boot.rerun_argv("target", request["payload_path"], request["main_path"] or None)
     if hasattr(sys, "orig_argv"):
         sys.orig_argv = rerun  # type: ignore[attr-defined,unused-ignore]
     before = set(sys.modules)
@@ -301,7 +301,7 @@ def _run_in_process(request: Dict[str, Any], env: Dict[str, str], errpipe: int) 
             boot.run_app(request["app_path"])
         else:
             boot.prepare(None, path)
-            boot.run_target(request["payload"], request.get("main_path"))
+            boot.run_target(request["payload"], request["main_path"] or None)
     except SystemExit as exc:
         code = _exit_code(exc.code)
     except KeyboardInterrupt:
@@ -310,7 +310,7 @@ def _run_in_process(request: Dict[str, Any], env: Dict[str, str], errpipe: int) 
     except BaseException:
         _print_traceback()
         code = 1
-    if request["kind"] == "target" and request.get("learn"):
+    if request["kind"] == "target" and request["learn"]:
         _report_imports(before, os.path.join(os.path.dirname(request["payload_path"]),
                                              boot.LEARNED_FILE))
     _finish(code)
@@ -376,7 +376,7 @@ def _finish(code: int) -> None:
 class Keeper:
     """Forks the server, reports its start and exit, stops its whole subtree."""
 
-    def __init__(self, request: Dict[str, Any], link: socket.socket, lifeline: int) -> None:
+    def __init__(self, request: protocol.Spawn, link: socket.socket, lifeline: int) -> None:
         self.request = request
         self.link = link
         self.loop = _Loop(lifeline)
@@ -405,19 +405,19 @@ class Keeper:
         # Say who the server is before it runs: if this keeper is killed
         # before the start is confirmed (the server may kill it), the runner
         # still knows which process to end.
-        self._send({"forked": spid, "keeper": os.getpid(), "identity": str(self.server)})
+        self._send(protocol.forked(spid, os.getpid(), str(self.server)))
         os.write(go_w, b"g")
         os.close(go_w)
         failure = self._read_errpipe(errpipe_r)
         os.close(errpipe_r)
         if failure is not None:
-            self._send({"spawn_error": failure})
+            self._send(failure)
             self._stop(grace=0.0)
             os._exit(0)
-        self._send({"started": spid})
+        self._send(protocol.started(spid))
         self._serve()
 
-    def _read_errpipe(self, fd: int) -> Optional[str]:
+    def _read_errpipe(self, fd: int) -> Optional[protocol.SpawnFailed]:
         """What the server reported before its program started; ``None`` if it started."""
         data = b""
         while True:
@@ -427,11 +427,18 @@ class Keeper:
                 os._exit(0)
             if fd in ready:
                 chunk = os.read(fd, 4096)
-                if not chunk:
-                    return data.decode("utf-8", "replace") if data else None
-                data += chunk
+                if chunk:
+                    data += chunk
+                    continue
+                if not data:
+                    return None
+                try:
+                    failed: protocol.SpawnFailed = pickle.loads(data)
+                except Exception:  # a child killed mid-write: say so, not a traceback
+                    failed = protocol.spawn_failed(RuntimeError("the server died starting"))
+                return failed
 
-    def _send(self, message: Dict[str, Any]) -> None:
+    def _send(self, message: protocol.KeeperEvent) -> None:
         try:
             channel.send(self.link, message)
         except OSError:
@@ -449,7 +456,7 @@ class Keeper:
         if info is not None and info.si_pid:
             self.status = exit_status(info)
             self.reported_exit = True
-            self._send({"exited": self.status})
+            self._send(protocol.exited(self.status))
 
     def _reap(self) -> None:
         _reap_all_but(self.server.pid if self.server else None)
@@ -478,10 +485,10 @@ class Keeper:
                 for fd in fds:
                     os.close(fd)
                 if message.get("op") == "stop":
+                    order = cast(protocol.Stop, message)
                     self._reap()
-                    survivors = self._stop(grace=float(message.get("grace", 0.0)),
-                                           kill_wait=float(message.get("kill_wait", KILL_WAIT)))
-                    self._send({"stopped": self.status, "survivors": [str(s) for s in survivors]})
+                    survivors = self._stop(grace=order["grace"], kill_wait=order["kill_wait"])
+                    self._send(protocol.stopped(self.status, [str(s) for s in survivors]))
                     os._exit(0)
 
     def _stop(self, grace: float, kill_wait: float = KILL_WAIT) -> List[ProcessId]:
@@ -494,7 +501,7 @@ class Keeper:
         survivors = kill.stop_tree(_own_tree, grace=grace, kill_wait=kill_wait,
                                    group=self.server.pid, on_wait=self._reap,
                                    wait=self._wait_for_child,
-                                   sig=int(self.request.get("stop_signal") or signal.SIGTERM))
+                                   sig=self.request["stop_signal"])
         self._check_server()
         dead = self.reported_exit or proc.is_dead(self.server.pid)
         try:
@@ -556,7 +563,7 @@ class Zygote:
             message, _ = channel.recv(self.control)
         except (channel.ChannelClosed, OSError):
             return
-        channel.send(self.control, self._init(message))
+        channel.send(self.control, self._init(cast(protocol.Init, message)))
         # Objects that exist now live as long as the zygote: move them out of
         # the collector's sight, so a fork's child does not touch (copy) their
         # pages when it collects (as pre-fork servers do, gc.freeze's purpose).
@@ -572,41 +579,48 @@ class Zygote:
                     message, fds = channel.recv(self.control, timeout=KILL_WAIT)
                 except (channel.ChannelClosed, channel.ChannelTimeout, OSError):
                     break
-                self._handle(message, fds)
+                self._handle(cast(protocol.ZygoteRequest, message), fds)
         self._shutdown()
 
     def _threads(self) -> int:
         return max(threading.active_count(), proc.thread_count(os.getpid()) or 1)
 
-    def _init(self, message: Dict[str, Any]) -> Dict[str, Any]:
-        if message.get("sys_path"):
-            sys.path[:] = list(message["sys_path"])
-        for name in message.get("preload", ()):
-            try:
-                importlib.import_module(name)
-            except BaseException:
-                return {"ready": False, "error": _traceback(), "module": name}
-            if self._threads() > 1:
-                return {"ready": False, "threads": self._threads(), "module": name}
-        return {"ready": True, "pid": os.getpid(), "subreaper": self.subreaper}
+    def _refusal(self, name: str) -> Optional[protocol.Refusal]:
+        """Import ``name`` here; why it cannot stay (a traceback, threads), or ``None``."""
+        try:
+            importlib.import_module(name)
+        except BaseException:
+            return protocol.refusal(name, error=_traceback())
+        threads = self._threads()
+        return protocol.refusal(name, threads=threads) if threads > 1 else None
 
-    def _handle(self, message: Dict[str, Any], fds: List[int]) -> None:
-        op = message.get("op")
-        if op == "spawn":
+    def _init(self, message: protocol.Init) -> protocol.InitReply:
+        if message["sys_path"]:
+            sys.path[:] = list(message["sys_path"])
+        for name in message["preload"]:
+            refused = self._refusal(name)
+            if refused is not None:
+                return protocol.init_reply(ready=False, pid=os.getpid(),
+                                           subreaper=self.subreaper, refused=refused)
+        return protocol.init_reply(ready=True, pid=os.getpid(), subreaper=self.subreaper)
+
+    def _handle(self, message: protocol.ZygoteRequest, fds: List[int]) -> None:
+        if message["op"] == "spawn":
             self._spawn(message, fds)
             return
         for fd in fds:
             os.close(fd)
-        if op == "dir+":
+        if message["op"] == "dir+":
             self.dirs.add(message["path"])
-        elif op == "dir-":
+        elif message["op"] == "dir-":
             self.dirs.discard(message["path"])
-        elif op == "import":
+        elif message["op"] == "import":
             channel.send(self.control, self._import(message["module"]))
-        elif op == "learn":
-            channel.send(self.control, self._import_learned(list(message["modules"])))
+        elif message["op"] == "learn":
+            reply = self._import_learned(list(message["modules"]))
+            channel.send(self.control, reply)
 
-    def _import_learned(self, modules: List[str]) -> Dict[str, Any]:
+    def _import_learned(self, modules: List[str]) -> protocol.LearnReply:
         """Import modules servers imported when they ran, unless one changes this process.
 
         A module whose import starts a thread, installs a signal handler,
@@ -624,25 +638,20 @@ class Zygote:
             after = _fingerprint()
             changed = [what for what in before if before[what] != after[what]]
             if changed or self._threads() > 1:
-                return {"ok": False, "module": name, "imported": imported,
-                        "changed": ", ".join(changed) or "threads"}
+                return protocol.learn_reply(imported, module=name,
+                                            changed=", ".join(changed) or "threads")
             imported.append(name)
         gc.freeze()
-        return {"ok": True, "imported": imported}
+        return protocol.learn_reply(imported)
 
-    def _import(self, module: str) -> Dict[str, Any]:
+    def _import(self, module: str) -> protocol.ImportReply:
         """Import a target's module here once, so every server forked after has it."""
-        try:
-            importlib.import_module(module)
-        except BaseException:
-            return {"ok": False, "error": _traceback()}
-        threads = self._threads()
-        if threads > 1:
-            return {"ok": False, "threads": threads}
-        gc.freeze()  # the module's objects too (see serve)
-        return {"ok": True}
+        refused = self._refusal(module)
+        if refused is None:
+            gc.freeze()  # the module's objects too (see serve)
+        return protocol.import_reply(refused)
 
-    def _spawn(self, request: Dict[str, Any], fds: List[int]) -> None:
+    def _spawn(self, request: protocol.Spawn, fds: List[int]) -> None:
         link_fd, log_fd = fds[0], fds[1]
         listen_fd = fds[2] if len(fds) > 2 else None
         link = socket.socket(fileno=link_fd)
@@ -650,7 +659,7 @@ class Zygote:
             pid = os.fork()
         except OSError as exc:
             try:
-                channel.send(link, {"spawn_error": f"{exc.errno}:{exc}"})
+                channel.send(link, protocol.spawn_failed(exc))
             except OSError:
                 pass
             pid = -1

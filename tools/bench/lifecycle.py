@@ -342,7 +342,7 @@ def _pct(values: List[float], q: float) -> float:
 
 def launch_costs(rounds: int) -> List[Tuple[str, float]]:
     """Median cost of starting ``true`` directly and through the zygote and a keeper."""
-    from harness._server import supervisor
+    from harness._server import protocol, supervisor
     true = shutil.which("true") or "/bin/true"
     zygote = supervisor.zygote(None)
     direct, zygoted = [], []
@@ -352,8 +352,8 @@ def launch_costs(rounds: int) -> List[Tuple[str, float]]:
         direct.append(time.monotonic() - started)
         fd = os.open(os.devnull, os.O_WRONLY)
         started = time.monotonic()
-        link = zygote.spawn({"kind": "exec", "argv": [true], "env": dict(os.environ),
-                             "cwd": "/"}, fd, None)
+        link = zygote.spawn(protocol.spawn("argv", warm=False, argv=[true],
+                                           env=dict(os.environ), cwd="/"), fd, None)
         os.close(fd)
         link.wait_started(10)
         while not link.exited(1.0):
