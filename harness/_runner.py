@@ -286,10 +286,9 @@ def report_blocks(servers: Iterable[Tuple[str, ServerProcess]], lines: int,
         shown.append((scope, server))
     if exc is not None and _is_connection_failure(exc):
         _await_exits([server for _, server in shown])
-    shown_by = getattr(exc, "server_log_shown", None)  # the server_id of the request's server
-    tail = getattr(exc, "server_log_tail", None)
-    if not isinstance(tail, str):
-        shown_by = None
+    # The server of a failed request: its tail is in the error's message already.
+    shown_by = exc.shown_server_id if isinstance(exc, HarnessError) else None
+    tail = exc.shown_log_tail if isinstance(exc, HarnessError) else None
     blocks = [server_block(server, scope, lines,
                            shown=tail if shown_by == server.server_id else None)
               for scope, server in shown]

@@ -13,6 +13,12 @@ from typing import Any, Dict, List, Optional, Sequence
 class HarnessError(Exception):
     """Base class of every error harness raises deliberately."""
 
+    #: Set on a failed request to a ``ServerProcess``: the launch (``server_id``)
+    #: whose log tail the message shows, and that tail, so that a failure report
+    #: shows only what the server wrote after it.
+    shown_server_id: Optional[str] = None
+    shown_log_tail: Optional[str] = None
+
 
 class PortUnavailable(HarnessError):
     """A port could not be had: a fixed port is taken, or a range is exhausted.

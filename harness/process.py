@@ -1,67 +1,72 @@
 """``ServerProcess``: launch a server, prove it ready, stop it, leave nothing behind.
 
-The life of one server, each step a part of its own (``harness/_server/``):
+The class is a thin face over the parts in ``harness/_server/``, one per
+step of a server's life:
 
-1. Arguments are checked before anything happens (:mod:`._server.spec`).
-2. A port is leased (or a Unix socket path made) and a private 0700 temp
-   dir holds the app code, the log and the server's own ``TMPDIR``; the
-   server is launched through a zygote, under a keeper that is its parent
-   and a subreaper (:mod:`._server.launch`, :mod:`._server.zygote`).
-3. Readiness is probed with a proportional backoff while the keeper
-   reports the exit at once: a crash is reported immediately with the
-   command, exit code or signal, what every probe saw and the head and
-   tail of the log (:mod:`._server.diagnostics`).  Every listener on the
-   port must belong to the server's process tree (:mod:`._server.ownership`).
-4. ``stop()`` asks the keeper to end the server's whole subtree (SIGCONT +
-   SIGTERM, ``stop_timeout``, SIGKILL), confirms the port no longer
-   accepts connections, releases the lease and removes the temp dir.
+1. the arguments are checked before anything happens (:mod:`._server.spec`);
+2. its private 0700 dir holds the app file, the log and the server's own
+   ``TMPDIR`` (:mod:`._server.workdir`); its address is a leased port, a
+   handed-off socket or a Unix socket path (:mod:`._server.address`);
+3. it is launched through a zygote, under a keeper that is its parent and
+   a subreaper (:mod:`._server.launch`, :mod:`._server.zygote`);
+4. readiness is probed with a proportional backoff while the keeper
+   reports an exit at once, and every passed streak is checked against
+   where the server's tree listens (:mod:`._server.ownership`); a failure
+   says what happened (:mod:`._server.diagnostics`);
+5. ``stop()`` has the keeper end the whole subtree (stop signal,
+   ``stop_timeout``, SIGKILL), confirms nothing accepts at the address,
+   gives the address back and removes the dir.
 
-The contract is in README.rst, "Servers"; DEVELOPING.rst has the map.
+The contract is in the manual (docs/servers.rst); DEVELOPING.rst has the map.
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
-import shutil
 import signal
-import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _http_wire, _validate
 from ._config import scaled, scaled_for_cleanup, timeout_factor
 from ._os import kill, proc, procinfo
 from ._os.identity import ProcessId
-from ._server import address, launch, marker, ownership, safety_net, supervisor
-from ._server.diagnostics import StartFacts, describe_exit, launch_failure, start_failure
+from ._server import launch, ownership, safety_net
+from ._server.address import ServerAddress
+from ._server.diagnostics import (
+    ReadyFacts,
+    StartFacts,
+    describe_exit,
+    launch_failure,
+    ready_report,
+    start_failure,
+)
 from ._server.log import ServerLog
 from ._server.spec import PathLike, ServerSpec, Verify
-from ._wait import Deadline, poll_interval
+from ._server.supervisor import LaunchError
+from ._server.workdir import WorkDir
+from ._wait import Deadline
 from .checks import Check, HealthSpec, Ready, WaitEnd, wait_ready
-from .errors import HarnessError, PortUnavailable, ServerStartError, WaitTimeout
-from .http import Response
+from .errors import HarnessError, ServerStartError
+from .http import Response, request
 
 _log = logging.getLogger("harness.process")
 
 LOG_TAIL_LINES = 40
 MAX_RELAUNCHES = 3
-KILL_WAIT = 5.0   # after SIGKILL, how long processes may take to disappear
 # A check that does not talk to the port passed, and the server's tree listens
 # nowhere: how long to wait for its listener before taking it for a process
 # without a port (the wait is logged; listens=False skips it).  Also how long
 # a server may listen on other ports only before a warning says so.
 LISTENER_GRACE = 1.0
-# Waits harness adds beyond the user's own check are logged from this long.
-NOTABLE_WAIT = 0.05
 _ADDR_IN_USE = re.compile(r"address already in use|EADDRINUSE|errno (98|48)\b", re.I)
-_SUN_PATH_MAX = 100  # sockaddr_un.sun_path holds 108 bytes (104 on macOS)
 
 
 class ServerProcess:
-    """A server process under test; see README.rst, "Servers".
+    """A server process under test; see the manual, "Servers".
 
     >>> with ServerProcess(app_code=APP) as server:   # doctest: +SKIP
     ...     server.get("/health").status
@@ -81,49 +86,96 @@ class ServerProcess:
                  verify: Verify = True, listens: Optional[bool] = None,
                  user: Optional[Union[str, int]] = None,
                  stop_signal: int = signal.SIGTERM) -> None:
-        self.spec = ServerSpec.checked(
-            app_code, argv=argv, target=target, args=args, kwargs=kwargs, preload=preload,
-            host=host, port=port, port_range=port_range, handoff=handoff,
-            unix_socket=unix_socket, env=env, cwd=cwd, health=health,
-            ready_successes=ready_successes, start_timeout=start_timeout,
-            stop_timeout=stop_timeout, name=name, https=https, verify=verify, listens=listens,
-            user=user, stop_signal=stop_signal)
-        spec = self.spec
-        self.host = spec.host
-        self.handoff = spec.handoff
-        self.name = spec.name
-        self.check: Check = spec.check
-        self.ready_successes = spec.ready_successes
-        self.start_timeout = spec.start_timeout
-        self.stop_timeout = spec.stop_timeout
-        self.app_code = spec.app_code
-        self.argv = list(spec.argv) if spec.argv is not None else None
-        self.cwd = spec.cwd
-        self.port: Optional[int] = spec.port
-        self.socket_path: Optional[str] = None
+        # Every argument by name, with the defaults above (written here only).
+        arguments = dict(locals())
+        del arguments["self"]
+        self.spec = ServerSpec.checked(arguments)
         self.pid: Optional[int] = None
         self.returncode: Optional[int] = None
         self.command: List[str] = []
-        self.server_id = ""
+        self.server_id = ""  # the current launch's HARNESS_SERVER_ID
         self.warm = False
-        self.listen_inode: Optional[int] = None
         # The TLS context for an https server's probes and requests (None: the
         # system's CAs).
         self.ssl_context: Optional[ssl.SSLContext] = (
-            _http_wire.ssl_context(spec.verify) if spec.https else None)
+            _http_wire.ssl_context(self.spec.verify) if self.spec.https else None)
+        self._address = ServerAddress(self.spec)
         self._log = ServerLog()
+        self._dir = WorkDir()
         self._launched: Optional[launch.Launched] = None
         self._owner: Optional[int] = None  # the process that started it (stop is its alone)
         self._binds_port = False  # seen listening on $PORT, or relaunched for losing it
         self._proof: Optional[ownership.ListenerProof] = None  # the current launch's
-        self._lease: Any = None
-        self._listener: Optional[socket.socket] = None
-        self._dir: Optional[str] = None
-        self._files: Dict[str, str] = {}
         self._read_offset: Optional[int] = None  # wait_for_log goes on from here
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ info
+    # -------------------------------------------------------------------------
+    # What it is (read from the spec and the parts, nothing copied)
+
+    @property
+    def name(self) -> str:
+        """For messages and reports."""
+        return self.spec.name
+
+    @property
+    def host(self) -> str:
+        """The numeric loopback address it listens on."""
+        return self.spec.host
+
+    @property
+    def handoff(self) -> bool:
+        """Whether the listening socket is handed to it (fd 3)."""
+        return self.spec.handoff
+
+    @property
+    def check(self) -> Check:
+        """Its readiness check."""
+        return self.spec.check
+
+    @property
+    def ready_successes(self) -> int:
+        """How many checks in a row must pass."""
+        return self.spec.ready_successes
+
+    @property
+    def start_timeout(self) -> float:
+        """Seconds it has to become ready (times ``HARNESS_TIMEOUT_FACTOR``)."""
+        return self.spec.start_timeout
+
+    @property
+    def stop_timeout(self) -> float:
+        """Seconds between its stop signal and SIGKILL."""
+        return self.spec.stop_timeout
+
+    @property
+    def app_code(self) -> Optional[str]:
+        """Its Python source (``app_code=``), if any."""
+        return self.spec.app_code
+
+    @property
+    def cwd(self) -> Optional[str]:
+        """Its working directory (``None``: the runner's)."""
+        return self.spec.cwd
+
+    @property
+    def argv(self) -> Optional[List[str]]:
+        """The program it runs, as given (placeholders not filled in)."""
+        return list(self.spec.argv) if self.spec.argv is not None else None
+
+    @property
+    def port(self) -> Optional[int]:
+        """Its TCP port (leased for it); ``None`` on a Unix socket or with ``listens=False``."""
+        return self._address.port
+
+    @property
+    def socket_path(self) -> Optional[str]:
+        """Its Unix socket's path (``unix_socket=``), once launched."""
+        return self._address.socket_path
+
+    @property
+    def listen_inode(self) -> Optional[int]:
+        """The inode of the listening socket handed over (``handoff=True``)."""
+        return self._address.listen_inode
 
     @property
     def url(self) -> str:
@@ -143,9 +195,7 @@ class ServerProcess:
         """Where the server listens, in words: its URL, ``unix:PATH`` or ``no port``."""
         if self.spec.unix_socket:
             return f"unix:{self.socket_path or self.spec.socket_path or '(not made yet)'}"
-        if self.spec.listens is False:
-            return "no port"
-        return self.url
+        return "no port" if self.spec.listens is False else self.url
 
     @property
     def log_path(self) -> Optional[str]:
@@ -177,6 +227,9 @@ class ServerProcess:
     def __repr__(self) -> str:
         return f"<ServerProcess {self.name!r} pid={self.pid} {self.where} {self.state}>"
 
+    # -------------------------------------------------------------------------
+    # Its output
+
     def output(self, since: int = 0) -> str:
         """What the server wrote to stdout and stderr, from byte ``since`` of its log on.
 
@@ -189,13 +242,37 @@ class ServerProcess:
     def log_mark(self) -> int:
         """Where the output ends now: pass it to ``output(since=...)`` later to read only
         what the server wrote after this moment."""
-        return self._log.size() if self._log.exists else self._log.kept_from + len(
-            self._log.kept_output.encode("utf-8", "replace"))
+        return self._log.end()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return self._log.tail(lines)
 
-    # --------------------------------------------------------------- launch
+    def wait_for_log(self, pattern: Union[str, "re.Pattern[str]"],
+                     timeout: float = 10.0, *, literal: bool = False) -> "re.Match[str]":
+        """Wait for a line of new output that matches ``pattern``; the match.
+
+        ``pattern`` is a regex, or with ``literal=True`` plain text found as
+        it is (``"GET /a?b=1"``).  Reads only what is new: the first call
+        from the start of the current launch's output, each later one from
+        the end of the line the previous match was on.  ``timeout`` is
+        multiplied by ``HARNESS_TIMEOUT_FACTOR``; :class:`~harness.WaitTimeout`
+        at the deadline, :class:`~harness.HarnessError` if the server exits
+        first (both with the output that was read).
+        """
+        if _validate.check_bool(literal, "literal"):
+            if not isinstance(pattern, str):
+                raise TypeError(f"with literal=True, pattern must be a str, got {pattern!r}")
+            pattern = re.escape(pattern)
+        regex = _validate.pattern(pattern)
+        deadline = Deadline(scaled(_validate.seconds(timeout, "timeout")))
+        offset = self._read_offset if self._read_offset is not None else self._log.offset
+        match, self._read_offset = self._log.wait_for(
+            regex, offset, deadline, ended=lambda seconds: self._launched is None
+            or self._exited(seconds), name=self.name, state=lambda: self.state)
+        return match
+
+    # -------------------------------------------------------------------------
+    # Start
 
     def start(self) -> "ServerProcess":
         """Launch and return once ``ready_successes`` checks in a row passed."""
@@ -208,190 +285,77 @@ class ServerProcess:
             launch.prepare(self.spec)   # the launchers this start needs, started on first use
             preparing = prepared.elapsed()
             deadline = Deadline(scaled(self.start_timeout))
-            self._make_dir()
-            relaunches = 0
+            self._dir.make(self.spec, self._log)
             _log.info("starting server %r", self.name)
+            relaunches = 0
             while True:
-                try:
-                    self._launch(deadline)
-                    launched = deadline.elapsed()
-                    result = self._wait(deadline)
-                except BaseException as exc:
-                    # An interrupted start keeps nothing; a failed one keeps its log
-                    # if a server ran and wrote something.
-                    keep = isinstance(exc, Exception) and self._log.launch_id > 0 \
-                        and self._log.size() > 0
-                    self._end(grace=0.0, keep_log=keep, check_port=False)
-                    raise
+                result, launched = self._launch_and_wait(deadline)
                 if result.ok:
                     self._report_ready(result, launched, preparing, relaunches)
                     return self
                 lost = self._lost_port(result)
-                if lost and self.spec.port is None and not self.handoff \
-                        and not self.spec.unix_socket and relaunches < MAX_RELAUNCHES \
-                        and not deadline.expired:
+                if lost and relaunches < MAX_RELAUNCHES and not deadline.expired \
+                        and self.spec.port is None and self.spec.uses_port and not self.handoff:
                     relaunches += 1
-                    self._binds_port = True  # it wanted the port it lost: it binds $PORT
-                    message = (f"port {self.port} was lost ({lost}); relaunching on a new "
-                               f"port (relaunch {relaunches} of {MAX_RELAUNCHES})")
-                    self._log.note(message)
-                    _log.warning("server %r: %s", self.name, message)
-                    self._end_launch(grace=0.0)
-                    self._release_port()
+                    self._relaunch(lost, relaunches)
                     continue
-                try:
-                    error = self._fail_start(result, deadline, lost)
-                finally:
-                    self._remove_dir()  # whatever happened while describing the failure
-                raise error
+                raise self._fail_start(result, deadline, lost)
 
-    def _report_ready(self, result: Ready, launched: float, preparing: float,
-                      relaunches: int) -> None:
-        """The INFO line of a start: how its time was spent; a WARNING for a wait of ours."""
-        def ms(seconds: Optional[float]) -> str:
-            return f"{1000 * (seconds or 0.0):.1f} ms"
-        steps = []
-        if preparing >= 0.001:
-            steps.append(f"launchers started in {ms(preparing)} (not counted)")
-        steps.append(f"launched in {ms(launched)}")
-        probes = f"{result.probes} probe{'s' if result.probes != 1 else ''}"
-        steps.append(f"check passed at {ms(result.first_pass)} after {probes}")
-        steps.append(f"{self.ready_successes} pass{'es' if self.ready_successes != 1 else ''} "
-                     f"in a row at {ms(result.done)}")
-        if result.verifying >= 0.0001:
-            steps.append(f"listener proof {ms(result.verifying)}")
-        proof = self._proof
-        if proof is not None and proof.where:
-            steps.append(f"it listens on {proof.where}, not on its $PORT {self.port}")
-        if proof is not None and proof.without_port:
-            steps.append("taken for a process without a port")
-        if relaunches:
-            steps.append(f"{relaunches} relaunch{'es' if relaunches != 1 else ''} on a new port")
-        where = self.where if proof is None or not (proof.where or proof.without_port) \
-            else f"{self.where} unused"
-        _log.info("server %r ready in %.3f s (pid %s, %s%s): %s", self.name, result.done or 0.0,
-                  self.pid, where, ", warm" if self.warm else "", "; ".join(steps))
-        if proof is not None and proof.without_port:
-            _log.warning(
-                "server %r passed its check, but its process tree listens nowhere (no TCP "
-                "port, no Unix socket): waited %.3f s for a listener, then took it for a "
-                "process without a port.  Pass listens=False if it has no port (no wait, no "
-                "port leased); if it is a server whose check passes before it listens, make "
-                "the check talk to it (HttpCheck, TcpCheck)", self.name, proof.waited)
-        elif proof is not None and proof.waited >= NOTABLE_WAIT:
-            _log.warning(
-                "server %r passed its check %.3f s before it listened on $PORT %s: waited "
-                "%.3f s for a listener.  A check that talks to the server (HttpCheck, TcpCheck) "
-                "passes only once it listens; pass listens=False for a process without a port",
-                self.name, proof.waited, self.port, proof.waited)
-
-    def _make_dir(self) -> None:
-        self._dir = marker.make_private_dir()
+    def _launch_and_wait(self, deadline: Deadline) -> Tuple[Ready, float]:
+        """One launch and its readiness; whatever interrupts them leaves nothing behind
+        (a failed launch keeps the log if the server wrote something)."""
         try:
-            supervisor.register_dir(self._dir)
-            self._log.create(self._dir)
-            self._files = {}
-            if self.spec.kind == "app":
-                assert self.app_code is not None
-                self._files["app"] = marker.write_private(os.path.join(self._dir, "app.py"),
-                                                          self.app_code.encode("utf-8"))
-            marker.give_to(self._dir, self.spec.uid, self.spec.gid)  # user=: the server's own
-        except BaseException:
-            self._remove_dir()
+            self._launch(deadline)
+            launched = deadline.elapsed()
+            return self._wait(deadline), launched
+        except BaseException as exc:
+            keep = isinstance(exc, Exception) and self._log.launch_id > 0 \
+                and self._log.size() > 0
+            survivors = self._end_tree(grace=0.0)
+            self._address.release()
+            if keep:
+                self._keep_log()
+            self._dir.remove(self._log)
+            if survivors:
+                _log.warning("%s", _survivors_message(self.name, survivors))
             raise
 
-    def _take_port(self) -> None:
-        from .ports import lease_for_server  # one shuffle per (host, range), not one per server
-        self._lease = lease_for_server(self.host, self.spec.port_range, self.spec.port)
-        self.port = self._lease.port
-
-    def _take_address(self) -> None:
-        """Lease the port (or make the socket path); with handoff also bind and listen."""
-        if self.spec.unix_socket:
-            self._take_socket_path()
-            return
-        if self.spec.listens is False:
-            return  # a process without a port gets none
-        from .ports import listening_socket
-        for attempt in range(MAX_RELAUNCHES + 1):
-            self._take_port()
-            assert self.port is not None
-            if not self.handoff:
-                return
-            try:
-                self._listener = listening_socket(self.host, self.port)
-                return
-            except PortUnavailable:
-                self._release_port()
-                if self.spec.port is not None or attempt == MAX_RELAUNCHES:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _take_socket_path(self) -> None:
-        """The test's own path (``unix_socket=PATH``), or one made in the private dir."""
-        if self.spec.socket_path is not None:
-            self.socket_path = self.spec.socket_path
-            try:
-                address.check_free(self.socket_path)
-            except FileExistsError as exc:
-                raise HarnessError(f"server {self.name!r}: {exc}") from None
-        else:
-            assert self._dir is not None
-            self.socket_path, extra = address.socket_path(self._dir)
-            if extra is not None:
-                supervisor.register_dir(extra)  # removed with the rest if the runner dies
-                marker.give_to(extra, self.spec.uid, self.spec.gid)
-        if self.handoff:
-            self._listener = address.unix_listener(self.socket_path)
-
     def _launch(self, deadline: Deadline) -> None:
-        self._take_address()
-        self.listen_inode = (os.fstat(self._listener.fileno()).st_ino
-                             if self._listener is not None else None)
-        self.server_id = marker.new_server_id()
-        markers = {marker.OWNER_ENV: marker.owner_token(), marker.SERVER_ID_ENV: self.server_id}
-        assert self._dir is not None
+        assert self._dir.path is not None
+        self._address.take(self._dir.path)
         log_fd = self._log.open_for_launch()
         try:
             launched = launch.launch(
-                self.spec, port=self.port, socket_path=self.socket_path, markers=markers,
-                directory=self._dir, files=self._files, log_fd=log_fd,
-                listen_fd=self._listener.fileno() if self._listener is not None else None,
+                self.spec, port=self.port, socket_path=self.socket_path,
+                directory=self._dir.path, files=self._dir.files, log_fd=log_fd,
+                listen_fd=self._address.listener.fileno() if self._address.listener else None,
                 deadline=deadline)
-        except supervisor.LaunchError as exc:
-            if exc.orphan is not None:  # its keeper died before confirming it: ours to end
-                self._stop_escapees(scaled_for_cleanup(KILL_WAIT), also=[exc.orphan])
-            self._release_port()
+        except LaunchError as exc:
+            self._address.release()
             self.command = exc.command
-            raise self._launch_error(exc, exc.command) from None
+            raise ServerStartError(launch_failure(
+                self.name, str(exc), errno=exc.errno, detail=exc.detail,
+                keeper_died=exc.orphan is not None, command=exc.command,
+                cwd=self.cwd or os.getcwd(), preload=self.spec.preload)) from None
         finally:
             os.close(log_fd)
-            # The server has its copy.  Ours would keep the socket open after the
-            # server died: a probe would wait on it instead of being refused.
-            self._close_listener()
+            self._address.close_listener()  # the server has its copy
         self._launched = launched
         self._owner = os.getpid()
-        self.pid = launched.pid
-        self.command = launched.command
-        self.warm = launched.warm
+        self.pid, self.command, self.warm = launched.pid, launched.command, launched.warm
+        self.server_id = launched.server_id
         self.returncode = None
         self._read_offset = None
         safety_net.add(self)
-
-    def _launch_error(self, exc: supervisor.LaunchError, command: List[str]) -> ServerStartError:
-        return ServerStartError(launch_failure(
-            self.name, str(exc), errno=exc.errno, detail=exc.detail,
-            keeper_died=exc.orphan is not None, command=command, cwd=self.cwd or os.getcwd(),
-            preload=self.spec.preload))
 
     def _exited(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for the server to exit; True if it has (or never ran)."""
         launched = self._launched
         if launched is None:
             return True
-        if launched.link.exited(max(timeout, 0.0)):
-            if launched.link.status is not None:
-                self.returncode = launched.link.status
+        if launched.exited(timeout):
+            if launched.status is not None:
+                self.returncode = launched.status
             return True
         return False
 
@@ -442,6 +406,20 @@ class ServerProcess:
         assert self.pid is not None
         return not ownership.held_by(ours, ownership.own_tree(self.pid))
 
+    def _report_ready(self, result: Ready, launched: float, preparing: float,
+                      relaunches: int) -> None:
+        proof = self._proof
+        info, warning = ready_report(ReadyFacts(
+            name=self.name, pid=self.pid, where=self.where, warm=self.warm, preparing=preparing,
+            launched=launched, first_pass=result.first_pass, probes=result.probes,
+            done=result.done, verifying=result.verifying, successes=self.ready_successes,
+            port=self.port, elsewhere=proof.where if proof else "",
+            without_port=bool(proof and proof.without_port),
+            waited=proof.waited if proof else 0.0, relaunches=relaunches))
+        _log.info("%s", info)
+        if warning:
+            _log.warning("%s", warning)
+
     def _lost_port(self, result: Ready) -> str:
         if result.reason is WaitEnd.PORT_LOST:
             return result.tally.last_label
@@ -451,153 +429,120 @@ class ServerProcess:
                 return "the server reported 'address already in use'"
         return ""
 
+    def _relaunch(self, lost: str, relaunches: int) -> None:
+        """End the launch that lost its port (to an intruder) for one on a new port."""
+        self._binds_port = True  # it wanted the port it lost: it binds $PORT
+        message = (f"port {self.port} was lost ({lost}); relaunching on a new port "
+                   f"(relaunch {relaunches} of {MAX_RELAUNCHES})")
+        self._log.note(message)
+        _log.warning("server %r: %s", self.name, message)
+        self._end_tree(grace=0.0)
+        self._address.release()
+
     def _fail_start(self, result: Ready, deadline: Deadline, lost: str) -> ServerStartError:
         """Gather the facts while the process exists, stop it, keep its log, describe it."""
-        elapsed = deadline.elapsed()
-        other = set()
-        if result.reason is not WaitEnd.EXITED and self.pid is not None \
-                and self.spec.uses_port and self.port is not None:
-            other = ownership.listen_ports(self._tree()) - {self.port}
-        where = f"unix socket {self.socket_path}" if self.spec.unix_socket else self.where
-        keeper_lost = result.reason is WaitEnd.EXITED and self._launched is not None \
-            and self._launched.link.lost and self.returncode is None
         try:
-            self._end(grace=scaled_for_cleanup(min(self.stop_timeout, 1.0)), keep_log=False,
-                      check_port=False, forget_log=False)
-        except HarnessError as exc:  # (processes that survived SIGKILL): said, not hidden
-            self._log.note(str(exc))
-        reason = WaitEnd.PORT_LOST if result.reason is not WaitEnd.EXITED and lost \
-            else result.reason
-        log_lines = self._log.excerpt(LOG_TAIL_LINES // 2)
-        kept = self._keep_log()
-        self._remove_dir()
-        facts = StartFacts(
+            elapsed = deadline.elapsed()
+            other = set()
+            if result.reason is not WaitEnd.EXITED and self.pid is not None \
+                    and self.spec.uses_port and self.port is not None:
+                other = ownership.listen_ports(self._tree()) - {self.port}
+            keeper_lost = result.reason is WaitEnd.EXITED and self._launched is not None \
+                and self._launched.link.lost and self.returncode is None
+            survivors = self._end_tree(grace=scaled_for_cleanup(min(self.stop_timeout, 1.0)))
+            if survivors:  # said, not hidden
+                self._log.note(_survivors_message(self.name, survivors))
+            self._address.release()
+            reason = WaitEnd.PORT_LOST if result.reason is not WaitEnd.EXITED and lost \
+                else result.reason
+            log_lines = self._log.excerpt(LOG_TAIL_LINES // 2)
+            kept = self._keep_log()
+        finally:
+            self._dir.remove(self._log)  # whatever happened while describing the failure
+        cls, message = start_failure(StartFacts(
             name=self.name, reason=reason, elapsed=elapsed, returncode=self.returncode,
-            command=self.command, pid=self.pid, where=where, handoff=self.handoff,
-            check=repr(self.check), successes=self.ready_successes,
-            summary=result.tally.summary(), counts=dict(result.tally.counts),
-            details=dict(result.tally.details), other_ports=other, port=self.port, lost=lost,
-            fixed_port=self.spec.port is not None, deadline_seconds=deadline.seconds or 0.0,
-            start_timeout=self.start_timeout, factor=_factor(), log_lines=log_lines,
-            log_path=kept, warm=self.warm, not_kept=self._log.why_not_kept,
-            keeper_lost=keeper_lost)
-        cls, message = start_failure(facts)
+            command=self.command, pid=self.pid, handoff=self.handoff, check=repr(self.check),
+            where=f"unix socket {self.socket_path}" if self.spec.unix_socket else self.where,
+            successes=self.ready_successes, summary=result.tally.summary(),
+            counts=dict(result.tally.counts), details=dict(result.tally.details),
+            other_ports=other, port=self.port, lost=lost, fixed_port=self.spec.port is not None,
+            deadline_seconds=deadline.seconds or 0.0, start_timeout=self.start_timeout,
+            factor=_factor(), log_lines=log_lines, log_path=kept, warm=self.warm,
+            not_kept=self._log.why_not_kept, keeper_lost=keeper_lost))
         _log.info("server %r failed to start: %s", self.name, message.splitlines()[0])
         return cls(message, returncode=self.returncode, log_path=kept,
                    log_tail=self._log.tail(LOG_TAIL_LINES), outcomes=result.tally.as_dict())
 
-    # ----------------------------------------------------------------- stop
+    # -------------------------------------------------------------------------
+    # Stop
 
     def stop(self) -> Optional[int]:
         """Stop the server and clean up; idempotent.  Returns the exit code.
 
         An ``app_code`` or ``target`` server exits with 143 on SIGTERM (it
         shuts down gracefully); a negative code is the signal that killed it.
+        From a forked child of the process that started it, stop() leaves
+        the server to its owner.
         """
         with self._lock:
             running = self._launched is not None
             if running and self._owner != os.getpid():
-                # A forked child (multiprocessing's fork) leaving its copy of the
-                # parent's `with server:` block: the server is the parent's.
                 _log.debug("server %r belongs to process %s; process %s leaves it running",
                            self.name, self._owner, os.getpid())
                 return self.returncode
             started = time.monotonic()
             died = running and self._died()
             grace = scaled_for_cleanup(self.stop_timeout)
-            self._end(grace=grace, keep_log=died, check_port=True, died_alone=died)
+            survivors = self._end_tree(grace)
+            still_open = running and self._address.accepts()
+            self._address.release()
+            if running and not still_open:
+                self._address.forget_test_socket()
+            if running and self.warm and self._dir.path is not None:
+                launch.learn(self.spec, self._dir.path)  # what it imported, for the next one
+            kept = self._keep_log() if died else None
+            self._dir.remove(self._log)
             if running:
-                took = time.monotonic() - started
-                _log.info("server %r stopped in %.3f s (%s)", self.name, took,
-                          describe_exit(self.returncode))
-                if not died and self.returncode == -signal.SIGKILL and took >= grace:
-                    _log.warning(
-                        "server %r did not exit within stop_timeout=%g s of SIGTERM and was "
-                        "killed: make it exit on SIGTERM, or lower stop_timeout",
-                        self.name, self.stop_timeout)
+                self._report_stop(time.monotonic() - started, died, grace, kept)
+            if survivors:
+                raise HarnessError(_survivors_message(self.name, survivors))
+            if still_open:
+                raise HarnessError(
+                    f"{self._address.describe()} still accepts connections after server "
+                    f"{self.name!r} was stopped: held by {self._address.holder()}; that process "
+                    f"is not the server's (the server's whole process tree is gone): stop it, "
+                    f"it took the server's address")
             return self.returncode
 
-    def _end_launch(self, grace: float) -> List[ProcessId]:
-        """End the current launch's process tree (keeper, or by hand if it is gone)."""
+    def _end_tree(self, grace: float) -> List[ProcessId]:
+        """End the current launch's process tree; the processes that survived SIGKILL."""
         launched, self._launched = self._launched, None
         if launched is None:
             return []
-        kill_wait = scaled_for_cleanup(KILL_WAIT)
-        try:
-            survivors = launched.link.stop(grace, kill_wait)
-        except supervisor.KeeperLost:
-            survivors = self._stop_by_hand(launched, kill_wait)
-        else:
-            if not launched.subreaper:
-                survivors += self._stop_escapees(kill_wait)  # no subreaper: marked escapees
-        if launched.link.status is not None:
-            self.returncode = launched.link.status
-        launched.link.close()
+        survivors = launched.end(grace, scaled_for_cleanup(kill.KILL_WAIT))
+        if launched.status is not None:
+            self.returncode = launched.status
         safety_net.discard(self)
-        self._close_listener()
+        self._address.close_listener()
         return survivors
 
-    def _stop_by_hand(self, launched: launch.Launched, kill_wait: float) -> List[ProcessId]:
-        """The keeper is gone (killed): end the server and its marked processes ourselves."""
-        server = launched.link.identity
-        marked = self._stop_escapees(kill_wait, also=[server] if server else [])
-        if self.returncode is None and launched.link.status is not None:
-            self.returncode = launched.link.status
-        return marked
-
-    def _stop_escapees(self, kill_wait: float, also: Sequence[ProcessId] = ()) -> List[ProcessId]:
-        server_id = self.server_id
-
-        def members() -> List[ProcessId]:
-            found = [m for m in also if kill.is_alive(m)]
-            for root in list(found):  # what the server still parents, marker or not
-                found += [m for m in kill.descendants(root.pid) if m not in found]
-            found += [m for m in kill.find_marked(marker.SERVER_ID_ENV, server_id)
-                      if m not in found]
-            return found
-        return kill.stop_tree(members, grace=0.0, kill_wait=kill_wait)
-
-    def _end(self, grace: float, keep_log: bool, check_port: bool, died_alone: bool = False,
-             forget_log: bool = True) -> None:
-        """Stop whatever runs, check the address is free, release it, clean the dir."""
-        ran = self._launched is not None
-        survivors = self._end_launch(grace) if ran else []
-        still_open = check_port and ran and self._address_accepts()
-        self._close_listener()
-        self._release_port()
-        if ran and self.spec.socket_path is not None and not still_open:
-            address.remove_socket(self.spec.socket_path)  # the test's path: no stale file
-        if ran and self.warm and self._dir is not None:
-            launch.learn(self.spec, self._dir)  # what it imported, for the next one
-        if keep_log:
-            kept = self._keep_log()
-            if died_alone:
-                _log.warning("server %r (pid %s) %s before stop(); its log is kept at %s",
-                             self.name, self.pid, describe_exit(self.returncode), kept)
-        if forget_log:
-            self._remove_dir()
-        if survivors:
-            raise HarnessError(
-                f"server {self.name!r}: {len(survivors)} process(es) survived SIGKILL "
-                f"(stuck in the kernel?): {', '.join(str(s) for s in survivors[:5])}")
-        if still_open:
-            where = f"socket {self.socket_path}" if self.spec.unix_socket else f"port {self.port}"
-            raise HarnessError(
-                f"{where} still accepts connections after server {self.name!r} was stopped: "
-                f"held by {self._holder()}; that process is not the server's (the server's "
-                f"whole process tree is gone): stop it, it took the server's address")
-
-    def _holder(self) -> str:
-        if self.spec.unix_socket or self.port is None:
-            return "an unknown process"
-        return procinfo.describe_port_holders(self.port)
+    def _report_stop(self, took: float, died: bool, grace: float, kept: Optional[str]) -> None:
+        _log.info("server %r stopped in %.3f s (%s)", self.name, took,
+                  describe_exit(self.returncode))
+        if died:
+            _log.warning("server %r (pid %s) %s before stop(); its log is kept at %s",
+                         self.name, self.pid, describe_exit(self.returncode), kept)
+        elif self.returncode == -signal.SIGKILL and took >= grace:
+            _log.warning("server %r did not exit within stop_timeout=%g s of its stop signal "
+                         "and was killed: make it exit on it, or lower stop_timeout",
+                         self.name, self.stop_timeout)
 
     def _keep_log(self) -> Optional[str]:
         """Move the log to the kept-logs folder (once); its path there."""
         path = self._log.path
         if path is None or not self._log.exists:
             return None
-        if self._dir is None or not path.startswith(self._dir + os.sep):
+        if not self._dir.holds(path):
             return path  # kept already
         return self._log.keep(self.name, self.pid)
 
@@ -607,8 +552,9 @@ class ServerProcess:
             try:
                 launched = self._launched
                 if launched is None or launched.link.available():
-                    self._end(grace=scaled_for_cleanup(self.stop_timeout), keep_log=False,
-                              check_port=False)
+                    self._end_tree(scaled_for_cleanup(self.stop_timeout))
+                    self._address.release()
+                    self._dir.remove(self._log)
                     return
             finally:
                 self._lock.release()
@@ -619,84 +565,11 @@ class ServerProcess:
                 # The keeper ends the server's tree on SIGTERM, and exits.
                 kill.signal_process(keeper, signal.SIGTERM)
 
-    def _address_accepts(self) -> bool:
-        """True if something still accepts on the server's address after its tree is gone."""
-        if self.spec.unix_socket:
-            return address.accepts(None, None, self.socket_path)
-        return address.accepts(self.host, self.port, None)
-
-    def _close_listener(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.close()  # the server has its copy; ours would keep the port open
-
-    def _release_port(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            lease.release()
-
-    def _remove_dir(self) -> None:
-        directory, self._dir = self._dir, None
-        if directory is None:
-            return
-        self._log.remember()
-        try:
-            supervisor.register_dir(directory, add=False)
-        except Exception:
-            pass
-        address.remove_socket_dir(directory)
-        shutil.rmtree(directory, ignore_errors=True)
-        if self._log.path and self._log.path.startswith(directory + os.sep):
-            self._log.path = None
-
-    # ------------------------------------------------------------ waiting
-
-    def wait_for_log(self, pattern: Union[str, "re.Pattern[str]"],
-                     timeout: float = 10.0, *, literal: bool = False) -> "re.Match[str]":
-        """Wait for a line of new output that matches ``pattern``; the match.
-
-        ``pattern`` is a regex, or with ``literal=True`` plain text to find
-        as it is (``"GET /a?b=1"``).  Reads only what is new: the first call
-        from the start of the current launch's output, each later one from
-        the end of the line the previous call matched.  ``timeout`` is
-        multiplied by ``HARNESS_TIMEOUT_FACTOR``;
-        :class:`~harness.errors.WaitTimeout` at the deadline,
-        :class:`~harness.errors.HarnessError` if the server exits first
-        (both with the output that was read).
-        """
-        if _validate.check_bool(literal, "literal"):
-            if not isinstance(pattern, str):
-                raise TypeError(f"with literal=True, pattern must be a str, got {pattern!r}")
-            pattern = re.escape(pattern)
-        regex = _validate.pattern(pattern)
-        limit = _validate.seconds(timeout, "timeout")
-        deadline = Deadline(scaled(limit))
-        offset = self._read_offset if self._read_offset is not None else self._log.offset
-        looks = 0
-        while True:
-            looks += 1
-            match, after = self._log.find(regex, offset)
-            if match is not None:
-                self._read_offset = after
-                return match
-            if self._launched is None or self._exited(0):
-                raise HarnessError(
-                    f"server {self.name!r} {self.state} while waiting for {regex.pattern!r} "
-                    f"in its output; last lines:\n" + _indent(self.log_tail(10)))
-            if deadline.expired:
-                raise WaitTimeout(
-                    f"{regex.pattern!r} did not appear in the output of server {self.name!r} "
-                    f"within {deadline.seconds:.1f} s ({looks} looks); last lines:\n"
-                    + _indent(self.log_tail(10)), what=f"log line {regex.pattern!r}",
-                    waited=deadline.elapsed(), attempts=looks, last=self.log_tail(10))
-            # Waiting on the exit is the pause: an exit ends it at once.
-            self._exited(deadline.cap(poll_interval(deadline.elapsed())))
-
-    # ------------------------------------------------------------ talking
+    # -------------------------------------------------------------------------
+    # Talking to it
 
     def request(self, method: str, path: str = "/", **kwargs: Any) -> Response:
         """``harness.http.request`` against this server; errors carry the log tail."""
-        from .http import request
         if not isinstance(path, str) or not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
         if self.spec.unix_socket and self.socket_path:
@@ -726,12 +599,14 @@ class ServerProcess:
 
     def memory(self) -> int:
         """Resident memory of the server and its children, in bytes."""
-        from .memory import rss
+        from .memory import rss  # (memory imports psutil, when there is one)
         if self.pid is None or not self.running:
             raise HarnessError(f"server {self.name!r} is not running; start() it first")
         return rss(self.pid, children=True)
 
-    def _attach_tail(self, exc: BaseException) -> None:
+    def _attach_tail(self, exc: HarnessError) -> None:
+        """Add the log's tail to a failed request's error, and say whose it is (a failure
+        report then shows only what the server wrote after it)."""
         tail = self.log_tail()
         state = self.state
         # The state as of the failure: a server that crashed on this request
@@ -739,14 +614,9 @@ class ServerProcess:
         head = f"server {self.name!r} (pid {self.pid}, {state} when the request failed)"
         note = (f"{head} log tail:\n" + "\n".join("    " + line for line in tail.splitlines())
                 if tail else f"{head}: log is empty")
-        exc.server_log_tail = tail  # type: ignore[attr-defined]
-        # Whose log the message shows (this launch's), so that a failure
-        # report shows only what came after it.
-        exc.server_log_shown = self.server_id  # type: ignore[attr-defined]
+        exc.shown_server_id, exc.shown_log_tail = self.server_id, tail
         if exc.args and isinstance(exc.args[0], str):
             exc.args = (exc.args[0] + "\n" + note,) + tuple(exc.args[1:])
-
-    # --------------------------------------------------------- contextmgr
 
     def __enter__(self) -> "ServerProcess":
         __tracebackhide__ = True
@@ -762,7 +632,10 @@ def start_server(app_code: Optional[str] = None, **kwargs: Any) -> ServerProcess
     return ServerProcess(app_code, **kwargs).start()
 
 
-# ------------------------------------------------------------------ helpers
+def _survivors_message(name: str, survivors: Sequence[ProcessId]) -> str:
+    return (f"server {name!r}: {len(survivors)} process(es) survived SIGKILL (stuck in the "
+            f"kernel?): {', '.join(str(s) for s in survivors[:5])}")
+
 
 def _factor() -> float:
     try:
@@ -771,8 +644,4 @@ def _factor() -> float:
         return 1.0
 
 
-def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines()) or "    (no output)"
-
-
-__all__ = ["ServerProcess", "start_server", "describe_exit"]
+__all__ = ["ServerProcess", "start_server"]

@@ -41,6 +41,16 @@ class AfterLog(Check):
         return repr(self.inner)
 
 
+class _NoLease:
+    """Stands in for a port lease: the port, and nothing to give back."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def release(self) -> None:
+        pass
+
+
 class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
     def expect_failure(self, exc: type, argv: list, **kwargs: object) -> ServerStartError:
         with self.assertRaises(exc) as ctx:
@@ -253,7 +263,7 @@ class HostileServerTest(NoLeftoversMixin, unittest.TestCase):
         port = stale.server_address[1]
         server = ServerProcess(argv=[sys.executable, "-c", "import threading; "
                                      "threading.Event().wait()"], start_timeout=LONG)
-        server._take_port = lambda: setattr(server, "port", port)  # type: ignore[assignment]
+        server._address._lease_port = lambda host, rng, fixed: _NoLease(port)  # type: ignore[assignment]
         with self.assertRaises(ServerNotReady) as ctx:
             server.start()
         remove_kept(ctx.exception.log_path)

@@ -146,7 +146,8 @@ class FailedRequestReportTest(unittest.TestCase):
 
     def error(self, server: ServerProcess) -> BaseException:
         """A failed request's error, as ``ServerProcess.request`` makes it now."""
-        error = ConnectionResetError("connection reset by peer")
+        reset = ConnectionResetError("connection reset by peer")
+        error = RequestFailed(f"GET {server.url}/crash failed: {reset}", errors=[reset])
         server._attach_tail(error)
         return error
 

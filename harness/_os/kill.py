@@ -31,6 +31,8 @@ from . import proc
 from .identity import ProcessId
 
 SERVER_ID_ENV = "HARNESS_SERVER_ID"  # harness._server.marker.SERVER_ID_ENV
+#: After SIGKILL, how long the processes of a tree may take to disappear.
+KILL_WAIT = 5.0
 _HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 
 Members = Callable[[], Iterable[ProcessId]]

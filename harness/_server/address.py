@@ -1,7 +1,12 @@
-"""Where a server listens: its Unix socket path, a handed-off Unix listener, and
-whether anything still accepts there after the server is gone.
+"""Where a server listens: :class:`ServerAddress`, one per ``ServerProcess``.
 
-(TCP ports are leased by :mod:`harness.ports`.)
+A leased TCP port (and with ``handoff`` the bound, listening socket itself),
+a Unix socket path (made in the server's private dir, or the test's own
+``unix_socket=PATH``), or nothing at all (``listens=False``).  It is taken
+before each launch and given back after, and it can tell whether anything
+still accepts there once the server's tree is gone, and who.
+
+(The leases themselves are :mod:`harness.ports`'.)
 """
 from __future__ import annotations
 
@@ -11,7 +16,15 @@ import shutil
 import socket
 import stat
 import sys
-from typing import Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
+
+from .._os import procinfo
+from ..errors import HarnessError, PortUnavailable
+from ..ports import PortLease, lease_for_server, listening_socket
+from . import marker, supervisor
+
+if TYPE_CHECKING:  # (spec imports this module's limits)
+    from .spec import ServerSpec
 
 SUN_PATH_MAX = 100  # sockaddr_un.sun_path holds 108 bytes (104 on macOS)
 #: The longest path a test may give (``unix_socket=PATH``): sun_path less its NUL.
@@ -101,3 +114,97 @@ def accepts(host: Optional[str], port: Optional[int], path: Optional[str]) -> bo
         except OSError:
             return False
     return True
+
+
+class ServerAddress:
+    """Where one server listens; taken for a launch, given back after it."""
+
+    #: How many times a handed-off port is leased again when a stranger bound it
+    #: between the lease and the bind.
+    RETRIES = 3
+
+    def __init__(self, spec: "ServerSpec",
+                 lease: Callable[[str, Optional[Tuple[int, int]], Optional[int]],
+                                 PortLease] = lease_for_server) -> None:
+        self.spec = spec
+        self.port: Optional[int] = spec.port
+        self.socket_path: Optional[str] = None
+        self.listener: Optional[socket.socket] = None  # handoff: ours until the launch
+        self.listen_inode: Optional[int] = None          # the handed-off socket's inode
+        self._lease_port = lease  # (a test may stand in for the lease)
+        self._lease: Optional[PortLease] = None
+
+    def take(self, directory: str) -> None:
+        """Lease the port (or make the socket path); with handoff also bind and listen."""
+        if self.spec.unix_socket:
+            self._take_socket_path(directory)
+        elif self.spec.listens is not False:
+            self._take_port()
+        self.listen_inode = (os.fstat(self.listener.fileno()).st_ino
+                             if self.listener is not None else None)
+
+    def _take_port(self) -> None:
+        for attempt in range(self.RETRIES + 1):
+            self._lease = self._lease_port(self.spec.host, self.spec.port_range, self.spec.port)
+            self.port = self._lease.port
+            if not self.spec.handoff:
+                return
+            try:
+                self.listener = listening_socket(self.spec.host, self.port)
+                return
+            except PortUnavailable:
+                self.release()
+                if self.spec.port is not None or attempt == self.RETRIES:
+                    raise
+
+    def _take_socket_path(self, directory: str) -> None:
+        if self.spec.socket_path is not None:
+            self.socket_path = self.spec.socket_path
+            try:
+                check_free(self.socket_path)
+            except FileExistsError as exc:
+                raise HarnessError(f"server {self.spec.name!r}: {exc}") from None
+        else:
+            self.socket_path, extra = socket_path(directory)
+            if extra is not None:
+                supervisor.register_dir(extra)  # removed with the rest if the runner dies
+                marker.give_to(extra, self.spec.uid, self.spec.gid)
+        if self.spec.handoff:
+            self.listener = unix_listener(self.socket_path)
+
+    def close_listener(self) -> None:
+        """Close our copy of a handed-off socket: the server has its own, and ours would
+        keep the address open after the server died (a probe would hang, not be refused)."""
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.close()
+
+    def release(self) -> None:
+        """Give the port back (the lease), and our copy of a handed-off socket."""
+        self.close_listener()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
+
+    def accepts(self) -> bool:
+        """True if something still accepts connections at the address."""
+        if self.spec.unix_socket:
+            return accepts(None, None, self.socket_path)
+        return accepts(self.spec.host, self.port, None)
+
+    def holder(self) -> str:
+        """Who holds the address, for a message."""
+        if self.spec.unix_socket or self.port is None:
+            return "an unknown process"
+        return procinfo.describe_port_holders(self.port)
+
+    def forget_test_socket(self) -> None:
+        """Remove the test's own socket file (``unix_socket=PATH``) once nothing serves it."""
+        if self.spec.socket_path is not None:
+            remove_socket(self.spec.socket_path)
+
+    def describe(self) -> str:
+        """``unix socket PATH``, ``port N`` or ``no port``, for messages."""
+        if self.spec.unix_socket:
+            return f"socket {self.socket_path}"
+        return "no port" if self.port is None else f"port {self.port}"

@@ -205,3 +205,70 @@ def launch_failure(name: str, what: str, *, errno: Optional[int], detail: str,
         lines.extend("    " + line for line in detail.rstrip().splitlines())
     lines.append(f"  fix: {fix}")
     return "\n".join(lines)
+
+
+#: A wait of harness's own beyond the user's check is logged from this long on.
+NOTABLE_WAIT = 0.05
+
+
+@dataclasses.dataclass
+class ReadyFacts:
+    """How a start that succeeded spent its time (seconds from the start's deadline)."""
+
+    name: str
+    pid: Optional[int]
+    where: str                      # the URL, "unix:PATH" or "no port"
+    warm: bool
+    preparing: float                # starting the launchers (not counted in start_timeout)
+    launched: float
+    first_pass: Optional[float]
+    probes: int                     # probes up to the first that passed
+    done: Optional[float]
+    verifying: float                # in the listener proof
+    successes: int
+    port: Optional[int]
+    elsewhere: str                  # where it listens instead of $PORT ("" if on it)
+    without_port: bool              # taken for a process without a port
+    waited: float                   # for a listener after the check passed
+    relaunches: int
+
+
+def ready_report(facts: ReadyFacts) -> Tuple[str, Optional[str]]:
+    """The INFO line of a start, and a WARNING when harness waited for something."""
+    def ms(seconds: Optional[float]) -> str:
+        return f"{1000 * (seconds or 0.0):.1f} ms"
+    steps = []
+    if facts.preparing >= 0.001:
+        steps.append(f"launchers started in {ms(facts.preparing)} (not counted)")
+    steps.append(f"launched in {ms(facts.launched)}")
+    steps.append(f"check passed at {ms(facts.first_pass)} after {facts.probes} "
+                 f"probe{'s' if facts.probes != 1 else ''}")
+    steps.append(f"{facts.successes} pass{'es' if facts.successes != 1 else ''} in a row at "
+                 f"{ms(facts.done)}")
+    if facts.verifying >= 0.0001:
+        steps.append(f"listener proof {ms(facts.verifying)}")
+    where = facts.where
+    if facts.elsewhere:
+        steps.append(f"it listens on {facts.elsewhere}, not on its $PORT {facts.port}")
+    if facts.without_port:
+        steps.append("taken for a process without a port")
+    if facts.elsewhere or facts.without_port:
+        where += " unused"
+    if facts.relaunches:
+        steps.append(f"{facts.relaunches} relaunch{'es' if facts.relaunches != 1 else ''} on a "
+                     f"new port")
+    info = (f"server {facts.name!r} ready in {facts.done or 0.0:.3f} s (pid {facts.pid}, "
+            f"{where}{', warm' if facts.warm else ''}): " + "; ".join(steps))
+    warning = None
+    if facts.without_port:
+        warning = (f"server {facts.name!r} passed its check, but its process tree listens "
+                   f"nowhere (no TCP port, no Unix socket): waited {facts.waited:.3f} s for a "
+                   f"listener, then took it for a process without a port.  Pass listens=False "
+                   f"if it has no port (no wait, no port leased); if it is a server whose check "
+                   f"passes before it listens, make the check talk to it (HttpCheck, TcpCheck)")
+    elif facts.waited >= NOTABLE_WAIT:
+        warning = (f"server {facts.name!r} passed its check {facts.waited:.3f} s before it "
+                   f"listened on $PORT {facts.port}: waited {facts.waited:.3f} s for a listener."
+                   f"  A check that talks to the server (HttpCheck, TcpCheck) passes only once "
+                   f"it listens; pass listens=False for a process without a port")
+    return info, warning

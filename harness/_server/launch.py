@@ -19,6 +19,9 @@ import re
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
+from .._config import scaled_for_cleanup
+from .._os import kill
+from .._os.identity import ProcessId
 from .._wait import Deadline
 from . import boot, marker, protocol, supervisor
 from .spec import ServerSpec
@@ -194,29 +197,85 @@ class Launched:
     """A started server: its pid, its keeper, the command shown in messages, warm or not."""
 
     def __init__(self, link: supervisor.KeeperLink, pid: int, command: List[str],
-                 warm: bool, subreaper: bool) -> None:
+                 warm: bool, subreaper: bool, server_id: str) -> None:
         self.link = link
         self.pid = pid
         self.command = command
         self.warm = warm
         self.subreaper = subreaper  # the keeper adopts escaped descendants
+        self.server_id = server_id  # its HARNESS_SERVER_ID marker
+
+    @property
+    def status(self) -> Optional[int]:
+        """The exit status its keeper reported (``None``: none yet, or the keeper died)."""
+        return self.link.status
+
+    def exited(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the exit; True if it has exited (or its keeper died)."""
+        return self.link.exited(max(timeout, 0.0))
+
+    def end(self, grace: float, kill_wait: float) -> List[ProcessId]:
+        """End the server's whole tree; the processes that survived SIGKILL.
+
+        Its keeper does it (stop signal, ``grace``, SIGKILL); a keeper that
+        is gone (killed) leaves it to us, by parentage and by the marker.
+        """
+        try:
+            survivors = self.link.stop(grace, kill_wait)
+        except supervisor.KeeperLost:
+            roots = [self.link.identity] if self.link.identity else []
+            survivors = end_by_hand(self.server_id, roots, kill_wait)
+        else:
+            if not self.subreaper:  # no subreaper: escapees are found by their marker
+                survivors += end_by_hand(self.server_id, [], kill_wait)
+        self.link.close()
+        return survivors
+
+
+def end_by_hand(server_id: str, roots: Sequence[ProcessId], kill_wait: float) -> List[ProcessId]:
+    """End ``roots`` and what they parent, and every process marked ``server_id``, at once."""
+    def members() -> List[ProcessId]:
+        found = [root for root in roots if kill.is_alive(root)]
+        for root in list(found):
+            found += [m for m in kill.descendants(root.pid) if m not in found]
+        found += [m for m in kill.find_marked(marker.SERVER_ID_ENV, server_id)
+                  if m not in found]
+        return found
+    return kill.stop_tree(members, grace=0.0, kill_wait=kill_wait)
 
 
 def launch(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[str],
-           markers: Mapping[str, str], directory: str, files: Dict[str, str], log_fd: int,
-           listen_fd: Optional[int], deadline: Deadline) -> Launched:
+           directory: str, files: Dict[str, str], log_fd: int, listen_fd: Optional[int],
+           deadline: Deadline) -> Launched:
     """Start the server through the right zygote; :class:`supervisor.LaunchError` if it cannot.
 
     ``directory`` is the server's private dir (its ``TMPDIR`` too); ``files``
-    the files already written there (``app``), to which a fresh ``target``
-    server's pickle is added.
+    the files already written there (``app``), to which a ``target``
+    server's pickle is added.  A server whose keeper died before confirming
+    its start is ended here before the error is raised.
     """
+    server_id = marker.new_server_id()
+    markers = {marker.OWNER_ENV: marker.owner_token(), marker.SERVER_ID_ENV: server_id}
+    try:
+        return _launch(spec, port=port, socket_path=socket_path, markers=markers,
+                       directory=directory, files=files, log_fd=log_fd, listen_fd=listen_fd,
+                       deadline=deadline, server_id=server_id)
+    except supervisor.LaunchError as exc:
+        if exc.orphan is not None:  # its keeper died before confirming it: ours to end
+            end_by_hand(server_id, [exc.orphan], scaled_for_cleanup(kill.KILL_WAIT))
+        raise
+
+
+def _launch(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[str],
+            markers: Mapping[str, str], directory: str, files: Dict[str, str], log_fd: int,
+            listen_fd: Optional[int], deadline: Deadline, server_id: str) -> Launched:
     key = warm_key(spec)
     if key is not None:
         env = environment(spec, port=port, socket_path=socket_path, markers=markers,
                           temp_dir=directory, python=True)
         try:
-            return _launch_warm(spec, key, env, directory, files, log_fd, listen_fd, deadline)
+            return _launch_warm(spec, key, env, directory, files, log_fd, listen_fd, deadline,
+                                server_id)
         except supervisor.WarmUnavailable as exc:
             mark_unsafe(key if spec.kind == "app" else (spec.target_module, key), str(exc))
             _log.warning("warm launch of %r unavailable: %s; starting a fresh interpreter "
@@ -235,7 +294,7 @@ def launch(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[str],
                              stop_signal=spec.stop_signal)
     try:
         return _spawn(supervisor.zygote(None), request, log_fd, listen_fd, deadline, command,
-                      False)
+                      False, server_id)
     except supervisor.LaunchError as exc:
         exc.command = command
         raise
@@ -254,7 +313,7 @@ def _target_file(spec: ServerSpec, directory: str, files: Dict[str, str]) -> str
 
 def _launch_warm(spec: ServerSpec, key: supervisor.PreloadKey, env: Dict[str, str],
                  directory: str, files: Dict[str, str], log_fd: int, listen_fd: Optional[int],
-                 deadline: Deadline) -> Launched:
+                 deadline: Deadline, server_id: str) -> Launched:
     zygote = supervisor.zygote(key)
     if spec.kind == "app":
         request = protocol.spawn(
@@ -273,12 +332,12 @@ def _launch_warm(spec: ServerSpec, key: supervisor.PreloadKey, env: Dict[str, st
             sys_path=supervisor.runner_sys_path(), learn=learning())
         shown = [f"(warm, preload {list(key or ())})",
                  f"{spec.target_module}.{getattr(spec.target, '__qualname__', '?')}"]
-    return _spawn(zygote, request, log_fd, listen_fd, deadline, shown, True)
+    return _spawn(zygote, request, log_fd, listen_fd, deadline, shown, True, server_id)
 
 
 def _spawn(zygote: supervisor.Zygote, request: protocol.Spawn, log_fd: int,
            listen_fd: Optional[int], deadline: Deadline, shown: List[str],
-           warm: bool) -> Launched:
+           warm: bool, server_id: str) -> Launched:
     link = zygote.spawn(request, log_fd, listen_fd)
     try:
         pid = link.wait_started(max(deadline.remaining(), 5.0))
@@ -289,4 +348,4 @@ def _spawn(zygote: supervisor.Zygote, request: protocol.Spawn, log_fd: int,
     except BaseException:
         link.close()
         raise
-    return Launched(link, pid, shown, warm, zygote.subreaper)
+    return Launched(link, pid, shown, warm, zygote.subreaper, server_id)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import List, Match, Optional, Pattern, Tuple
+from typing import Callable, List, Match, Optional, Pattern, Tuple
 
-from ..errors import HarnessError
+from .._wait import Deadline, poll_interval
+from ..errors import HarnessError, WaitTimeout
 from . import logstore
 
 KEPT_OUTPUT = 1 << 20  # output() after stop: the last MiB of the deleted log
@@ -110,6 +111,12 @@ class ServerLog:
         skip = max(0, since - self.kept_from)
         return self.kept_output.encode("utf-8", "replace")[skip:].decode("utf-8", "replace")
 
+    def end(self) -> int:
+        """The byte offset where the output ends now (also once the file is gone)."""
+        if self.exists:
+            return self.size()
+        return self.kept_from + len(self.kept_output.encode("utf-8", "replace"))
+
     def _last(self, size: int) -> str:
         assert self.path is not None
         with open(self.path, "rb") as f:
@@ -157,6 +164,33 @@ class ServerLog:
         line_end = len(text) if end < 0 else end + 1
         return match, start + len(text[:line_end].encode("utf-8", "replace"))
 
+    def wait_for(self, regex: "Pattern[str]", start: int, deadline: Deadline, *,
+                 ended: Callable[[float], bool], name: str,
+                 state: Callable[[], str]) -> Tuple["Match[str]", int]:
+        """Wait for a complete line from byte ``start`` on that matches ``regex``: the
+        match and the offset after its line.  ``ended(seconds)`` waits up to that long
+        for the server's exit and says whether it has exited: that is the pause, so an
+        exit ends the wait at once (:class:`HarnessError`); :class:`WaitTimeout` at the
+        deadline.  Both errors show the last lines.
+        """
+        looks = 0
+        while True:
+            looks += 1
+            match, after = self.find(regex, start)
+            if match is not None:
+                return match, after
+            if ended(0):
+                raise HarnessError(f"server {name!r} {state()} while waiting for "
+                                   f"{regex.pattern!r} in its output; last lines:\n"
+                                   + _indent(self.tail(10)))
+            if deadline.expired:
+                raise WaitTimeout(
+                    f"{regex.pattern!r} did not appear in the output of server {name!r} "
+                    f"within {deadline.seconds:.1f} s ({looks} looks); last lines:\n"
+                    + _indent(self.tail(10)), what=f"log line {regex.pattern!r}",
+                    waited=deadline.elapsed(), attempts=looks, last=self.tail(10))
+            ended(deadline.cap(poll_interval(deadline.elapsed())))
+
     def note(self, message: str) -> None:
         """Write a harness line into the log (a relaunch, why a start failed)."""
         if self.exists:
@@ -190,3 +224,7 @@ class ServerLog:
         else:
             self.path = kept
         return kept
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines()) or "    (no output)"

@@ -16,10 +16,10 @@ import re
 import signal
 import ssl
 import sys
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from .. import _http_wire, _validate
-from ..checks import Check, HealthSpec, TcpCheck, as_check
+from ..checks import Check, TcpCheck, as_check
 from .address import SUN_PATH_LIMIT
 from .protocol import Kind
 
@@ -67,81 +67,91 @@ class ServerSpec:
         return self.listens is not False and not self.unix_socket
 
     @classmethod
-    def checked(cls, app_code: Optional[str] = None, *, argv: Optional[Sequence[str]] = None,
-                target: Optional[Callable[..., Any]] = None, args: Sequence[Any] = (),
-                kwargs: Optional[Mapping[str, Any]] = None,
-                preload: Optional[Sequence[str]] = None, host: str = "127.0.0.1",
-                port: Optional[int] = None, port_range: Optional[Sequence[int]] = None,
-                handoff: bool = False, unix_socket: Union[bool, PathLike] = False,
-                env: Optional[Mapping[str, Optional[str]]] = None,
-                cwd: Optional[PathLike] = None, health: HealthSpec = "/health",
-                ready_successes: Optional[int] = None, start_timeout: float = 10.0,
-                stop_timeout: float = 5.0, name: Optional[str] = None, https: bool = False,
-                verify: Verify = True, listens: Optional[bool] = None,
-                user: Optional[Union[str, int]] = None,
-                stop_signal: int = signal.SIGTERM) -> "ServerSpec":
-        given = [what for what, value in (("app_code", app_code), ("argv", argv),
-                                          ("target", target)) if value is not None]
-        if len(given) != 1:
-            got = "neither" if not given else "both " + " and ".join(given) if len(given) == 2 \
-                else "all three"
-            raise ValueError("give exactly one of app_code (Python source), argv (a command "
-                             "list) or target (a function to run), got " + got)
-        kind = _KINDS[given[0]]
-        if app_code is not None:
-            _check_app_code(app_code)
-        argv_tuple = _checked_argv(argv) if argv is not None else None
-        payload = target_module = main_path = None
-        if target is not None:
-            payload, target_module, main_path = _checked_target(target, args, kwargs)
-        elif args or kwargs:
-            raise ValueError("args and kwargs go with target=; app_code and argv servers get "
-                             "their settings through env= (or argv items)")
-        preload_tuple = _checked_preload(preload, kind)
-        for flag_name, flag in (("handoff", handoff), ("https", https)):
-            _validate.check_bool(flag, flag_name)
-        if listens is not None:
-            _validate.check_bool(listens, "listens")
-        socket_path = _checked_socket_path(unix_socket)
-        unix_socket = unix_socket is not False
-        if unix_socket and (port is not None or port_range is not None):
-            raise ValueError("a unix_socket server has no TCP port: give port/port_range "
-                             "or unix_socket, not both")
-        if listens is False:
-            _check_without_port(port, port_range, handoff, unix_socket, argv_tuple)
-        host = _checked_host(host)
-        if port is not None:
-            _validate.check_port(port)
-            if port_range is not None:
-                raise ValueError("give port or port_range, not both")
-        range_pair = _validate.check_port_range(port_range) if port_range is not None else None
-        checked_cwd = _checked_cwd(cwd)
-        check = as_check(health)
-        if listens is False and check.uses_port:
+    def checked(cls, arguments: Mapping[str, Any]) -> "ServerSpec":
+        """The spec of ``ServerProcess(**arguments)``: every argument by name, its
+        signature's defaults filled in (the defaults are written there alone)."""
+        program = _checked_program(arguments)
+        kind = program["kind"]
+        for flag in ("handoff", "https"):
+            _validate.check_bool(arguments[flag], flag)
+        address = _checked_address(arguments, program["argv"])
+        check = as_check(arguments["health"])
+        if arguments["listens"] is False and check.uses_port:
             raise ValueError(f"health={check!r} talks to the server's port, but listens=False "
                              f"says it has none: use a LogCheck or a callable")
-        if ready_successes is None:
+        successes = arguments["ready_successes"]
+        if successes is None:
             # Under handoff a TcpCheck proves the server took the connection
             # (accept() ran): one pass says all two would.  Elsewhere two
             # passes in a row rule out a server that answers once, then fails.
-            ready_successes = 1 if handoff and isinstance(check, TcpCheck) else 2
+            successes = 1 if arguments["handoff"] and isinstance(check, TcpCheck) else 2
+        name = arguments["name"]
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
-        uid, gid = _checked_user(user)
-        stop_signal = _checked_signal(stop_signal)
-        default_name = {"app": "app", "argv": os.path.basename(argv_tuple[0]) if argv_tuple
-                        else "server", "target": getattr(target, "__name__", "target")}[kind]
+        uid, gid = _checked_user(arguments["user"])
+        argv = program["argv"]
+        default_name = {"app": "app", "argv": os.path.basename(argv[0]) if argv else "server",
+                        "target": getattr(arguments["target"], "__name__", "target")}[kind]
         return cls(
-            kind=kind, app_code=app_code, argv=argv_tuple, target=target, payload=payload,
-            target_module=target_module, main_path=main_path, preload=preload_tuple,
-            host=host, port=port, port_range=range_pair, handoff=handoff,
-            unix_socket=unix_socket, socket_path=socket_path, env=_checked_env(env),
-            cwd=checked_cwd, check=check,
-            ready_successes=_validate.check_positive_int(ready_successes, "ready_successes"),
-            start_timeout=_validate.seconds(start_timeout, "start_timeout"),
-            stop_timeout=_validate.seconds(stop_timeout, "stop_timeout"),
-            name=name or default_name, https=https, verify=_checked_verify(verify),
-            listens=listens, uid=uid, gid=gid, stop_signal=stop_signal)
+            **program, **address, handoff=arguments["handoff"],
+            env=_checked_env(arguments["env"]), cwd=_checked_cwd(arguments["cwd"]),
+            check=check,
+            ready_successes=_validate.check_positive_int(successes, "ready_successes"),
+            start_timeout=_validate.seconds(arguments["start_timeout"], "start_timeout"),
+            stop_timeout=_validate.seconds(arguments["stop_timeout"], "stop_timeout"),
+            name=name or default_name, https=arguments["https"],
+            verify=_checked_verify(arguments["verify"]), uid=uid, gid=gid,
+            stop_signal=_checked_signal(arguments["stop_signal"]))
+
+
+def _checked_program(arguments: Mapping[str, Any]) -> Dict[str, Any]:
+    """What to run: exactly one of app_code, argv and target (with args and kwargs)."""
+    app_code, argv, target = arguments["app_code"], arguments["argv"], arguments["target"]
+    given = [what for what, value in (("app_code", app_code), ("argv", argv),
+                                      ("target", target)) if value is not None]
+    if len(given) != 1:
+        got = "neither" if not given else "both " + " and ".join(given) if len(given) == 2 \
+            else "all three"
+        raise ValueError("give exactly one of app_code (Python source), argv (a command "
+                         "list) or target (a function to run), got " + got)
+    kind = _KINDS[given[0]]
+    if app_code is not None:
+        _check_app_code(app_code)
+    argv_tuple = _checked_argv(argv) if argv is not None else None
+    payload = target_module = main_path = None
+    if target is not None:
+        payload, target_module, main_path = _checked_target(target, arguments["args"],
+                                                            arguments["kwargs"])
+    elif arguments["args"] or arguments["kwargs"]:
+        raise ValueError("args and kwargs go with target=; app_code and argv servers get "
+                         "their settings through env= (or argv items)")
+    return {"kind": kind, "app_code": app_code, "argv": argv_tuple, "target": target,
+            "payload": payload, "target_module": target_module, "main_path": main_path,
+            "preload": _checked_preload(arguments["preload"], kind)}
+
+
+def _checked_address(arguments: Mapping[str, Any],
+                     argv: Optional[Tuple[str, ...]]) -> Dict[str, Any]:
+    """Where it listens: host, port or port_range, unix_socket, listens."""
+    listens, port, port_range = arguments["listens"], arguments["port"], arguments["port_range"]
+    if listens is not None:
+        _validate.check_bool(listens, "listens")
+    unix_socket = arguments["unix_socket"]
+    socket_path = _checked_socket_path(unix_socket)
+    unix_socket = unix_socket is not False
+    if unix_socket and (port is not None or port_range is not None):
+        raise ValueError("a unix_socket server has no TCP port: give port/port_range "
+                         "or unix_socket, not both")
+    if listens is False:
+        _check_without_port(port, port_range, arguments["handoff"], unix_socket, argv)
+    host = _checked_host(arguments["host"])
+    if port is not None:
+        _validate.check_port(port)
+        if port_range is not None:
+            raise ValueError("give port or port_range, not both")
+    range_pair = _validate.check_port_range(port_range) if port_range is not None else None
+    return {"host": host, "port": port, "port_range": range_pair, "unix_socket": unix_socket,
+            "socket_path": socket_path, "listens": listens}
 
 
 def _checked_user(user: object) -> Tuple[Optional[int], Optional[int]]:

@@ -60,7 +60,7 @@ from . import boot, channel, protocol
 PR_SET_CHILD_SUBREAPER = 36
 # How long a runner's death gives servers to exit on SIGTERM before SIGKILL.
 ORPHAN_GRACE = 1.0
-KILL_WAIT = 5.0
+KILL_WAIT = kill.KILL_WAIT
 
 
 def become_subreaper() -> bool:

@@ -269,7 +269,6 @@ class Service(ServerProcess):
                 self.configure()
                 argv = [str(item) for item in self.command_line()]
                 self.spec = dataclasses.replace(self.spec, argv=tuple(argv))
-                self.argv = argv
                 ServerProcess.start(self)
                 self.started()
             except BaseException:
