@@ -35,7 +35,7 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_root = unittest.skipUnless(IS_ROOT, "needs root to act as a second user")
 
 
-class Outcome(NamedTuple):
+class ChildResult(NamedTuple):
     """What a call in the child did: ``how`` is "returned", "raised", "hung" or "died"."""
     how: str
     value: Any = None
@@ -51,7 +51,7 @@ class Outcome(NamedTuple):
 
 
 def run_as(uid: Optional[int], func: Callable[..., Any], *args: Any,
-           umask: Optional[int] = None, timeout: float = HANG) -> Outcome:
+           umask: Optional[int] = None, timeout: float = HANG) -> ChildResult:
     """``func(*args)`` in a forked child running as ``uid`` (``None``: as we are).
 
     The return value must pickle.  An exception comes back as its class
@@ -65,9 +65,9 @@ class Child:
 
     def __init__(self, pid: int, reader: int, release: Optional[int]) -> None:
         self.pid, self._reader, self._release = pid, reader, release
-        self._outcome: Optional[Outcome] = None
+        self._outcome: Optional[ChildResult] = None
 
-    def result(self, timeout: float = HANG) -> Outcome:
+    def result(self, timeout: float = HANG) -> ChildResult:
         if self._outcome is not None:
             return self._outcome
         data = b""
@@ -91,9 +91,9 @@ class Child:
         if hung or self._release is None:
             self.end()
         if hung:
-            self._outcome = Outcome("hung", f"no answer within {timeout:g}s")
+            self._outcome = ChildResult("hung", f"no answer within {timeout:g}s")
         elif not data:
-            self._outcome = Outcome("died", "the child exited without an answer")
+            self._outcome = ChildResult("died", "the child exited without an answer")
         else:
             self._outcome = pickle.loads(data)
         return self._outcome
@@ -144,9 +144,9 @@ def start_as(uid: Optional[int], func: Callable[..., Any], *args: Any,
                     os.setuid(uid)
                 if umask is not None:
                     os.umask(umask)
-                outcome = Outcome("returned", func(*args))
+                outcome = ChildResult("returned", func(*args))
             except BaseException as exc:  # reported to the parent
-                outcome = Outcome("raised", None, type(exc).__name__, str(exc),
+                outcome = ChildResult("raised", None, type(exc).__name__, str(exc),
                                   getattr(exc, "errno", None), traceback.format_exc())
             os.write(writer, pickle.dumps(outcome))
             os.close(writer)

@@ -58,11 +58,6 @@ class ProcessId:
     def __reduce__(self) -> Tuple[Any, Tuple[int, Optional[str], Optional[int]]]:
         return (ProcessId, (self.pid, self.start, self.pidns))
 
-    @property
-    def start_ticks(self) -> Optional[int]:
-        """The start time as Linux clock ticks, when that is what ``start`` holds."""
-        return int(self.start) if self.start is not None and self.start.isdigit() else None
-
     @classmethod
     def parse(cls, text: object) -> Optional["ProcessId"]:
         """The ``ProcessId`` written as ``text``, or ``None`` if it is not one."""
@@ -85,13 +80,5 @@ def own_pid_namespace() -> Optional[int]:
     """The inode of this process's PID namespace (Linux), or ``None``."""
     try:
         return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
-
-
-def pid_namespace(pid: int) -> Optional[int]:
-    """The inode of ``pid``'s PID namespace, or ``None`` when it cannot be read."""
-    try:
-        return os.stat(f"/proc/{pid}/ns/pid").st_ino
     except OSError:
         return None

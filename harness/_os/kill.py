@@ -180,14 +180,12 @@ def stop_tree(members: Members, *, grace: float, kill_wait: float,
         wait(deadline.cap(poll_interval(deadline.elapsed(), cap=0.02)))
 
 
-def find_marked(name: str, value: str, started_after: Optional[int] = None) -> List[ProcessId]:
+def find_marked(name: str, value: str) -> List[ProcessId]:
     """Live processes whose environment has ``name=value``.
 
     The marker is inherited through ``setsid`` and double forks, so this
     finds descendants that left the process group and the tree, unless
-    they replaced their environment.  ``started_after`` (Linux clock ticks,
-    ``ProcessId.start_ticks``) skips older processes without reading their
-    environment.
+    they replaced their environment.
     """
     needle = f"{name}={value}".encode()
     found: List[ProcessId] = []
@@ -200,8 +198,6 @@ def find_marked(name: str, value: str, started_after: Optional[int] = None) -> L
             if fields is None or fields[proc.STATE] in (b"Z", b"X"):
                 continue
             start = int(fields[proc.STARTTIME])
-            if started_after is not None and start < started_after:
-                continue
             block = proc.environ(int(entry))
             if block is not None and proc.has_env(block, needle):
                 found.append(ProcessId(int(entry), str(start)))

@@ -56,18 +56,6 @@ def listening(family: int = socket.AF_INET) -> Optional[Dict[int, int]]:
     return None if table is None else {inode: item.port for inode, item in table.items()}
 
 
-def on_port(port: int) -> Optional[List[Listener]]:
-    """Every listener on ``port``, IPv4 and IPv6, wildcards included; ``None`` if unknown."""
-    found: List[Listener] = []
-    known = False
-    for family in (socket.AF_INET, socket.AF_INET6):
-        table = listeners(family)
-        if table is not None:
-            known = True
-            found.extend(item for item in table.values() if item.port == port)
-    return found if known else None
-
-
 GONE = -1
 
 

@@ -129,10 +129,6 @@ def install() -> None:
         _previous[signum] = current
 
 
-def installed() -> bool:
-    return bool(_previous)
-
-
 def _forget_in_child() -> None:
     global _owner_pid, _lock
     _lock = threading.Lock()

@@ -144,7 +144,7 @@ server.serve_forever()
 
 # ------------------------------------------------------------------ workers
 
-class Outcome:
+class LifecycleResult:
     """One lifecycle: result is ok, expected (failed as it must, and said why),
     unclassified (failed as it must, without saying why) or unexpected.
     ``seconds``: start to stopped, or for a failure that was expected, start
@@ -168,7 +168,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def harness_lifecycle(kind: str, delay: float, handoff: bool,
-                      port_range: Tuple[int, int]) -> Outcome:
+                      port_range: Tuple[int, int]) -> LifecycleResult:
     token = secrets.token_hex(8)
     expected = KINDS[kind][1]
     start = time.monotonic()
@@ -186,13 +186,15 @@ def harness_lifecycle(kind: str, delay: float, handoff: bool,
         text = str(error)
         if expected == "crash" and not isinstance(error, ServerNotReady):
             ok = error.returncode == 3 and "bad configuration" in text
-            return Outcome(kind, "expected" if ok else "unclassified", _first_line(error), seconds)
+            return LifecycleResult(kind, "expected" if ok else "unclassified",
+                                   _first_line(error), seconds)
         if expected == "wrong_json" and isinstance(error, ServerNotReady):
             ok = "'message'" in text and "starting" in text
-            return Outcome(kind, "expected" if ok else "unclassified", _first_line(error), seconds)
-        return Outcome(kind, "unexpected", _first_line(error), seconds)
+            return LifecycleResult(kind, "expected" if ok else "unclassified",
+                                   _first_line(error), seconds)
+        return LifecycleResult(kind, "unexpected", _first_line(error), seconds)
     except HarnessError as error:
-        return Outcome(kind, "unexpected", _first_line(error), time.monotonic() - start)
+        return LifecycleResult(kind, "unexpected", _first_line(error), time.monotonic() - start)
     why = ""
     try:
         if expected is not None:
@@ -209,7 +211,7 @@ def harness_lifecycle(kind: str, delay: float, handoff: bool,
                 why = f"unclean stop: exit code {code}"
         except HarnessError as error:
             why = why or _first_line(error)
-    return Outcome(kind, "unexpected" if why else "ok", why, time.monotonic() - start)
+    return LifecycleResult(kind, "unexpected" if why else "ok", why, time.monotonic() - start)
 
 
 class _WriteupFailure(Exception):
@@ -235,7 +237,7 @@ def _writeup_get(port: int, path: str, token: str) -> None:
 
 
 def writeup_lifecycle(kind: str, delay: float, handoff: bool,  # noqa: C901 (the write-up's steps, in its order)
-                      port_range: Tuple[int, int]) -> Outcome:
+                      port_range: Tuple[int, int]) -> LifecycleResult:
     """(``handoff`` is harness's; the write-up has no such thing.)"""
     token = secrets.token_hex(8)
     expected = KINDS[kind][1]
@@ -246,7 +248,7 @@ def writeup_lifecycle(kind: str, delay: float, handoff: bool,  # noqa: C901 (the
     # succeeds); what it lacks is the lease that keeps the port ours afterwards.
     port = next((p for p in (rng.randint(lo, hi) for _ in range(100)) if is_port_free(p)), None)
     if port is None:
-        return Outcome(kind, "unexpected", "no free port found in 100 tries", 0.0)
+        return LifecycleResult(kind, "unexpected", "no free port found in 100 tries", 0.0)
     script = os.path.join(tempfile.gettempdir(), f"test_server_{port}_{int(time.time())}.py")
     with open(script, "w") as f:
         f.write(SERVER)
@@ -300,12 +302,13 @@ def writeup_lifecycle(kind: str, delay: float, handoff: bool,  # noqa: C901 (the
             pass
     seconds = time.monotonic() - start
     if expected == "crash" and why:
-        return Outcome(kind, "expected" if "code 3" in why else "unclassified", why, detected)
+        return LifecycleResult(kind, "expected" if "code 3" in why else "unclassified", why,
+                               detected)
     if expected == "wrong_json" and why:
-        return Outcome(kind, "unclassified", why, detected)
+        return LifecycleResult(kind, "unclassified", why, detected)
     if expected is not None:
         why = f"started a server that should have failed ({expected})"
-    return Outcome(kind, "unexpected" if why else "ok", why, seconds)
+    return LifecycleResult(kind, "unexpected" if why else "ok", why, seconds)
 
 
 def _open_fds() -> Optional[set]:
@@ -345,7 +348,7 @@ def worker_main(approach: str, seed: int, worker: int, count: int,
         try:
             outcome = lifecycle(kind, delay, handoff, port_range)
         except Exception as error:  # a bug in the lifecycle itself: counted, never hidden
-            outcome = Outcome(kind, "unexpected", f"worker: {_first_line(error)}")
+            outcome = LifecycleResult(kind, "unexpected", f"worker: {_first_line(error)}")
         outcome.handoff = handoff and approach == "harness"
         outcomes.append(outcome)
     fds_after = _open_fds()
