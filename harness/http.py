@@ -51,7 +51,7 @@ from ._http_wire import (
 )
 from ._load import LoadResult, load
 from ._validate import check_timeout
-from ._wait import Deadline
+from ._wait import Deadline, pause
 from .errors import RequestFailed, ResponseInvalid
 
 __all__ = ["request", "RetryPolicy", "Response", "IDEMPOTENT_METHODS", "error_kind",
@@ -349,63 +349,112 @@ def request(method: str, url: str, *, body: Union[bytes, str, None] = None, json
     answer does not match.  A retried status that is still the answer when
     the retries run out is returned (or fails ``expect_status``).
     """
-    method = check_method(method)
-    target = Target(url, params)
-    payload, header_map = encode_body(body, json, headers)
-    per_attempt = scaled(check_timeout(timeout, "timeout"))  # type: ignore[arg-type]
-    total = check_timeout(deadline, "deadline", allow_none=True)
-    policy = _check_retry(retry)
-    expect_status = check_expect_status(expect_status)
-    expect_json = _jsonspec.check_spec(expect_json, "expect_json")
-    if diagnostics is not None and not callable(diagnostics):
-        raise TypeError(f"diagnostics must be a callable returning str, got {diagnostics!r}")
-    tls = ssl_context(verify)
-    unix_socket = check_unix_socket(unix_socket)
-    max_body = check_max_body(max_body)
-
-    budget = Deadline(scaled(total) if total is not None else 2 * per_attempt)
-    errors: List[BaseException] = []
-    lines: List[str] = []
-    attempt = 0
+    spec = _RequestSpec.checked(
+        method, url, params=params, body=body, json=json, headers=headers, timeout=timeout,
+        deadline=deadline, retry=retry, expect_status=expect_status, expect_json=expect_json,
+        diagnostics=diagnostics, verify=verify, unix_socket=unix_socket, max_body=max_body)
+    budget = Deadline(spec.total if spec.total is not None else 2 * spec.per_attempt)
+    history = _History()
     while True:
-        attempt += 1
-        started = budget.elapsed()
-        try:
-            status, reason, resp_headers, data = _attempt(
-                target, method, payload, header_map, budget.cap(per_attempt), tls,
-                unix_socket, max_body)
-        except _AttemptError as failure:
-            errors.append(failure.error)
-            lines.append(f"attempt {attempt} at {started:.3f}s: {_describe(failure.error)}")
-            wait = policy.delay(attempt)
-            stop = _final(failure.error, max_body, verify) if failure.final else _why_stop(
-                policy, method, attempt, budget, sent=failure.sent, wait=wait)
-            if stop:
-                via = f" (over the Unix socket {unix_socket})" if unix_socket else ""
-                raise _with_diagnostics(RequestFailed(
-                    f"{method} {target.url}{via} failed after {attempt} "
-                    f"attempt{'s' if attempt > 1 else ''} in {budget.elapsed():.3f}s; {stop}:\n  "
-                    + "\n  ".join(lines), errors=errors), diagnostics) from None
-        else:
-            response = Response(method=method, url=target.url, status=status, reason=reason,
-                                headers=resp_headers, body=data, attempts=attempt)
-            retried = status in policy.retry_on_status
-            if retried:
-                wait = policy.delay(attempt, _retry_after(resp_headers))
-                retried = _why_stop(policy, method, attempt, budget, sent=True, wait=wait) is None
-            if not retried:  # the answer: validate it
-                response.elapsed = budget.elapsed()
-                note = f" after {attempt} attempts" if attempt > 1 else ""
-                try:
-                    check_response(response, expect_status, expect_json, note)
-                except ResponseInvalid as exc:
-                    raise _with_diagnostics(exc, diagnostics) from None
-                return response
-            errors.append(ResponseInvalid(f"{status} {reason} (retried)", response=response))
-            lines.append(f"attempt {attempt} at {started:.3f}s: status {status} {reason}")
+        response, wait = _one_attempt(spec, budget, history)
+        if response is not None:
+            return response
         if wait > 0:
-            # A computed backoff, already checked to end before the deadline.
-            time.sleep(wait)
+            pause(wait)  # a computed backoff, already checked to end before the deadline
+
+
+@dataclasses.dataclass(frozen=True)
+class _RequestSpec:
+    """A :func:`request` call's arguments, checked before anything is sent."""
+
+    method: str
+    target: Target
+    payload: Optional[bytes]
+    headers: Dict[str, str]
+    per_attempt: float            # scaled seconds
+    total: Optional[float]        # scaled seconds, or None: twice per_attempt
+    policy: "RetryPolicy"
+    expect_status: ExpectStatus
+    expect_json: ExpectJson
+    diagnostics: Optional[Callable[[], str]]
+    verify: Verify
+    tls: Optional[ssl.SSLContext]
+    unix_socket: Optional[str]
+    max_body: int
+
+    @classmethod
+    def checked(cls, method: str, url: str, *, params: Optional[Mapping[str, Any]],
+                body: Union[bytes, str, None], json: Any, headers: Optional[Mapping[str, str]],
+                timeout: float, deadline: Optional[float], retry: Union["RetryPolicy", int, None],
+                expect_status: ExpectStatus, expect_json: ExpectJson,
+                diagnostics: Optional[Callable[[], str]], verify: Verify,
+                unix_socket: Optional[str], max_body: int) -> "_RequestSpec":
+        if diagnostics is not None and not callable(diagnostics):
+            raise TypeError(f"diagnostics must be a callable returning str, got {diagnostics!r}")
+        payload, header_map = encode_body(body, json, headers)
+        total = check_timeout(deadline, "deadline", allow_none=True)
+        per_attempt = check_timeout(timeout, "timeout")
+        assert per_attempt is not None  # (allow_none is not given)
+        return cls(method=check_method(method), target=Target(url, params), payload=payload,
+                   headers=header_map, per_attempt=scaled(per_attempt),
+                   total=scaled(total) if total is not None else None,
+                   policy=_check_retry(retry), expect_status=check_expect_status(expect_status),
+                   expect_json=_jsonspec.check_spec(expect_json, "expect_json"),
+                   diagnostics=diagnostics, verify=verify, tls=ssl_context(verify),
+                   unix_socket=check_unix_socket(unix_socket),
+                   max_body=check_max_body(max_body))
+
+
+class _History:
+    """What the attempts of one request met, for its error."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.errors: List[BaseException] = []
+        self.lines: List[str] = []
+
+    def add(self, started: float, error: BaseException, what: str) -> None:
+        self.errors.append(error)
+        self.lines.append(f"attempt {self.attempts} at {started:.3f}s: {what}")
+
+
+def _one_attempt(spec: _RequestSpec, budget: Deadline,
+                 history: _History) -> Tuple[Optional["Response"], float]:
+    """One attempt: the validated answer, or ``None`` and the wait before the next one
+    (:class:`RequestFailed` / :class:`ResponseInvalid` when it is over)."""
+    history.attempts += 1
+    attempt, started = history.attempts, budget.elapsed()
+    try:
+        status, reason, resp_headers, data = _attempt(
+            spec.target, spec.method, spec.payload, spec.headers, budget.cap(spec.per_attempt),
+            spec.tls, spec.unix_socket, spec.max_body)
+    except _AttemptError as failure:
+        history.add(started, failure.error, _describe(failure.error))
+        wait = spec.policy.delay(attempt)
+        stop = _final(failure.error, spec.max_body, spec.verify) if failure.final else \
+            _why_stop(spec.policy, spec.method, attempt, budget, sent=failure.sent, wait=wait)
+        if stop:
+            via = f" (over the Unix socket {spec.unix_socket})" if spec.unix_socket else ""
+            raise _with_diagnostics(RequestFailed(
+                f"{spec.method} {spec.target.url}{via} failed after {attempt} "
+                f"attempt{'s' if attempt > 1 else ''} in {budget.elapsed():.3f}s; {stop}:\n  "
+                + "\n  ".join(history.lines), errors=history.errors), spec.diagnostics) from None
+        return None, wait
+    response = Response(method=spec.method, url=spec.target.url, status=status, reason=reason,
+                        headers=resp_headers, body=data, attempts=attempt)
+    if status in spec.policy.retry_on_status:
+        wait = spec.policy.delay(attempt, _retry_after(resp_headers))
+        if _why_stop(spec.policy, spec.method, attempt, budget, sent=True, wait=wait) is None:
+            history.add(started, ResponseInvalid(f"{status} {reason} (retried)",
+                                                 response=response), f"status {status} {reason}")
+            return None, wait
+    response.elapsed = budget.elapsed()  # the answer: validate it
+    note = f" after {attempt} attempts" if attempt > 1 else ""
+    try:
+        check_response(response, spec.expect_status, spec.expect_json, note)
+    except ResponseInvalid as exc:
+        raise _with_diagnostics(exc, spec.diagnostics) from None
+    return response, 0.0
 
 
 def _describe(error: BaseException) -> str:
