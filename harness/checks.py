@@ -426,6 +426,7 @@ class Tally:
         self.last_label = ""
 
     def add(self, outcome: Outcome) -> None:
+        """Count one attempt's outcome."""
         self.attempts += 1
         self.last_label = outcome.label
         self.counts[outcome.label] = self.counts.get(outcome.label, 0) + 1
@@ -439,6 +440,7 @@ class Tally:
         return ", ".join(f"{label} \u00d7{n}" for label, n in self.counts.items())
 
     def as_dict(self) -> Dict[str, int]:
+        """Label -> count, as ``ServerStartError.outcomes`` holds them."""
         return dict(self.counts)
 
 

@@ -220,10 +220,12 @@ class LeakReport:
 
     @property
     def rounds(self) -> int:
+        """Measured rounds (warm-up rounds not counted)."""
         return len(self.samples)
 
     @property
     def growth(self) -> int:
+        """Bytes: the last sample minus the first."""
         return self.samples[-1] - self.samples[0]
 
     @property

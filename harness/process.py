@@ -2,21 +2,21 @@
 
 The life of one server, each step a part of its own (``harness/_server/``):
 
-1. Arguments are checked before anything happens (:mod:`._server.spec`).
+1. Arguments are checked before anything happens (``_server/spec.py``).
 2. A port is leased (or a Unix socket path made) and a private 0700 temp
    dir holds the app code, the log and the server's own ``TMPDIR``; the
    server is launched through a zygote, under a keeper that is its parent
-   and a subreaper (:mod:`._server.launch`, :mod:`._server.zygote`).
+   and a subreaper (``_server/launch.py``, ``_server/zygote.py``).
 3. Readiness is probed with a proportional backoff while the keeper
    reports the exit at once: a crash is reported immediately with the
    command, exit code or signal, what every probe saw and the head and
-   tail of the log (:mod:`._server.diagnostics`).  Every listener on the
-   port must belong to the server's process tree (:mod:`._server.ownership`).
+   tail of the log (``_server/diagnostics.py``).  Every listener on the
+   port must belong to the server's process tree (``_server/ownership.py``).
 4. ``stop()`` asks the keeper to end the server's whole subtree (SIGCONT +
    SIGTERM, ``stop_timeout``, SIGKILL), confirms the port no longer
    accepts connections, releases the lease and removes the temp dir.
 
-The contract is in README.rst, "Servers"; DEVELOPING.rst has the map.
+The user's manual is docs/servers.rst; DEVELOPING.rst has the map.
 """
 from __future__ import annotations
 
@@ -59,11 +59,45 @@ _SUN_PATH_MAX = 100  # sockaddr_un.sun_path holds 108 bytes (104 on macOS)
 
 
 class ServerProcess:
-    """A server process under test; see README.rst, "Servers".
+    """A server process under test: ``start()`` returns it ready, ``stop()``
+    leaves nothing of it behind; also a context manager.
 
-    >>> with ServerProcess(app_code=APP) as server:   # doctest: +SKIP
-    ...     server.get("/health").status
-    200
+    What to run, exactly one of:
+
+    * ``app_code``: Python source, run as ``__main__`` from a private file;
+    * ``argv``: a program and its arguments (no shell); ``{port}``,
+      ``{host}`` and ``{socket}`` in its items are filled in;
+    * ``target``: a function importable by name, called in the server with
+      ``args`` and ``kwargs`` (pickled).
+
+    Every server gets ``PORT`` and ``HOST`` (``SOCKET_PATH`` for a Unix
+    socket) in its environment and must serve there.  The other arguments:
+
+    * ``preload``: module names imported once by a warm launcher that each
+      server forks from (``[]``: warm with no imports); ``target`` servers
+      are warm by default.  ``HARNESS_WARM=0|1`` overrides.
+    * ``host``: a numeric loopback address; ``port``: a fixed port (else a
+      leased one, from ``port_range`` ``(low, high)`` if given).
+    * ``handoff``: harness binds the socket and passes it as fd 3
+      (``LISTEN_FDS=1``, ``LISTEN_PID``); ``unix_socket``: serve on a Unix
+      socket at ``$SOCKET_PATH`` instead of a TCP port.
+    * ``env``: added to the inherited environment (``None`` removes a
+      variable); ``cwd``: the working directory.
+    * ``health``: when the server is ready -- a path (GET gives 200), a
+      :class:`~harness.checks.Check`, a callable ``check(server)``, a list
+      of these (all must pass, in order), or ``None`` (a TCP connection).
+      ``ready_successes`` passes in a row are needed.
+    * ``start_timeout``: seconds to become ready; ``stop_timeout``: seconds
+      between SIGTERM and SIGKILL.
+    * ``name``: for messages and reports; ``https``: talk TLS to it,
+      verified as ``verify`` says (``True``, ``False``, a CA file, an
+      :class:`ssl.SSLContext`).
+    * ``listens``: ``False`` for a server without a port (a worker): ready
+      when its check, which must not talk to the port, passes.
+
+    Once started: ``pid``, ``port``, ``url``, ``socket_path``, ``log_path``,
+    ``returncode`` (after it exited), ``running``, ``state``, ``warm`` (it
+    was forked from a warm launcher) and ``command``.
     """
 
     def __init__(self, app_code: Optional[str] = None, *, argv: Optional[Sequence[str]] = None,
@@ -120,6 +154,8 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT`` (``https://`` with ``https=True``; ``http://localhost``
+        for a Unix socket: requests go to :attr:`socket_path`)."""
         scheme = "https" if self.spec.https else "http"
         if self.spec.unix_socket:
             return f"{scheme}://localhost"
@@ -128,6 +164,8 @@ class ServerProcess:
 
     @property
     def log_path(self) -> Optional[str]:
+        """The server's log file (stdout and stderr); after a failed start, in the
+        kept-logs folder.  None before the first start."""
         return self._log.path
 
     @property
@@ -137,10 +175,12 @@ class ServerProcess:
 
     @property
     def launch_id(self) -> int:
+        """How often the server was launched (a relaunch on a new port counts)."""
         return self._log.launch_id
 
     @property
     def running(self) -> bool:
+        """True while the server process runs."""
         return self._launched is not None and not self._exited(0)
 
     @property
@@ -166,6 +206,7 @@ class ServerProcess:
         return self._log.text()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of :meth:`output`."""
         return self._log.tail(lines)
 
     # --------------------------------------------------------------- launch
@@ -621,18 +662,23 @@ class ServerProcess:
             raise
 
     def get(self, path: str = "/", **kwargs: Any) -> Response:
+        """``request("GET", path, **kwargs)``."""
         return self.request("GET", path, **kwargs)
 
     def post(self, path: str = "/", **kwargs: Any) -> Response:
+        """``request("POST", path, **kwargs)``."""
         return self.request("POST", path, **kwargs)
 
     def put(self, path: str = "/", **kwargs: Any) -> Response:
+        """``request("PUT", path, **kwargs)``."""
         return self.request("PUT", path, **kwargs)
 
     def patch(self, path: str = "/", **kwargs: Any) -> Response:
+        """``request("PATCH", path, **kwargs)``."""
         return self.request("PATCH", path, **kwargs)
 
     def delete(self, path: str = "/", **kwargs: Any) -> Response:
+        """``request("DELETE", path, **kwargs)``."""
         return self.request("DELETE", path, **kwargs)
 
     def memory(self) -> int:

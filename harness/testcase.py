@@ -198,6 +198,7 @@ class ServerTestMixin(_TestCaseBase):
     # ------------------------------------------------------------ running
 
     def run(self, result: Optional[unittest.TestResult] = None) -> Optional[unittest.TestResult]:
+        """unittest's ``run``, with the servers' log tails added to a failure's report."""
         if result is None:  # direct test.run(): nobody to report to but the default
             return super().run(result)
         self._harness = _TestState(baseline=_live_servers())
@@ -215,10 +216,12 @@ class ServerTestMixin(_TestCaseBase):
         return result
 
     def setUp(self) -> None:
+        """Prepares the test's servers; an override must call ``super().setUp()``."""
         self._harness_state()
         super().setUp()
 
     def tearDown(self) -> None:
+        """Servers stop later, in the cleanups, so ``tearDown`` can still use them."""
         # Servers stop in the cleanups, after tearDown: a tearDown may still use them.
         super().tearDown()
 
