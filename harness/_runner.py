@@ -21,7 +21,7 @@ from types import FrameType, TracebackType
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ._config import scaled_for_cleanup
-from ._server import logstore
+from ._server import log, logstore
 from ._wait import Deadline, pause
 from .errors import HarnessError, RequestFailed, ServerStartError
 from .process import ServerProcess
@@ -192,14 +192,15 @@ def cut_hidden_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
 
 
 def server_block(server: ServerProcess, scope: str, lines: int) -> str:
-    """The report of one server: a head line and its log's last ``lines`` lines.
+    """The report of one server: a head line and its log's last ``lines`` lines,
+    without colour codes (the report is read in a CI log, as a start error is).
 
     The tail is read before the state, so the state is the later fact: a
     server shown as running was still running after the lines above it
     were written.
     """
     try:
-        tail = server.log_tail(lines)
+        tail = log.clean(server.log_tail(lines))
     except Exception as exc:  # the report must never hide the failure it decorates
         tail = f"(log unreadable: {type(exc).__name__}: {exc})"
     state = server.state
