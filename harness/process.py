@@ -155,7 +155,7 @@ class ServerProcess:
     @property
     def url(self) -> str:
         """``http://HOST:PORT`` (``https://`` with ``https=True``; ``http://localhost``
-        for a Unix socket: requests go to :attr:`socket_path`)."""
+        for a Unix socket: requests go to ``socket_path``)."""
         scheme = "https" if self.spec.https else "http"
         if self.spec.unix_socket:
             return f"{scheme}://localhost"
