@@ -45,6 +45,7 @@ from typing import (
 from . import _runner
 from ._http_wire import check_expect_status
 from ._jsonspec import check_spec
+from ._manual import see
 from ._server import marker, safety_net
 from ._validate import check_port_range
 from .errors import ResponseInvalid, ServerStartError
@@ -357,7 +358,8 @@ class ServerTestMixin(_TestCaseBase):
             f"{self.id()} left {len(left)} server(s) running: {'; '.join(names)}.  "
             f"harness has stopped them now.  Stop a server you start yourself "
             f"(`with ServerProcess(...) as server:` or `self.addCleanup(server.stop)`), "
-            f"or start it with self.start_server(), which stops it for you.")
+            f"or start it with self.start_server(), which stops it for you; "
+            f"{see('left-running')}")
 
     def _harness_failure_report(self, exc: BaseException) -> str:
         """The log tails of this test's servers (and its class's), for a failure."""

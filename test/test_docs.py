@@ -267,8 +267,9 @@ def run_example(example: Example) -> Dict[str, object]:
 def _load_examples() -> List[Example]:
     found = []
     for document in DOCUMENTS:
-        with open(os.path.join(ROOT, document), encoding="utf-8") as f:
-            found.extend(examples(f.read(), document, os.path.dirname(os.path.join(ROOT, document))))
+        path = os.path.join(ROOT, document)
+        with open(path, encoding="utf-8") as f:
+            found.extend(examples(f.read(), document, os.path.dirname(path)))
     return found
 
 
@@ -455,6 +456,24 @@ def _has_comment_doc(module_name: str, attr: str) -> bool:
     """Whether ``attr`` is assigned in the module's source under a ``#:`` comment."""
     source = inspect.getsource(importlib.import_module(module_name))
     return re.search(rf"^#:.*\n(#:.*\n)*{re.escape(attr)}\b.*=", source, re.M) is not None
+
+
+class ManualLinksTest(unittest.TestCase):
+    """The sections of the manual that messages point to exist."""
+
+    def test_every_section_named_in_the_code_exists(self):
+        named = []
+        for path in glob.glob(os.path.join(ROOT, "harness", "**", "*.py"), recursive=True):
+            with open(path, encoding="utf-8") as f:
+                for match in re.finditer(r"\bsee\(['\"]([\w-]+)['\"](?:, ['\"]([\w-]+)['\"])?\)",
+                                         f.read()):
+                    named.append((match.group(2) or "troubleshooting", match.group(1), path))
+        self.assertGreaterEqual(len(named), 3)
+        for page, section, path in named:
+            with open(os.path.join(DOCS, f"{page}.rst"), encoding="utf-8") as f:
+                self.assertIn(f".. _{section}:\n", f.read(),
+                              f"{os.path.relpath(path, ROOT)} points to {page}#{section}, "
+                              f"which docs/{page}.rst does not have")
 
 
 class ApiReferenceTest(unittest.TestCase):
