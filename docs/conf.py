@@ -27,6 +27,7 @@ html_theme = "furo"
 html_title = f"harness {release}"
 html_static_path: list = []
 pygments_style = "friendly"
+highlight_language = "none"  # "::" blocks are shell sessions and output, not Python
 
 autodoc_member_order = "bysource"
 autodoc_class_signature = "mixed"
@@ -148,6 +149,15 @@ def _resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     return None
 
 
+def _no_protocol_signature(app: Any, what: str, name: str, obj: Any, options: Any,
+                           signature: Optional[str], return_annotation: Optional[str]) -> Any:
+    """A Protocol is never instantiated: its ``(*args, **kwargs)`` says nothing."""
+    if what == "class" and getattr(obj, "_is_protocol", False):
+        return "", None
+    return None
+
+
 def setup(app: Any) -> None:
     app.connect("missing-reference", _resolve)
+    app.connect("autodoc-process-signature", _no_protocol_signature)
 

@@ -58,9 +58,13 @@ class Outcome(NamedTuple):
     ``foreign`` marks the outcome "the port is held by a process that is not
     the server's": readiness gives up on this port at once.
     """
+    #: True: this attempt passed.
     ok: bool
+    #: Short and the same each time the same thing is wrong: it is counted.
     label: str
+    #: What varies (the body seen, the error's text), kept for the message.
     detail: str = ""
+    #: A process that is not the server's holds the port: give up on it.
     foreign: bool = False
 
 
