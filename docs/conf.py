@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 
 sys.path.insert(0, os.path.abspath(".."))
 
-import harness  # noqa: E402
+import harness
 
 project = "harness"
 author = "the harness developers"
