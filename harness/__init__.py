@@ -1,8 +1,9 @@
 """harness: integration tests that start real servers, fast and never flaky.
 
-Everything a test needs is importable from here; see README.rst.  Importing
-harness starts nothing and installs nothing: the safety net (atexit and
-signal handlers) goes up when the first server starts.
+Everything a test needs is importable from here; the manual is ``docs/``
+(https://server-harness.readthedocs.io/).  Importing harness starts nothing
+and installs nothing: the safety net (atexit and signal handlers) goes up
+when the first server starts.
 """
 from __future__ import annotations
 

@@ -21,6 +21,8 @@ import logging
 import math
 import os
 
+from ._manual import see
+
 TIMEOUT_FACTOR_VAR = "HARNESS_TIMEOUT_FACTOR"
 LEASE_DIR_VAR = "HARNESS_LEASE_DIR"
 
@@ -46,7 +48,7 @@ def timeout_factor() -> float:
             factor = math.nan
         if not factor > 0 or math.isnan(factor):
             raise ValueError(f"{TIMEOUT_FACTOR_VAR} must be a positive number such as 2 or "
-                             f"0.5, got {raw!r}")
+                             f"0.5, got {raw!r}; {see('timeout-factor')}")
         factor = min(factor, MAX_FACTOR)  # inf included
     _last_good = factor
     return factor

@@ -175,6 +175,7 @@ class DeadlineExceeded(socket.timeout):
 
     @property
     def too_slow(self) -> bool:
+        """Part of the answer had arrived: the peer answered, too slowly."""
         return self.received > 0
 
     def _message(self) -> str:

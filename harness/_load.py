@@ -91,6 +91,7 @@ class LoadResult:
 
     @property
     def throughput(self) -> float:
+        """Successful requests per second of the whole run."""
         return self.ok / self.duration if self.duration > 0 else 0.0
 
     def percentile(self, q: float) -> Optional[float]:
@@ -104,14 +105,17 @@ class LoadResult:
 
     @property
     def p50(self) -> Optional[float]:
+        """``percentile(50)``: seconds, or None without a successful request."""
         return self.percentile(50)
 
     @property
     def p95(self) -> Optional[float]:
+        """``percentile(95)``: seconds, or None without a successful request."""
         return self.percentile(95)
 
     @property
     def p99(self) -> Optional[float]:
+        """``percentile(99)``: seconds, or None without a successful request."""
         return self.percentile(99)
 
     def __str__(self) -> str:

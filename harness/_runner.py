@@ -33,7 +33,7 @@ from typing import (
 )
 
 from ._config import scaled_for_cleanup
-from ._server import logstore
+from ._server import log, logstore
 from ._wait import Deadline, pause
 from .errors import HarnessError, RequestFailed, ServerStartError
 from .process import ServerProcess
@@ -205,7 +205,8 @@ def cut_hidden_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
 
 def server_block(server: ServerProcess, scope: str, lines: int,
                  shown: Optional[str] = None) -> Optional[str]:
-    """The report of one server: a head line and its log's last ``lines`` lines.
+    """The report of one server: a head line and its log's last ``lines`` lines,
+    without colour codes (the report is read in a CI log, as a start error is).
 
     ``shown``: the tail of its log the failing error already shows; then
     only the lines written since, and ``None`` (nothing to report) while
@@ -214,7 +215,7 @@ def server_block(server: ServerProcess, scope: str, lines: int,
     running was still running after the lines above it were written.
     """
     try:
-        tail = server.log_tail(lines)
+        tail = log.clean(server.log_tail(lines))
     except Exception as exc:  # the report must never hide the failure it decorates
         tail = f"(log unreadable: {type(exc).__name__}: {exc})"
     state = server.state

@@ -58,9 +58,13 @@ class Outcome(NamedTuple):
     ``foreign`` marks the outcome "the port is held by a process that is not
     the server's": readiness gives up on this port at once.
     """
+    #: True: this attempt passed.
     ok: bool
+    #: Short and the same each time the same thing is wrong: it is counted.
     label: str
+    #: What varies (the body seen, the error's text), kept for the message.
     detail: str = ""
+    #: A process that is not the server's holds the port: give up on it.
     foreign: bool = False
 
 
@@ -426,6 +430,7 @@ class Tally:
         self.last_label = ""
 
     def add(self, outcome: Outcome) -> None:
+        """Count one attempt's outcome."""
         self.attempts += 1
         self.last_label = outcome.label
         self.counts[outcome.label] = self.counts.get(outcome.label, 0) + 1
@@ -439,6 +444,7 @@ class Tally:
         return ", ".join(f"{label} \u00d7{n}" for label, n in self.counts.items())
 
     def as_dict(self) -> Dict[str, int]:
+        """Label -> count, as ``ServerStartError.outcomes`` holds them."""
         return dict(self.counts)
 
 
@@ -569,7 +575,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, *, what: Opt
                            else poll_interval(deadline.elapsed())))
 
 
+# What a user writes checks with.  (wait_ready, WaitEnd, Tally, json_mismatch,
+# poll_interval and as_check stay importable here, for harness's own parts.)
 __all__ = ["wait_until", "Check", "HttpCheck", "TcpCheck", "LogCheck", "CallableCheck", "AllChecks",
-           "Outcome", "ServerLike", "as_check", "wait_ready", "WaitEnd", "Tally", "poll_interval",
-           "json_mismatch"]
-
+           "Outcome", "ServerLike"]

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
+__all__ = ["HarnessError", "PortUnavailable", "ServerStartError", "ServerNotReady",
+           "RequestFailed", "ResponseInvalid", "MemoryUnavailable", "WaitTimeout"]
+
 
 class HarnessError(Exception):
     """Base class of every error harness raises deliberately."""

@@ -8,7 +8,7 @@ replaying a POST), keeps every attempt inside one overall deadline, and turns
 a wrong answer into :class:`~harness.errors.ResponseInvalid` with the
 status, a body excerpt and the exact key or type that did not match.
 
-Load generation (:func:`load`) lives in :mod:`harness._load` and is re-exported here.
+Load generation (:func:`load`) lives in ``_load.py`` and is re-exported here.
 """
 from __future__ import annotations
 

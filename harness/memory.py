@@ -31,6 +31,7 @@ import statistics
 import sys
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
+from ._manual import see
 from ._os import procinfo
 from ._os.procinfo import HAVE_PROC, HAVE_PSUTIL, psutil
 from ._wait import Deadline, backoff, pause
@@ -41,6 +42,7 @@ __all__ = ["rss", "uss", "memory", "uss_available", "measure_leak", "LeakReport"
 
 #: Default leak threshold: growth per round (bytes) below this is never a leak.
 DEFAULT_THRESHOLD = 64 * 1024
+_HELP = see("memory-unavailable")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # Two-sided 95 % quantiles of Student's t by degrees of freedom; between
 # listed values the next smaller df is used (a wider, more cautious interval).
@@ -90,8 +92,8 @@ def _proc_uss(pid: int) -> int:
         except PermissionError as exc:
             raise MemoryUnavailable(
                 f"cannot read /proc/{pid}/{name} ({exc}); USS needs the same user as "
-                "the process; use metric='rss'") from None
-    raise MemoryUnavailable(f"/proc/{pid}/smaps is missing; use metric='rss'")
+                f"the process; use metric='rss' ({_HELP})") from None
+    raise MemoryUnavailable(f"/proc/{pid}/smaps is missing; use metric='rss' ({_HELP})")
 
 
 def _psutil_reading(pid: int, metric: str) -> int:
@@ -103,7 +105,8 @@ def _psutil_reading(pid: int, metric: str) -> int:
     except psutil.NoSuchProcess:
         raise _gone(pid) from None
     except psutil.AccessDenied as exc:
-        raise MemoryUnavailable(f"not allowed to read the memory of pid {pid} ({exc})") from None
+        raise MemoryUnavailable(f"not allowed to read the memory of pid {pid} ({exc}); "
+                                f"use metric='rss', or run as its user ({_HELP})") from None
 
 
 def _one(pid: int, metric: str) -> int:
@@ -112,7 +115,7 @@ def _one(pid: int, metric: str) -> int:
     if HAVE_PROC:
         return _proc_uss(pid) if metric == "uss" else _proc_rss(pid)
     raise MemoryUnavailable(
-        f"reading process memory on {sys.platform} needs psutil (pip install psutil)")
+        f"reading process memory on {sys.platform} needs psutil (pip install psutil; {_HELP})")
 
 
 def memory(pid: int, children: bool = True, metric: str = "rss") -> int:
@@ -220,10 +223,12 @@ class LeakReport:
 
     @property
     def rounds(self) -> int:
+        """Measured rounds (warm-up rounds not counted)."""
         return len(self.samples)
 
     @property
     def growth(self) -> int:
+        """Bytes: the last sample minus the first."""
         return self.samples[-1] - self.samples[0]
 
     @property
@@ -338,7 +343,7 @@ def measure_leak(server: Union[Any, int], workload: Callable[[], Any], rounds: i
         except ProcessLookupError:
             raise HarnessError(
                 f"pid {pid} exited during round {done + 1} of the leak measurement "
-                f"(samples so far: {readings})") from None
+                f"(samples so far: {readings}); {see('leak-pid-exited')}") from None
     samples = readings[warmup:]
     slope, stderr = _fit(samples)
     leaking, reason = _verdict(samples, slope, stderr, float(threshold))

@@ -444,6 +444,7 @@ class PortLease:
 
     @property
     def released(self) -> bool:
+        """True once :meth:`release` ran (or a server took the lease over)."""
         return self._handle is None
 
     def release(self) -> None:

@@ -3,16 +3,16 @@
 The class is a thin face over the parts in ``harness/_server/``, one per
 step of a server's life:
 
-1. the arguments are checked before anything happens (:mod:`._server.spec`);
+1. the arguments are checked before anything happens (``_server/spec.py``);
 2. its private 0700 dir holds the app file, the log and the server's own
-   ``TMPDIR`` (:mod:`._server.workdir`); its address is a leased port, a
-   handed-off socket or a Unix socket path (:mod:`._server.address`);
+   ``TMPDIR`` (``_server/workdir.py``); its address is a leased port, a
+   handed-off socket or a Unix socket path (``_server/address.py``);
 3. it is launched through a zygote, under a keeper that is its parent and
-   a subreaper (:mod:`._server.launch`, :mod:`._server.zygote`);
+   a subreaper (``_server/launch.py``, ``_server/zygote.py``);
 4. readiness is probed with a proportional backoff while the keeper
    reports an exit at once, and every passed streak is checked against
-   where the server's tree listens (:mod:`._server.ownership`); a failure
-   says what happened (:mod:`._server.diagnostics`);
+   where the server's tree listens (``_server/ownership.py``); a failure
+   says what happened (``_server/diagnostics.py``);
 5. ``stop()`` has the keeper end the whole subtree (stop signal,
    ``stop_timeout``, SIGKILL), confirms nothing accepts at the address,
    gives the address back and removes the dir.
@@ -66,11 +66,52 @@ _ADDR_IN_USE = re.compile(r"address already in use|EADDRINUSE|errno (98|48)\b", 
 
 
 class ServerProcess:
-    """A server process under test; see the manual, "Servers".
+    """A server process under test: ``start()`` returns it ready, ``stop()``
+    leaves nothing of it behind; also a context manager.
 
-    >>> with ServerProcess(app_code=APP) as server:   # doctest: +SKIP
-    ...     server.get("/health").status
-    200
+    What to run, exactly one of:
+
+    * ``app_code``: Python source, run as ``__main__`` from a private file;
+    * ``argv``: a program and its arguments (no shell); ``{port}``,
+      ``{host}`` and ``{socket}`` in its items are filled in;
+    * ``target``: a function importable by name, called in the server with
+      ``args`` and ``kwargs`` (pickled).
+
+    Every server gets ``PORT`` and ``HOST`` (``SOCKET_PATH`` for a Unix
+    socket; neither with ``listens=False``) in its environment and must
+    serve there.  The other arguments:
+
+    * ``preload``: module names imported once by a warm launcher that each
+      server forks from (``[]``: warm with no imports); ``target`` servers
+      are warm by default.  ``HARNESS_WARM=0|1`` overrides.
+    * ``host``: a numeric loopback address; ``port``: a fixed port (else a
+      leased one, from ``port_range`` ``(low, high)`` if given).
+    * ``handoff``: harness binds the socket and passes it as fd 3
+      (``LISTEN_FDS=1``, ``LISTEN_PID``); ``unix_socket``: serve on a Unix
+      socket at ``$SOCKET_PATH`` instead of a TCP port (``True``: a path
+      harness makes; a path: the test's own).
+    * ``env``: added to the inherited environment (``None`` removes a
+      variable); ``cwd``: the working directory.
+    * ``health``: when the server is ready -- a path (GET gives 200), a
+      :class:`~harness.checks.Check`, a callable ``check(server)``, a list
+      of these (all must pass, in order), or ``None`` (a TCP connection).
+      ``ready_successes`` passes in a row are needed (default 2; 1 for a
+      ``TcpCheck`` under ``handoff``, where the accepted probe proves it).
+    * ``start_timeout``: seconds to become ready; ``stop_timeout``: seconds
+      between the stop signal (``stop_signal``, default SIGTERM) and SIGKILL.
+    * ``name``: for messages and reports; ``https``: talk TLS to it,
+      verified as ``verify`` says (``True``, ``False``, a CA file, an
+      :class:`ssl.SSLContext`).
+    * ``listens``: ``None`` (default): where the server listens is found
+      out when its check passes; ``True``: it listens on ``$PORT`` (ready
+      waits for that); ``False``: a process without a port (a worker): no
+      port leased, ready when its check, which must not talk to the port,
+      passes.
+    * ``user``: run the server as this user (name or uid; root only).
+
+    Once started: ``pid``, ``port``, ``url``, ``socket_path``, ``log_path``,
+    ``returncode`` (after it exited), ``running``, ``state``, ``warm`` (it
+    was forked from a warm launcher) and ``command``.
     """
 
     def __init__(self, app_code: Optional[str] = None, *, argv: Optional[Sequence[str]] = None,
@@ -179,8 +220,9 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        """``http://HOST:PORT`` (``https``; ``http://localhost`` for a Unix-socket server,
-        whose requests go to :attr:`socket_path`); a ``listens=False`` server has none."""
+        """``http://HOST:PORT`` (``https://`` with ``https=True``; ``http://localhost``
+        for a Unix socket: requests go to ``socket_path``).  A ``listens=False`` server
+        has none: :class:`~harness.HarnessError`."""
         scheme = "https" if self.spec.https else "http"
         if self.spec.unix_socket:
             return f"{scheme}://localhost"
@@ -199,6 +241,8 @@ class ServerProcess:
 
     @property
     def log_path(self) -> Optional[str]:
+        """The server's log file (stdout and stderr); after a failed start, in the
+        kept-logs folder.  None before the first start."""
         return self._log.path
 
     @property
@@ -208,10 +252,12 @@ class ServerProcess:
 
     @property
     def launch_id(self) -> int:
+        """How often the server was launched (a relaunch on a new port counts)."""
         return self._log.launch_id
 
     @property
     def running(self) -> bool:
+        """True while the server process runs."""
         return self._launched is not None and not self._exited(0)
 
     @property
@@ -245,6 +291,7 @@ class ServerProcess:
         return self._log.end()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of :meth:`output`."""
         return self._log.tail(lines)
 
     def wait_for_log(self, pattern: Union[str, "re.Pattern[str]"],
@@ -583,18 +630,23 @@ class ServerProcess:
             raise
 
     def get(self, path: str = "/", **kwargs: Any) -> Response:
+        """``request("GET", path, **kwargs)``."""
         return self.request("GET", path, **kwargs)
 
     def post(self, path: str = "/", **kwargs: Any) -> Response:
+        """``request("POST", path, **kwargs)``."""
         return self.request("POST", path, **kwargs)
 
     def put(self, path: str = "/", **kwargs: Any) -> Response:
+        """``request("PUT", path, **kwargs)``."""
         return self.request("PUT", path, **kwargs)
 
     def patch(self, path: str = "/", **kwargs: Any) -> Response:
+        """``request("PATCH", path, **kwargs)``."""
         return self.request("PATCH", path, **kwargs)
 
     def delete(self, path: str = "/", **kwargs: Any) -> Response:
+        """``request("DELETE", path, **kwargs)``."""
         return self.request("DELETE", path, **kwargs)
 
     def memory(self) -> int:

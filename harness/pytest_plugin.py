@@ -55,6 +55,11 @@ from .errors import ServerStartError
 from .ports import PortAllocator
 from .process import ServerProcess
 
+# The fixtures are asked for by name, never imported; they are here because
+# they are public (the API reference documents every name of __all__).
+__all__ = ["server_fixture", "harness_server", "harness_server_defaults", "harness_port",
+           "free_port"]
+
 _SERVERS_ATTR = "_harness_servers"
 _KEPT_ATTR = "_harness_kept_logs"  # logs kept after a failed start
 _FAILED_ATTR = "_harness_failed"  # a report of the test failed

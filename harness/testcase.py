@@ -45,6 +45,7 @@ from typing import (
 from . import _runner
 from ._http_wire import check_expect_status
 from ._jsonspec import check_spec
+from ._manual import see
 from ._server import marker, safety_net
 from ._validate import check_port_range
 from .errors import ResponseInvalid, ServerStartError
@@ -198,6 +199,7 @@ class ServerTestMixin(_TestCaseBase):
     # ------------------------------------------------------------ running
 
     def run(self, result: Optional[unittest.TestResult] = None) -> Optional[unittest.TestResult]:
+        """unittest's ``run``, with the servers' log tails added to a failure's report."""
         if result is None:  # direct test.run(): nobody to report to but the default
             return super().run(result)
         self._harness = _TestState(baseline=_live_servers())
@@ -219,10 +221,12 @@ class ServerTestMixin(_TestCaseBase):
         return result
 
     def setUp(self) -> None:
+        """Prepares the test's servers; an override must call ``super().setUp()``."""
         self._harness_state()
         super().setUp()
 
     def tearDown(self) -> None:
+        """Servers stop later, in the cleanups, so ``tearDown`` can still use them."""
         # Servers stop in the cleanups, after tearDown: a tearDown may still use them.
         super().tearDown()
 
@@ -358,7 +362,8 @@ class ServerTestMixin(_TestCaseBase):
             f"{self.id()} left {len(left)} server(s) running: {'; '.join(names)}.  "
             f"harness has stopped them now.  Stop a server you start yourself "
             f"(`with ServerProcess(...) as server:` or `self.addCleanup(server.stop)`), "
-            f"or start it with self.start_server(), which stops it for you.")
+            f"or start it with self.start_server(), which stops it for you; "
+            f"{see('left-running')}")
 
     def _harness_failure_report(self, exc: BaseException) -> str:
         """The log tails of this test's servers (and its class's), for a failure."""

@@ -79,8 +79,10 @@ class LateConfigurationTest(NoLeftoversMixin, unittest.TestCase):
     def test_a_bad_factor_at_start_is_named_before_anything_starts(self) -> None:
         self.set_factor("abc")
         before = my_harness_dirs()
-        with self.assertRaisesRegex(ValueError, "HARNESS_TIMEOUT_FACTOR must be a positive"):
+        with self.assertRaisesRegex(ValueError, "HARNESS_TIMEOUT_FACTOR must be a positive") \
+                as raised:
             start_server(OK_APP)
+        self.assertIn("troubleshooting.html#timeout-factor", str(raised.exception))
         self.assertEqual(my_harness_dirs(), before)
 
 

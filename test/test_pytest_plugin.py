@@ -86,6 +86,21 @@ def test_wrong_status(harness_server):
     harness_server(APP).get("/MARK-request-failing", expect_status=201)
 '''
 
+COLOUR_TESTS = '''
+from harness import LogCheck
+
+# Flask's and uvicorn's loggers colour their lines on a terminal, and some
+# always do: the report is read in a CI log, where codes are noise.
+COLOURED = ("import time\\n"
+            "print('\\\\x1b[31m\\\\x1b[1mWARNING\\\\x1b[0m colour-' + 'marker', flush=True)\\n"
+            "time.sleep(60)\\n")
+
+
+def test_fails(harness_server):
+    harness_server(COLOURED, health=LogCheck("WARNING"))
+    assert False
+'''
+
 TRACEBACK_TESTS = '''
 from harness.testcase import ServerTestCase
 
@@ -240,6 +255,14 @@ class PluginTest(unittest.TestCase):
         self.assertEqual(without_short_summary(output).count("served /MARK-request-failing"), 1,
                          output)
         self.assertNotIn("harness: log tail of the servers", output)
+
+    def test_the_log_tail_has_no_colour_codes(self):
+        self.write("test_colour.py", COLOUR_TESTS)
+        code, output = self.pytest("test_colour.py")
+        self.assertEqual(code, 1, output)
+        self.assertIn("harness: log tail of the servers", output)
+        self.assertIn("    WARNING colour-marker", output)
+        self.assertNotIn("\x1b", output)
 
     def test_a_start_failure_points_at_the_users_line(self):
         # pytest printed 70 lines of harness's source under a failed start.

@@ -1,6 +1,6 @@
 """Real third-party servers (gunicorn, uvicorn, Flask, redis) run through harness.
 
-harness's other tests use small stdlib servers; these hold README's claims
+harness's other tests use small stdlib servers; these hold the manual's claims
 against the servers people actually run: the handed-off socket is adopted
 (gunicorn through its systemd support, uvicorn with ``--fd 3``), readiness
 means a real answer, ``stop()`` is graceful and returns the server's true

@@ -479,6 +479,7 @@ class CleanupTest(unittest.TestCase):
         self.assertIn("test_leaks_a_server", test.id())
         self.assertIn("left 1 server(s) running", text)
         self.assertIn("'forgotten'", text)
+        self.assertIn("troubleshooting.html#left-running", text)  # the manual explains it
         self.assertFalse(seen[0].running)
 
     def test_leftover_check_can_be_turned_off(self):

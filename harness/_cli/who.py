@@ -5,7 +5,9 @@ pid, user, how long it has run, its command line, and whether harness
 launched it (the ``HARNESS_OWNER`` marker) and if so whether that test
 runner is still alive, i.e. whether it is an orphan for ``reap``.  Also
 names the holder of a harness lease on the port.  Exit code 0 if the port
-is free, 1 if anything holds it.
+is free, 1 if anything holds it.  A port that only connections in TIME_WAIT
+block, and that a server setting ``SO_REUSEADDR`` (nearly every server) can
+bind now, counts as free: it is what harness hands out when a range runs low.
 
 What it cannot see it says so: another user's process is invisible to an
 ordinary user, but its socket is not (the kernel lists every socket of the
@@ -158,7 +160,11 @@ def run(args: argparse.Namespace) -> int:
     hidden_holder = bool(visible and listening and not any(p.state == "LISTEN"
                                                             for p in processes))
     time_wait = procinfo.time_wait_count(port)
-    held = in_use or bool(processes) or bool(leases) or lease_hidden or hidden_holder
+    holders = bool(processes) or bool(leases) or lease_hidden or hidden_holder
+    # Only connections in TIME_WAIT, which SO_REUSEADDR binds past (Linux: tried).
+    reusable = bool(in_use and time_wait and not holders and listening is not True
+                    and _reusable(port))
+    held = (in_use and not reusable) or holders
     if args.json:
         print(json.dumps({"port": port, "free": not held, "in_use": in_use,
                           "holders": [p.to_json() for p in processes],
@@ -167,6 +173,12 @@ def run(args: argparse.Namespace) -> int:
                           "hidden_holder": hidden_holder, "lease_hidden": lease_hidden},
                          indent=2))
         return 1 if held else 0
+    if reusable:
+        print(f"port {port} is free for a server that sets SO_REUSEADDR (nearly all do): no "
+              f"process holds it, but {time_wait} recently closed connection(s) on it are in "
+              f"TIME_WAIT; a server without SO_REUSEADDR can bind it once they expire, within "
+              f"a minute or so")
+        return 0
     if not held:
         needs = (f"; binding it needs privileges (ports below "
                  f"{ports.unprivileged_port_start()})" if privileged else "")
@@ -213,10 +225,16 @@ def _unnamed_holder(port: int, listening: Optional[bool], time_wait: int, visibl
             f"(pip install psutil)")
 
 
+def _reusable(port: int) -> bool:
+    """Whether a server setting SO_REUSEADDR can bind ``port`` now despite its
+    TIME_WAIT connections (known on Linux only, by trying)."""
+    return _LINUX and all(ports.probe_port(port, host, allow_time_wait=True) is ports.Probe.FREE
+                          for host in _hosts())
+
+
 def _time_wait_advice(port: int) -> str:
     """Who can bind a port that only connections in TIME_WAIT block, as found by trying."""
-    if _LINUX and all(ports.probe_port(port, host, allow_time_wait=True) is ports.Probe.FREE
-                      for host in _hosts()):
+    if _reusable(port):
         return "a server that sets SO_REUSEADDR can bind it now, others within a minute or so"
     if _LINUX:
         # Linux lets a bind pass a TIME_WAIT only if the closed socket had set

@@ -8,7 +8,7 @@ function trying psutil and then /proc:
   runs; :mod:`.proc` reads the files);
 * **psutil** elsewhere (macOS, the BSDs);
 * **unknown** otherwise: every answer shrinks to "unknown" (``None``, an
-  empty list, "unknown holder"), documented in README.rst, never an error.
+  empty list, "unknown holder"), documented in docs/platforms.rst, never an error.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from ..errors import ServerNotReady, ServerStartError
 
 
 def describe_exit(returncode: Optional[int]) -> str:
+    """An exit status in words: "exited with code 1", "was killed by SIGKILL"."""
     if returncode is None:
         return "is still running"
     if returncode < 0:

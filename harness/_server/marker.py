@@ -71,6 +71,46 @@ def make_private_dir(base: Optional[str] = None) -> str:
     return path
 
 
+def base_for(uid: Optional[int], gid: Optional[int]) -> str:
+    """Where to make a private dir that user ``uid`` (``user=``) must enter.
+
+    The temp dir, unless the user cannot reach it (a runner's private
+    ``TMPDIR``, a home directory of mode 0700): then the first of ``/tmp``,
+    ``/var/tmp`` and ``/dev/shm`` it can reach.  The dir made there is 0700
+    and the user's, so nobody else gets in either way.
+    """
+    base = tempfile.gettempdir()
+    if uid is None or _reachable(base, uid, gid):
+        return base
+    for other in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(other) and _reachable(other, uid, gid):
+            return other
+    raise HarnessError(f"user {uid} cannot reach the temp dir {base} (a directory on the way "
+                       f"is closed to it) nor /tmp: point TMPDIR at a directory other users "
+                       f"can pass through")
+
+
+def _reachable(path: str, uid: int, gid: Optional[int]) -> bool:
+    """Whether ``uid`` may pass through every directory from ``/`` down to ``path``."""
+    path = os.path.abspath(path)
+    while True:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return False
+        if info.st_uid == uid:
+            allowed = info.st_mode & 0o100
+        elif gid is not None and info.st_gid == gid:
+            allowed = info.st_mode & 0o010
+        else:
+            allowed = info.st_mode & 0o001
+        if not allowed:
+            return False
+        if path == os.path.dirname(path):
+            return True
+        path = os.path.dirname(path)
+
+
 def give_to(path: str, uid: Optional[int], gid: Optional[int]) -> None:
     """Hand a private dir and what is in it (not below) to the server's ``user=``.
 

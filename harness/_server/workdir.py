@@ -26,7 +26,7 @@ class WorkDir:
 
     def make(self, spec: ServerSpec, log: ServerLog) -> str:
         """Make the directory, its log and the app file; nothing is left if this fails."""
-        self.path = marker.make_private_dir()
+        self.path = marker.make_private_dir(marker.base_for(spec.uid, spec.gid))
         try:
             supervisor.register_dir(self.path)
             log.create(self.path)

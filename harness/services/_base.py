@@ -111,7 +111,7 @@ class Service(ServerProcess):
     probe it, which the service decides.
     """
 
-    #: The programs the service runs; :meth:`binary` finds them.
+    #: The programs the service runs; :meth:`~harness.services.Service.binary` finds them.
     binaries: ClassVar[Tuple[str, ...]] = ()
     #: What to install when one is missing (shown in the error).
     install_hint: ClassVar[str] = ""
@@ -164,7 +164,8 @@ class Service(ServerProcess):
         """Build the prepared directory at ``path`` (empty, the service user's).
 
         Runs once per :meth:`cache_key` and user cache; each server starts
-        from a copy of it (``self.data_dir``).  Run commands with :meth:`run`.
+        from a copy of it (``self.data_dir``).  Run commands with
+        :meth:`~harness.services.Service.run`.
         """
 
     def trim(self, path: str) -> None:
@@ -196,6 +197,8 @@ class Service(ServerProcess):
     # ------------------------------------------------------------- helpers
 
     def binary(self, name: str) -> str:
+        """The path of the program ``name`` (one of :attr:`binaries`), as :meth:`locate`
+        found it; :class:`ServiceUnavailable` if it is not there."""
         located = self._located if self._located is not None else self.locate()
         if name not in located:
             raise ServiceUnavailable(self.unavailable() or f"{name} not found")
@@ -212,6 +215,7 @@ class Service(ServerProcess):
                 f"({self.where_looked()}); install it: {self.install_hint}")
 
     def where_looked(self) -> str:
+        """Where :meth:`locate` looked, for the message of a missing program."""
         return "on PATH"
 
     def run(self, argv: Sequence[str], *, timeout: float = 120.0,
@@ -247,7 +251,7 @@ class Service(ServerProcess):
     def private_dir(self, base: Optional[str] = None) -> str:
         """A new private dir for the service's user (in ``base``, default the temp
         dir), removed at stop, and by the zygote if the runner dies."""
-        path = marker.make_private_dir(base)
+        path = marker.make_private_dir(base or marker.base_for(self.spec.uid, self.spec.gid))
         supervisor.register_dir(path)
         self._dirs.append(path)
         _cache.chown_tree(path, self.spec.uid, self.spec.gid)
@@ -333,7 +337,7 @@ class Service(ServerProcess):
         temp = None
         try:
             if not entry.exists():
-                temp = marker.make_private_dir()
+                temp = marker.make_private_dir(marker.base_for(self.spec.uid, self.spec.gid))
                 supervisor.register_dir(temp)
                 _cache.chown_tree(temp, self.spec.uid, self.spec.gid)
                 built = os.path.join(temp, "prepared")

@@ -54,10 +54,13 @@ class Memcached(Service):
 
     @property
     def address(self) -> Any:
+        """What a client connects to (pymemcache's ``Client(address)``): the socket path,
+        or ``(host, port)`` with ``tcp=True``."""
         return (self.host, self.port) if self.tcp else self.socket_path
 
     @property
     def url(self) -> str:
+        """``memcached:///path/to/socket``, or ``memcached://host:port`` with ``tcp=True``."""
         if self.tcp:
             host = f"[{self.host}]" if ":" in self.host else self.host
             return f"memcached://{host}:{self.port}"

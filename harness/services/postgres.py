@@ -141,10 +141,12 @@ class Database:
 
     @property
     def dsn(self) -> str:
+        """A libpq keyword string for this database (psycopg takes it)."""
         return self.server.dsn_for(self.name)
 
     @property
     def url(self) -> str:
+        """``postgresql://postgres:SECRET@HOST:PORT/NAME`` for this database."""
         return self.server.url_for(self.name)
 
     def query(self, sql: str) -> List[_pgwire.Row]:
@@ -335,12 +337,14 @@ class Postgres(Service):
         return {}
 
     def where_looked(self) -> str:
+        """Where the PostgreSQL programs were looked for, and the versions installed."""
         which = f"PostgreSQL {self.version}" if self.version is not None else "PostgreSQL"
         return (f"no {which} in pg_config --bindir, /usr/lib/postgresql/*/bin or PATH; "
                 f"installed: {', '.join(_installed()) or 'none'}")
 
     @property
     def major(self) -> int:
+        """The major version of the PostgreSQL that runs (``15``)."""
         found = _version_of(self.binary("postgres"))
         return found[0] if found else 0
 
@@ -397,6 +401,7 @@ class Postgres(Service):
 
     @property
     def socket_dir(self) -> Optional[str]:
+        """The private directory of its Unix socket (``host`` for a local libpq connection)."""
         return self.home
 
     def _local(self, database: str = "postgres", timeout: float = 10.0) -> _pgwire.Connection:
@@ -431,10 +436,12 @@ class Postgres(Service):
             connection.close()
 
     def dsn_for(self, database: str) -> str:
+        """:attr:`dsn` for another database of this server."""
         password = "" if self.auth == "trust" else f" password={self.secret}"
         return f"host={self.host} port={self.port} user={SUPERUSER}{password} dbname={database}"
 
     def url_for(self, database: str) -> str:
+        """:attr:`url` for another database of this server."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         password = "" if self.auth == "trust" else f":{self.secret}"
         return f"postgresql://{SUPERUSER}{password}@{host}:{self.port}/{database}"
@@ -446,6 +453,7 @@ class Postgres(Service):
 
     @property
     def url(self) -> str:
+        """``postgresql://postgres:SECRET@HOST:PORT/postgres`` (the secret is this server's)."""
         return self.url_for("postgres")
 
     # ------------------------------------------------------------ lifecycle

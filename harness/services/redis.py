@@ -48,6 +48,7 @@ class Redis(Service):
 
     @property
     def url(self) -> str:
+        """``redis://:SECRET@HOST:PORT/0`` (the secret is this server's ``requirepass``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"redis://:{self.secret}@{host}:{self.port}/0"
 
