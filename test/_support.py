@@ -111,3 +111,20 @@ def open_fds() -> List[int]:
         return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
     except OSError:
         return []
+
+
+def time_wait_overflows() -> int:
+    """How often the kernel found its TIME_WAIT table full (TcpExt TCPTimeWaitOverflow;
+    0 where it cannot be read).  A test that needs a TIME_WAIT entry checks that
+    this did not rise: when it did, the kernel kept none (another process on the
+    machine filled the table), and the test has nothing to test with."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:]))
+            return int(table.get("TCPTimeWaitOverflow", 0))
+    return 0

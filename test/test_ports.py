@@ -13,7 +13,14 @@ import threading
 import time
 import unittest
 
-from _support import ipv6_available, open_fds, python_env, quiet_window, spawn_python
+from _support import (
+    ipv6_available,
+    open_fds,
+    python_env,
+    quiet_window,
+    spawn_python,
+    time_wait_overflows,
+)
 
 import harness
 from harness import PortAllocator, PortUnavailable, ports
@@ -44,6 +51,7 @@ def _leave_time_wait(test: unittest.TestCase, port: int) -> None:
     when it closed a connection first (it lasts about a minute)."""
     from harness import _wait
     from harness._os import procinfo as _procinfo
+    overflows = time_wait_overflows()
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
@@ -58,6 +66,9 @@ def _leave_time_wait(test: unittest.TestCase, port: int) -> None:
             if _procinfo.time_wait_count(port) or deadline.expired:
                 break
             time.sleep(pause)
+        if not _procinfo.time_wait_count(port) and time_wait_overflows() > overflows:
+            test.skipTest("the kernel's TIME_WAIT table is full (TCPTimeWaitOverflow rose): "
+                          "it kept no TIME_WAIT entry to test with")
         test.assertGreaterEqual(_procinfo.time_wait_count(port), 1)
 
 
