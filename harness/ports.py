@@ -40,6 +40,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Un
 
 from . import _config
 from ._os import procinfo
+from ._os.users import describe_user
 from ._validate import PortRange, check_port, check_port_range
 from .errors import HarnessError, PortUnavailable
 
@@ -330,14 +331,6 @@ def _lease_dir_in_use(lease_dir: Optional[str] = None) -> Optional[str]:
     return lease_dir
 
 
-def _user(uid: int) -> str:
-    try:
-        import pwd  # not on Windows
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except (ImportError, KeyError):
-        return f"uid {uid}"
-
-
 def _kind(mode: int) -> str:
     """What a directory entry is, in words for an error message."""
     for test, name in ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"),
@@ -381,7 +374,7 @@ _LEASE_RACE_LOOKS = 5
 def _lease_dir_problem(path: str, info: os.stat_result) -> Optional[str]:
     """Why ``path`` (``lstat`` gave ``info``) is not a safe lease directory, or ``None``."""
     mode = stat.S_IMODE(info.st_mode)
-    facts = f"mode {mode:04o}, owner {_user(info.st_uid)}"
+    facts = f"mode {mode:04o}, owner {describe_user(info.st_uid)}"
     fix = f"set {_config.LEASE_DIR_VAR} to a directory root or you created"
     if stat.S_ISLNK(info.st_mode):
         try:
@@ -402,9 +395,9 @@ def _lease_dir_problem(path: str, info: os.stat_result) -> Optional[str]:
                 f"Make it sticky (chmod +t {path}), or {fix}")
     if not os.access(path, os.W_OK | os.X_OK):
         return (f"cannot create lock files in lease directory {path} ({facts}): you "
-                f"({_user(os.geteuid())}) cannot write to it. Every user of harness on this "
-                f"machine shares it: make it writable by all and sticky (chmod 1777 {path}), "
-                f"or {fix}")
+                f"({describe_user(os.geteuid())}) cannot write to it. Every user of harness on "
+                f"this machine shares it: make it writable by all and sticky (chmod 1777 "
+                f"{path}), or {fix}")
     return None
 
 
@@ -521,8 +514,8 @@ def _planted(path: str, info: os.stat_result) -> str:
             target = f" to {os.readlink(path)}"
         except OSError:
             pass
-    return (f"a {_kind(info.st_mode)}{target} planted by {_user(info.st_uid)}, not a lock file "
-            f"harness made; remove it")
+    return (f"a {_kind(info.st_mode)}{target} planted by {describe_user(info.st_uid)}, not a "
+            f"lock file harness made; remove it")
 
 
 def _unusable_lock_file(path: str, exc: OSError) -> str:
@@ -535,15 +528,15 @@ def _unusable_lock_file(path: str, exc: OSError) -> str:
         return _planted(path, info)
     if exc.errno in _PERMISSION_ERRNOS and info is not None:
         return (f"not readable by you (mode {stat.S_IMODE(info.st_mode):04o}, owner "
-                f"{_user(info.st_uid)}): made under a restrictive umask by an older harness, "
-                f"or planted; its owner or root can remove it")
+                f"{describe_user(info.st_uid)}): made under a restrictive umask by an older "
+                f"harness, or planted; its owner or root can remove it")
     return f"unusable: it cannot be opened ({exc.strerror})"
 
 
 def lock_file_problem(path: str) -> Optional[str]:
     """Why the entry at ``path`` cannot serve as a lock file (``None``: it can, or is gone).
 
-    Read as "lock file PATH is ...": "a FIFO planted by uid 1001 (bob), not a
+    Read as "lock file PATH is ...": "a FIFO planted by bob (uid 1001), not a
     lock file harness made; remove it".  Never blocks, never follows a link.
     """
     try:
