@@ -42,9 +42,10 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
-from .. import _config, ports
+from .. import _config
 from .._os import kill, procinfo
 from .._os.identity import ProcessId, own_pid_namespace
+from .._os.leases import default_lease_dir, lock_file_problem
 from .._server import marker
 from .._validate import arg_type, check_positive_int, check_seconds, parse_number
 from .._wait import Deadline
@@ -328,7 +329,7 @@ def find_temp_dirs(runner: Optional[int] = None) -> List[TempDir]:
         entries = sorted(os.listdir(base))
     except OSError:
         return []
-    lease_dir = os.path.abspath(ports.default_lease_dir())
+    lease_dir = os.path.abspath(default_lease_dir())
     now = time.time()
     for name in entries:
         path = os.path.join(base, name)
@@ -390,7 +391,7 @@ def find_stale_leases() -> List[LeaseFile]:
     directory.  An entry that is no lock file at all (a FIFO, a symlink,
     an unreadable file) is listed as left alone, with what it is.
     """
-    directory = ports.default_lease_dir()
+    directory = default_lease_dir()
     if fcntl is None:
         return []
     try:
@@ -405,7 +406,7 @@ def find_stale_leases() -> List[LeaseFile]:
         if not (name.startswith("port-") and name.endswith(".lock")):
             continue
         path = os.path.join(directory, name)
-        problem = ports.lock_file_problem(path)
+        problem = lock_file_problem(path)
         if problem is not None:
             entry = LeaseFile(path=path)
             entry.settle(Outcome.LEFT_ALONE, problem)

@@ -27,6 +27,8 @@ from typing import Dict, List, Optional
 from .. import ports
 from .._os import procinfo, sockets
 from .._os.identity import ProcessId
+from .._os.leases import held as lease_held
+from .._os.leases import holders as lease_holders
 from .._os.users import describe_user, user_name
 from .._server import marker
 from .._validate import arg_type, check_port
@@ -143,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
     visible = procinfo.HAVE_PROC or procinfo.HAVE_PSUTIL
     processes = [describe_process(h.pid, h.status) for h in procinfo.port_holders(port)
                  if h.pid != os.getpid()]
-    leases = [describe_process(pid) for pid in ports.lease_holders(port) if pid != os.getpid()]
-    lease_hidden = bool(ports.lease_held(port)) and not leases
+    leases = [describe_process(pid) for pid in lease_holders(port) if pid != os.getpid()]
+    lease_hidden = bool(lease_held(port)) and not leases
     probes = [ports.probe_port(port, host) for host in _hosts()]
     in_use = any(p in (ports.Probe.IN_USE, ports.Probe.UNREACHABLE) for p in probes)
     privileged = ports.Probe.PRIVILEGED in probes
