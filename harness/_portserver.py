@@ -6,11 +6,18 @@ is still taken, and any failure falls back to harness's own choice.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
-from typing import Optional
+from typing import Optional, Set, Tuple
 
 from . import _config
+from ._http_wire import DeadlineSocket, Limit
+
+_log = logging.getLogger("harness")
+# The failures already logged, by (address, kind of error, what was too
+# slow): a server that is down would otherwise be reported at every lease.
+_warned: Set[Tuple[str, str, object]] = set()
 
 
 def ask_portserver(address: str) -> Optional[int]:
@@ -26,10 +33,6 @@ def ask_portserver(address: str) -> Optional[int]:
     """
     if not hasattr(socket, "AF_UNIX"):
         return None
-    import logging
-
-    from ._http_wire import DeadlineSocket, Limit
-
     shown = address
     if address.startswith("@"):
         address = "\0" + address[1:]
@@ -48,13 +51,10 @@ def ask_portserver(address: str) -> Optional[int]:
                     break
                 answer += chunk
     except OSError as exc:
-        # Once per address and kind of failure: a server that is down would
-        # otherwise be reported at every lease.
-        warned = ask_portserver.__dict__.setdefault("warned", set())
         kind = (shown, type(exc).__name__, getattr(exc, "too_slow", None))
-        if kind not in warned:
-            warned.add(kind)
-            logging.getLogger("harness").warning(
+        if kind not in _warned:  # once per address and kind of failure
+            _warned.add(kind)
+            _log.warning(
                 "port server at %s (PORTSERVER_ADDRESS) failed, using harness's own leases "
                 "instead: %s", shown, exc)
         return None
@@ -62,7 +62,7 @@ def ask_portserver(address: str) -> Optional[int]:
         port = int(answer.split(b"\n")[0])
     except ValueError:
         if answer:
-            logging.getLogger("harness").warning(
+            _log.warning(
                 "port server at %s (PORTSERVER_ADDRESS) answered %r, not a port number; "
                 "using harness's own leases", shown, answer)
         return None
