@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
-import errno
 import json
 import logging
 import os
@@ -43,19 +42,13 @@ import time
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from .. import _config
-from .._os import kill, procinfo
+from .._os import kill, leases, procinfo
 from .._os.identity import ProcessId, own_pid_namespace
-from .._os.leases import default_lease_dir, lock_file_problem
 from .._server import marker
 from .._validate import arg_type, check_positive_int, check_seconds, parse_number
 from .._wait import Deadline
 
 _log = logging.getLogger("harness.reap")
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 GRACE = 5.0  # seconds between SIGTERM and SIGKILL, times HARNESS_TIMEOUT_FACTOR
 # A harness-* dir without a usable owner file younger than this may still be
@@ -64,8 +57,6 @@ OWNERLESS_GRACE = 60.0
 # The names tempfile.mkdtemp(prefix="harness-") makes: only such a dir can
 # be one of harness's when its owner file does not say so.
 _MADE_BY_MKDTEMP = re.compile(r"^" + re.escape(marker.TEMP_PREFIX) + r"[a-z0-9_]{8}$")
-_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-               | getattr(os, "O_CLOEXEC", 0))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -300,7 +291,7 @@ def stop_orphans(orphans: Sequence[Orphan], grace: float) -> None:
 def _read_owner(path: str) -> Tuple[Optional[ProcessId], str]:
     """The owner recorded in ``path``, or ``None`` and why there is none."""
     try:
-        fd = os.open(os.path.join(path, marker.OWNER_FILE), _OPEN_FLAGS)
+        fd = os.open(os.path.join(path, marker.OWNER_FILE), leases.SAFE_READ_FLAGS)
     except FileNotFoundError:
         return None, "it has no owner file"
     except OSError as exc:
@@ -329,7 +320,7 @@ def find_temp_dirs(runner: Optional[int] = None) -> List[TempDir]:
         entries = sorted(os.listdir(base))
     except OSError:
         return []
-    lease_dir = os.path.abspath(default_lease_dir())
+    lease_dir = os.path.abspath(leases.default_lease_dir())
     now = time.time()
     for name in entries:
         path = os.path.join(base, name)
@@ -391,68 +382,30 @@ def find_stale_leases() -> List[LeaseFile]:
     directory.  An entry that is no lock file at all (a FIFO, a symlink,
     an unreadable file) is listed as left alone, with what it is.
     """
-    directory = default_lease_dir()
-    if fcntl is None:
-        return []
-    try:
-        info = os.lstat(directory)
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return []
-    if not stat.S_ISDIR(info.st_mode):
+    if not leases.HAVE_FLOCK:
         return []
     found = []
-    for name in names:
-        if not (name.startswith("port-") and name.endswith(".lock")):
-            continue
-        path = os.path.join(directory, name)
-        problem = lock_file_problem(path)
+    for path in leases.lock_files(leases.default_lease_dir()):
+        problem = leases.lock_file_problem(path)
         if problem is not None:
             entry = LeaseFile(path=path)
             entry.settle(Outcome.LEFT_ALONE, problem)
             found.append(entry)
-            continue
-        try:
-            fd = os.open(path, _OPEN_FLAGS)
-        except OSError:
-            continue
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # held by a live process
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        elif leases.is_stale(path):
             found.append(LeaseFile(path=path))
-        finally:
-            os.close(fd)
     return found
 
 
-def remove_stale_leases(leases: Sequence[LeaseFile]) -> None:
-    """Unlink while holding the lock, and only the file still at the path (as a release does)."""
-    for entry in leases:
-        if entry.outcome is not Outcome.TO_DO:
-            continue
-        entry.settle(Outcome.HELD_AGAIN)
-        try:
-            fd = os.open(entry.path, _OPEN_FLAGS)
-        except OSError:
-            entry.settle(Outcome.GONE)
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            now, mine = os.stat(entry.path, follow_symlinks=False), os.fstat(fd)
-            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
-                os.unlink(entry.path)
-                entry.settle(Outcome.REMOVED)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                entry.settle(Outcome.NOT_REMOVED, str(exc))
-        finally:
-            os.close(fd)
+_SETTLED_AS = {leases.Removal.REMOVED: Outcome.REMOVED, leases.Removal.GONE: Outcome.GONE,
+               leases.Removal.HELD: Outcome.HELD_AGAIN, leases.Removal.FAILED: Outcome.NOT_REMOVED}
+
+
+def remove_stale_leases(found: Sequence[LeaseFile]) -> None:
+    """Remove each as a release does (:func:`harness._os.leases.remove_if_stale`)."""
+    for entry in found:
+        if entry.outcome is Outcome.TO_DO:
+            removal, detail = leases.remove_if_stale(entry.path)
+            entry.settle(_SETTLED_AS[removal], detail)
 
 
 # --------------------------------------------------------------------------
@@ -466,13 +419,13 @@ def run(args: argparse.Namespace) -> int:
               "stale lease files are still removed", file=sys.stderr)
     orphans = find_orphans(args.runner)
     dirs = find_temp_dirs(args.runner)
-    leases = find_stale_leases()
-    records: List[Record] = [*orphans, *dirs, *leases]
+    lease_files = find_stale_leases()
+    records: List[Record] = [*orphans, *dirs, *lease_files]
     to_do = any(r.outcome is Outcome.TO_DO for r in records)
     if not args.dry_run:
         stop_orphans(orphans, _config.scaled(args.grace))
         remove_temp_dirs(dirs)
-        remove_stale_leases(leases)
+        remove_stale_leases(lease_files)
         for record in records:  # also for a log collector (logging.getLogger("harness"))
             if record.outcome is not Outcome.LEFT_ALONE:
                 _log.info("reap: %s", record.describe(False))
@@ -480,7 +433,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"dry_run": args.dry_run,
                           "processes": [o.to_json() for o in orphans],
                           "temp_dirs": [d.to_json() for d in dirs],
-                          "lease_files": [lease.to_json() for lease in leases]}, indent=2))
+                          "lease_files": [lease.to_json() for lease in lease_files]}, indent=2))
     else:
         print("\n".join(_report(records, args.dry_run)))
     if args.dry_run:

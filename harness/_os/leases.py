@@ -14,13 +14,15 @@ to lease (probing, ranges, the allocator) and keeps this process's leases.
 """
 from __future__ import annotations
 
+import enum
 import errno
 import os
+import re
 import socket
 import stat
 import sys
 import tempfile
-from typing import List, Optional, Set, Union
+from typing import List, Optional, Set, Tuple, Union
 
 from .. import _config
 from ..errors import HarnessError
@@ -32,6 +34,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+HAVE_FLOCK = fcntl is not None
 LEASE_NAME_PREFIX = "harness-port-"
 _USE_ABSTRACT = sys.platform.startswith("linux")
 _PERMISSION_ERRNOS = (errno.EACCES, errno.EPERM)
@@ -95,11 +98,38 @@ def _kind(mode: int) -> str:
 # as one left by a killed holder.
 
 _LOCK_FILE_MODE = 0o644
-_LOCK_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-                    | getattr(os, "O_CLOEXEC", 0))
+# How to open any file in a directory others can write to: read-only, never
+# following a link, never blocking (on a planted FIFO), not inherited.
+SAFE_READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                   | getattr(os, "O_CLOEXEC", 0))
+# The lock file names lock_path writes ("port-8080.lock"), and no others.
+_LOCK_FILE_NAME = re.compile(r"port-([1-9][0-9]{0,4})\.lock")
 # How often a taker looks again when lock files are released and made anew
 # under its hands (each look is a few system calls; this bounds churn only).
 _LEASE_RACE_LOOKS = 5
+
+
+def lock_path(directory: str, port: int) -> str:
+    """The lock file of ``port`` in ``directory`` (the one place its name is written)."""
+    return os.path.join(directory, f"port-{port}.lock")
+
+
+def lock_file_port(name: str) -> Optional[int]:
+    """The port whose lock file is called ``name`` (a base name), or ``None``: no lock file's."""
+    match = _LOCK_FILE_NAME.fullmatch(name)
+    port = int(match.group(1)) if match else 0
+    return port if 1 <= port <= 65535 else None
+
+
+def lock_files(directory: str) -> List[str]:
+    """The lock files in ``directory``, sorted (none if it is not a directory one can list)."""
+    try:
+        if not stat.S_ISDIR(os.lstat(directory).st_mode):
+            return []
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [os.path.join(directory, name) for name in names if lock_file_port(name) is not None]
 
 
 def _lease_dir_problem(path: str, info: os.stat_result) -> Optional[str]:
@@ -162,18 +192,15 @@ class Lease:
         self.sock, self.fd, self.path = sock, fd, path
 
     def close(self, unlink: bool = True) -> None:
+        """Release the lease; ``unlink=False`` keeps the lock file (a forked child's copy)."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
         if self.fd is not None:
             if unlink and self.path:
-                # Unlink while still holding the lock (the release protocol).
-                # Another user's file in a sticky directory cannot be
-                # unlinked (EPERM): it stays, as after a killed holder.
-                try:
-                    os.unlink(self.path)
-                except OSError:
-                    pass
+                # Another user's file in a sticky directory cannot be unlinked
+                # (EPERM): it stays, as after a killed holder.
+                _unlink_locked(self.path, self.fd)
             os.close(self.fd)
             self.fd = None
 
@@ -235,7 +262,7 @@ def lock_file_problem(path: str) -> Optional[str]:
     lock file harness made; remove it".  Never blocks, never follows a link.
     """
     try:
-        fd = os.open(path, _LOCK_OPEN_FLAGS)
+        fd = os.open(path, SAFE_READ_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -251,7 +278,7 @@ def _open_lock_file(path: str) -> Union[int, NoLease, None]:
     """An fd of the regular file at ``path`` (made now if need be), a reason it is
     unusable, or ``None`` if it vanished meanwhile (a release: look again)."""
     try:
-        fd = os.open(path, _LOCK_OPEN_FLAGS | os.O_CREAT | os.O_EXCL, _LOCK_FILE_MODE)
+        fd = os.open(path, SAFE_READ_FLAGS | os.O_CREAT | os.O_EXCL, _LOCK_FILE_MODE)
     except FileExistsError:
         pass
     except OSError as exc:  # not about this file: the directory (full, read-only, ...)
@@ -266,7 +293,7 @@ def _open_lock_file(path: str) -> Union[int, NoLease, None]:
     # It exists: open it without O_CREAT, so that fs.protected_regular and
     # protected_fifos never refuse another user's file in a sticky directory.
     try:
-        fd = os.open(path, _LOCK_OPEN_FLAGS)
+        fd = os.open(path, SAFE_READ_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -290,7 +317,7 @@ def _still_at(path: str, fd: int) -> bool:
 def file_lease(port: int, directory: str) -> Union[Lease, NoLease]:
     if fcntl is None:
         raise HarnessError("file leases need fcntl.flock, which this platform lacks")
-    path = os.path.join(directory, f"port-{port}.lock")
+    path = lock_path(directory, port)
     for _ in range(_LEASE_RACE_LOOKS):
         opened = _open_lock_file(path)
         if opened is None:
@@ -319,6 +346,80 @@ def take(port: int, directory: Optional[str]) -> Union[Lease, NoLease]:
     if directory is None:
         return abstract_lease(port)
     return file_lease(port, directory)
+
+
+class Removal(enum.Enum):
+    """What became of a lock file :func:`remove_if_stale` was asked to remove."""
+
+    REMOVED = "removed"
+    GONE = "gone"      # nothing at the path could be opened any more
+    HELD = "held"      # locked by a live holder, or the path names a file made anew
+    FAILED = "failed"  # it could not be removed, or is no lock file: the detail says why
+
+
+def _unlink_locked(path: str, fd: int) -> Tuple[Removal, str]:
+    """Unlink ``path`` while ``fd`` holds its lock, if ``path`` still names ``fd``'s file.
+
+    The last step of the release protocol, for a release and for reap:
+    once the lock is given up another process may lock the file and count
+    on it, and a file at ``path`` that is not ours may be someone's lease.
+    """
+    if not _still_at(path, fd):
+        return Removal.HELD, ""
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        return Removal.FAILED, str(exc)
+    return Removal.REMOVED, ""
+
+
+def remove_if_stale(path: str) -> Tuple[Removal, str]:
+    """Remove the lock file at ``path`` if no one holds it, exactly as a release does:
+    lock it, check the path still names the file locked, unlink while holding the lock."""
+    if fcntl is None:
+        return Removal.FAILED, "file leases need fcntl.flock, which this platform lacks"
+    try:
+        fd = os.open(path, SAFE_READ_FLAGS)
+    except OSError:
+        return Removal.GONE, ""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return Removal.FAILED, _planted(path, info)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return Removal.HELD, ""
+            return Removal.FAILED, str(exc)
+        return _unlink_locked(path, fd)
+    finally:
+        os.close(fd)
+
+
+def is_stale(path: str) -> bool:
+    """Whether ``path`` is a lock file of this user that no live process holds.
+
+    Only this user's: another user's cannot be unlinked in a sticky directory.
+    """
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, SAFE_READ_FLAGS)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # held by a live process
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _abstract_lease_inodes(port: int) -> Optional[Set[int]]:
@@ -366,7 +467,7 @@ def holders(port: int, lease_dir: Optional[str] = None) -> List[int]:
     """
     directory = lease_dir_in_use(lease_dir)
     if directory is not None:
-        return _flock_holders(os.path.join(directory, f"port-{port}.lock"))
+        return _flock_holders(lock_path(directory, port))
     inodes = _abstract_lease_inodes(port)
     if not inodes:
         return []
@@ -384,7 +485,7 @@ def held(port: int, lease_dir: Optional[str] = None) -> Optional[bool]:
     if directory is None:
         inodes = _abstract_lease_inodes(port)
         return None if inodes is None else bool(inodes)
-    path = os.path.join(directory, f"port-{port}.lock")
+    path = lock_path(directory, port)
     if _read_proc("/proc/locks") is not None:  # Linux: look without touching the lock
         return bool(_flock_holders(path))
     if fcntl is None:
@@ -392,7 +493,7 @@ def held(port: int, lease_dir: Optional[str] = None) -> Optional[bool]:
     # Elsewhere: try a shared lock.  (An exclusive one taken at this very
     # moment by a process leasing the port fails; it then skips the port.)
     try:
-        fd = os.open(path, _LOCK_OPEN_FLAGS)
+        fd = os.open(path, SAFE_READ_FLAGS)
     except FileNotFoundError:
         return False
     except OSError:
