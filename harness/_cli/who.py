@@ -31,8 +31,8 @@ from .._os.leases import held as lease_held
 from .._os.leases import holders as lease_holders
 from .._os.users import describe_user, user_name
 from .._server import marker
+from .._server.reaper import Runner, runner_state
 from .._validate import arg_type, check_port
-from .reap import Runner, runner_state
 
 _LINUX = sys.platform.startswith("linux")
 
