@@ -17,7 +17,7 @@ from typing import List, Sequence
 from .. import _config
 from .._os import procinfo
 from .._server.reaper import (
-    Outcome,
+    Action,
     Record,
     find_orphans,
     find_stale_leases,
@@ -59,13 +59,13 @@ def run(args: argparse.Namespace) -> int:
     dirs = find_temp_dirs(args.runner)
     lease_files = find_stale_leases()
     records: List[Record] = [*orphans, *dirs, *lease_files]
-    to_do = any(r.outcome is Outcome.TO_DO for r in records)
+    to_do = any(r.action is Action.TO_DO for r in records)
     if not args.dry_run:
         stop_orphans(orphans, _config.scaled(args.grace))
         remove_temp_dirs(dirs)
         remove_stale_leases(lease_files)
         for record in records:  # also for a log collector (logging.getLogger("harness"))
-            if record.outcome is not Outcome.LEFT_ALONE:
+            if record.action is not Action.LEFT_ALONE:
                 _log.info("reap: %s", record.describe(False))
     if args.json:
         print(json.dumps({"dry_run": args.dry_run,
@@ -76,12 +76,12 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(_report(records, args.dry_run)))
     if args.dry_run:
         return 1 if to_do else 0
-    return 1 if any(r.outcome.failed for r in records) else 0
+    return 1 if any(r.action.failed for r in records) else 0
 
 
 def _report(records: Sequence[Record], dry_run: bool) -> List[str]:
     lines = [record.describe(dry_run) for record in records]
-    if not any(r.outcome is not Outcome.LEFT_ALONE for r in records):
+    if not any(r.action is not Action.LEFT_ALONE for r in records):
         lines.insert(0, "nothing to reap: no harness server, temp dir or lease file of a dead "
                         "test runner")
     return lines

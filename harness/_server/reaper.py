@@ -21,7 +21,7 @@ A process of another user, one without the marker, or one whose runner is
 alive is never touched.  Nor is anything whose runner is in another PID
 namespace (a container): its pid means nothing here, so whether it lives
 cannot be told from here; such things are listed as "left alone".  What
-reap does with each thing is an :class:`Outcome`, never message wording.
+reap does with each thing is an :class:`Action`, never message wording.
 """
 from __future__ import annotations
 
@@ -52,10 +52,10 @@ _MADE_BY_MKDTEMP = re.compile(r"^" + re.escape(marker.TEMP_PREFIX) + r"[a-z0-9_]
 
 
 # --------------------------------------------------------------------------
-# Outcomes
+# Actions
 
 
-class Outcome(enum.Enum):
+class Action(enum.Enum):
     """What reap did (or, in a dry run, will do) with one thing it found."""
 
     TO_DO = "to do"  # found; a dry run ends here
@@ -69,8 +69,8 @@ class Outcome(enum.Enum):
 
     @property
     def failed(self) -> bool:
-        """Whether this outcome makes ``reap`` exit 1."""
-        return self in (Outcome.STILL_RUNNING, Outcome.NOT_REMOVED)
+        """Whether this action makes ``reap`` exit 1."""
+        return self in (Action.STILL_RUNNING, Action.NOT_REMOVED)
 
 
 class Runner(enum.Enum):
@@ -103,22 +103,22 @@ def runner_state(owner: ProcessId) -> Runner:
 
 @dataclasses.dataclass
 class _Record:
-    outcome: Outcome = dataclasses.field(default=Outcome.TO_DO, init=False)
+    action: Action = dataclasses.field(default=Action.TO_DO, init=False)
     detail: str = dataclasses.field(default="", init=False)
 
-    def settle(self, outcome: Outcome, detail: str = "") -> None:
-        self.outcome, self.detail = outcome, detail
+    def settle(self, action: Action, detail: str = "") -> None:
+        self.action, self.detail = action, detail
 
     @property
     def result(self) -> str:
-        """The outcome in words, as JSON's ``result`` and the start of a report line."""
-        return self.outcome.value + (f": {self.detail}" if self.detail else "")
+        """The action in words, as JSON's ``result`` and the start of a report line."""
+        return self.action.value + (f": {self.detail}" if self.detail else "")
 
     def _verb(self, dry_run: bool, would: str) -> str:
-        return would if self.outcome is Outcome.TO_DO and dry_run else self.result
+        return would if self.action is Action.TO_DO and dry_run else self.result
 
     def _json(self, data: Dict[str, object]) -> Dict[str, object]:
-        if self.outcome is not Outcome.TO_DO:
+        if self.action is not Action.TO_DO:
             data["result"] = self.result
         return data
 
@@ -139,7 +139,7 @@ class Orphan(_Record):
 
     def describe(self, dry_run: bool) -> str:
         what = f"pid {self.process.pid} ({procinfo.short_cmdline(self.command)})"
-        if self.outcome is Outcome.LEFT_ALONE:
+        if self.action is Action.LEFT_ALONE:
             return (f"left alone: {what}, started by harness for test runner pid "
                     f"{self.owner.pid}: {self.detail}; run reap in there (its container)")
         return (f"{self._verb(dry_run, 'would stop')}: {what}, started by harness for test "
@@ -163,7 +163,7 @@ class TempDir(_Record):
         return self._json(data)
 
     def describe(self, dry_run: bool) -> str:
-        if self.outcome is Outcome.LEFT_ALONE:
+        if self.action is Action.LEFT_ALONE:
             runner = "" if self.owner is None else f" (runner pid {self.owner.pid})"
             return f"left alone: temp dir {self.path}{runner}: {self.detail}"
         what = f"{self._verb(dry_run, 'would remove')}: temp dir {self.path}"
@@ -183,7 +183,7 @@ class LeaseFile(_Record):
         return self._json({"path": self.path})
 
     def describe(self, dry_run: bool) -> str:
-        if self.outcome is Outcome.LEFT_ALONE:
+        if self.action is Action.LEFT_ALONE:
             return f"left alone: lease file {self.path}: {self.detail}"
         return f"{self._verb(dry_run, 'would remove')}: lease file {self.path} (no live holder)"
 
@@ -209,7 +209,7 @@ def find_orphans(runner: Optional[int] = None) -> List[Orphan]:
     """Processes of this user started by harness for a runner that is gone.
 
     Those whose runner is in another PID namespace come back too, already
-    settled as :attr:`Outcome.LEFT_ALONE`.
+    settled as :attr:`Action.LEFT_ALONE`.
     """
     found = []
     protected = _protected()
@@ -230,14 +230,14 @@ def find_orphans(runner: Optional[int] = None) -> List[Orphan]:
         orphan = Orphan(process=process, owner=owner, command=procinfo.cmdline(pid),
                         server_id=env.get(marker.SERVER_ID_ENV) if env else None)
         if state is Runner.OTHER_NAMESPACE:
-            orphan.settle(Outcome.LEFT_ALONE, OTHER_NAMESPACE)
+            orphan.settle(Action.LEFT_ALONE, OTHER_NAMESPACE)
         found.append(orphan)
     return found
 
 
 def stop_orphans(orphans: Sequence[Orphan], grace: float) -> None:
     """Stop every orphan tree still to do at once (one grace period in all)."""
-    todo = [o for o in orphans if o.outcome is Outcome.TO_DO]
+    todo = [o for o in orphans if o.action is Action.TO_DO]
     by_pid = {o.process.pid: o for o in todo}
     roots = [o for o in todo if procinfo.parent_pid(o.process.pid) not in by_pid]
     survivors: List[ProcessId] = []
@@ -260,7 +260,7 @@ def stop_orphans(orphans: Sequence[Orphan], grace: float) -> None:
     survivors.extend(kill.wait_gone(left, Deadline(max(1.0, grace))))
     for orphan in todo:
         alive = orphan.process in survivors and procinfo.is_alive(orphan.process)
-        orphan.settle(Outcome.STILL_RUNNING if alive else Outcome.STOPPED)
+        orphan.settle(Action.STILL_RUNNING if alive else Action.STOPPED)
 
 
 # --------------------------------------------------------------------------
@@ -324,7 +324,7 @@ def find_temp_dirs(runner: Optional[int] = None) -> List[TempDir]:
             continue
         entry = TempDir(path=path, owner=owner)
         if state is Runner.OTHER_NAMESPACE:
-            entry.settle(Outcome.LEFT_ALONE, OTHER_NAMESPACE)
+            entry.settle(Action.LEFT_ALONE, OTHER_NAMESPACE)
         found.append(entry)
     return found
 
@@ -341,13 +341,13 @@ def _rmtree(path: str) -> List[str]:
 
 def remove_temp_dirs(dirs: Sequence[TempDir]) -> None:
     for entry in dirs:
-        if entry.outcome is not Outcome.TO_DO:
+        if entry.action is not Action.TO_DO:
             continue
         errors = _rmtree(entry.path)
         if errors:
-            entry.settle(Outcome.NOT_REMOVED, "; ".join(errors))
+            entry.settle(Action.NOT_REMOVED, "; ".join(errors))
         else:
-            entry.settle(Outcome.REMOVED)
+            entry.settle(Action.REMOVED)
 
 
 # --------------------------------------------------------------------------
@@ -368,20 +368,20 @@ def find_stale_leases() -> List[LeaseFile]:
         problem = leases.lock_file_problem(path)
         if problem is not None:
             entry = LeaseFile(path=path)
-            entry.settle(Outcome.LEFT_ALONE, problem)
+            entry.settle(Action.LEFT_ALONE, problem)
             found.append(entry)
         elif leases.is_stale(path):
             found.append(LeaseFile(path=path))
     return found
 
 
-_SETTLED_AS = {leases.Removal.REMOVED: Outcome.REMOVED, leases.Removal.GONE: Outcome.GONE,
-               leases.Removal.HELD: Outcome.HELD_AGAIN, leases.Removal.FAILED: Outcome.NOT_REMOVED}
+_SETTLED_AS = {leases.Removal.REMOVED: Action.REMOVED, leases.Removal.GONE: Action.GONE,
+               leases.Removal.HELD: Action.HELD_AGAIN, leases.Removal.FAILED: Action.NOT_REMOVED}
 
 
 def remove_stale_leases(found: Sequence[LeaseFile]) -> None:
     """Remove each as a release does (:func:`harness._os.leases.remove_if_stale`)."""
     for entry in found:
-        if entry.outcome is Outcome.TO_DO:
+        if entry.action is Action.TO_DO:
             removal, detail = leases.remove_if_stale(entry.path)
             entry.settle(_SETTLED_AS[removal], detail)
