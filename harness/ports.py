@@ -183,6 +183,27 @@ def _bind_failure(exc: OSError, port: int) -> Probe:
     return Probe.UNREACHABLE  # something odd about this port: a test server must not go there
 
 
+def _refusal(probe: Probe, port: int, host: str, family: int, sockaddr: SockAddr,
+             cause: Optional[OSError] = None) -> HarnessError:
+    """The error that says why ``port`` on ``host`` cannot be had (``probe`` is not FREE).
+
+    ``HarnessError`` for a host no port of which will do, else
+    ``PortUnavailable``, naming the holder of a port in use where it can be seen.
+    """
+    if probe is Probe.NO_ADDRESS:
+        return _unusable_host(host, family, sockaddr, cause)
+    if probe is Probe.PRIVILEGED:
+        return PortUnavailable(_privileged_message(port, host), port=port)
+    if probe is Probe.DENIED:
+        return PortUnavailable(_denied_message(port, host), port=port)
+    holder = procinfo.describe_port_holders(port)
+    if probe is Probe.UNREACHABLE and holder == "unknown holder":
+        return PortUnavailable(f"port {port} on {host} neither accepts nor refuses connections "
+                               f"(a firewall dropping them?); choose another port", port=port)
+    return PortUnavailable(f"port {port} on {host} is in use by {holder}",
+                           port=port, holders=[holder])
+
+
 def is_port_free(port: int, host: str = "127.0.0.1") -> bool:
     """True only if a TCP connect to (host, port) is refused *and* a bind succeeds.
 
@@ -482,17 +503,17 @@ class PortAllocator:
         if probe is Probe.FREE:
             return _register(PortLease(port, self.host, taken))
         taken.close()
+        if probe in (Probe.IN_USE, Probe.UNREACHABLE):  # named only when asked for (a scan)
+            if time_wait is not None and _REUSE_ONLY_SKIPS_TIME_WAIT and probe is Probe.IN_USE \
+                    and _probe(self._family, address, allow_time_wait=True) is Probe.FREE:
+                time_wait.append(port)
+            else:
+                skipped.add(_IN_USE)
+            return None
+        refusal = _refusal(probe, port, self.host, self._family, self._sockaddr)
         if probe is Probe.NO_ADDRESS:
-            raise _unusable_host(self.host, self._family, self._sockaddr)
-        if probe is Probe.PRIVILEGED:
-            skipped.add(_PRIVILEGED, _privileged_message(port, self.host))
-        elif probe is Probe.DENIED:
-            skipped.add(_DENIED, _denied_message(port, self.host))
-        elif time_wait is not None and _REUSE_ONLY_SKIPS_TIME_WAIT and probe is Probe.IN_USE \
-                and _probe(self._family, address, allow_time_wait=True) is Probe.FREE:
-            time_wait.append(port)
-        else:
-            skipped.add(_IN_USE)
+            raise refusal
+        skipped.add(_PRIVILEGED if probe is Probe.PRIVILEGED else _DENIED, str(refusal))
         return None
 
     def acquire(self) -> PortLease:
@@ -561,19 +582,7 @@ class PortAllocator:
         if probe is Probe.FREE:
             return _register(PortLease(port, self.host, taken))
         taken.close()
-        if probe is Probe.NO_ADDRESS:
-            raise _unusable_host(self.host, self._family, self._sockaddr)
-        if probe is Probe.PRIVILEGED:
-            raise PortUnavailable(_privileged_message(port, self.host), port=port)
-        if probe is Probe.DENIED:
-            raise PortUnavailable(_denied_message(port, self.host), port=port)
-        holder = procinfo.describe_port_holders(port)
-        if probe is Probe.UNREACHABLE and holder == "unknown holder":
-            raise PortUnavailable(
-                f"port {port} on {self.host} neither accepts nor refuses connections (a "
-                f"firewall dropping them?); choose another port", port=port)
-        raise PortUnavailable(f"port {port} on {self.host} is in use by {holder}",
-                              port=port, holders=[holder])
+        raise _refusal(probe, port, self.host, self._family, self._sockaddr)
 
 
 _allocators: Dict[Tuple[object, ...], PortAllocator] = {}
@@ -667,16 +676,8 @@ def listening_socket(host: str = "127.0.0.1", port: int = 0, backlog: int = 128)
     except OSError as exc:
         sock.close()
         failure = _bind_failure(exc, port)
-        if failure is Probe.IN_USE:
-            holder = procinfo.describe_port_holders(port)
-            raise PortUnavailable(f"port {port} on {host} is in use by {holder}",
-                                  port=port, holders=[holder]) from None
-        if failure is Probe.NO_ADDRESS:
-            raise _unusable_host(host, family, sockaddr, exc) from None
-        if failure is Probe.PRIVILEGED:
-            raise PortUnavailable(_privileged_message(port, host), port=port) from None
-        if failure is Probe.DENIED:
-            raise PortUnavailable(_denied_message(port, host), port=port) from None
-        raise
+        if failure is Probe.UNREACHABLE:
+            raise  # an errno that says nothing about who has the port
+        raise _refusal(failure, port, host, family, sockaddr, exc) from None
     sock.set_inheritable(True)
     return sock
