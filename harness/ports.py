@@ -330,7 +330,7 @@ def _candidate_tiers(port_range: PortRange, explicit: bool) -> List[List[int]]:
 
 
 # --------------------------------------------------------------------------
-# Leases
+# This process's leases (the protocol itself: _os/leases.py)
 
 
 class PortLease:
