@@ -199,8 +199,10 @@ class Lease:
         if self.fd is not None:
             if unlink and self.path:
                 # Another user's file in a sticky directory cannot be unlinked
-                # (EPERM): it stays, as after a killed holder.
-                _unlink_locked(self.path, self.fd)
+                # (EPERM): it stays, as after a killed holder.  The path still
+                # names our file: take checked it, and no one can unlink a
+                # lock file another process holds (see the protocol above).
+                _unlink_locked(self.path)
             os.close(self.fd)
             self.fd = None
 
@@ -364,15 +366,12 @@ class Removal(enum.Enum):
     FAILED = "failed"  # it could not be removed, or is no lock file: the detail says why
 
 
-def _unlink_locked(path: str, fd: int) -> Tuple[Removal, str]:
-    """Unlink ``path`` while ``fd`` holds its lock, if ``path`` still names ``fd``'s file.
+def _unlink_locked(path: str) -> Tuple[Removal, str]:
+    """Unlink the lock file at ``path`` while the caller still holds its lock.
 
-    The last step of the release protocol, for a release and for reap:
-    once the lock is given up another process may lock the file and count
-    on it, and a file at ``path`` that is not ours may be someone's lease.
+    The last step of the release protocol, for a release and for reap: once
+    the lock is given up, another process may lock the file and count on it.
     """
-    if not _still_at(path, fd):
-        return Removal.HELD, ""
     try:
         os.unlink(path)
     except OSError as exc:
@@ -381,8 +380,9 @@ def _unlink_locked(path: str, fd: int) -> Tuple[Removal, str]:
 
 
 def remove_if_stale(path: str) -> Tuple[Removal, str]:
-    """Remove the lock file at ``path`` if no one holds it, exactly as a release does:
-    lock it, check the path still names the file locked, unlink while holding the lock."""
+    """Remove the lock file at ``path`` if no one holds it, by the protocol's own steps:
+    lock it and check the path still names the file locked (as :func:`file_lease`
+    does), then unlink it while holding the lock (as a release does)."""
     if fcntl is None:
         return Removal.FAILED, "file leases need fcntl.flock, which this platform lacks"
     try:
@@ -399,7 +399,9 @@ def remove_if_stale(path: str) -> Tuple[Removal, str]:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 return Removal.HELD, ""
             return Removal.FAILED, str(exc)
-        return _unlink_locked(path, fd)
+        if not _still_at(path, fd):  # released and made anew since our open()
+            return Removal.HELD, ""
+        return _unlink_locked(path)
     finally:
         os.close(fd)
 
