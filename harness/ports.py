@@ -503,7 +503,7 @@ class PortAllocator:
         if probe is Probe.FREE:
             return _register(PortLease(port, self.host, taken))
         taken.close()
-        if probe in (Probe.IN_USE, Probe.UNREACHABLE):  # named only when asked for (a scan)
+        if probe in (Probe.IN_USE, Probe.UNREACHABLE):  # a scan names no holders: skip it
             if time_wait is not None and _REUSE_ONLY_SKIPS_TIME_WAIT and probe is Probe.IN_USE \
                     and _probe(self._family, address, allow_time_wait=True) is Probe.FREE:
                 time_wait.append(port)
