@@ -217,22 +217,17 @@ class NoLease:
 HELD = NoLease(held=True)
 
 
-def _abstract_name(port: int) -> str:
-    """The abstract socket name that is ``port``'s lease (without the leading NUL)."""
-    return f"{LEASE_NAME_PREFIX}{port}"
-
-
 def abstract_lease(port: int) -> Union[Lease, NoLease]:
     """``port``'s lease as an abstract Unix socket (Linux), or ``HELD`` if someone has it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        sock.bind("\0" + _abstract_name(port))
+        sock.bind(f"\0{LEASE_NAME_PREFIX}{port}")
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             return HELD
         raise HarnessError(f"cannot take the lease on port {port} (abstract Unix socket "
-                           f"@{_abstract_name(port)}): {exc}") from None
+                           f"@{LEASE_NAME_PREFIX}{port}): {exc}") from None
     return Lease(sock=sock)
 
 
@@ -436,7 +431,7 @@ def _abstract_lease_inodes(port: int) -> Optional[Set[int]]:
     text = _read_proc("/proc/net/unix")
     if text is None:
         return None
-    name = "@" + _abstract_name(port)  # how /proc/net/unix shows an abstract name
+    name = f"@{LEASE_NAME_PREFIX}{port}"  # how /proc/net/unix shows an abstract name
     inodes = set()
     for line in text.splitlines()[1:]:
         fields = line.split()
