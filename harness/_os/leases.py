@@ -361,8 +361,8 @@ class Removal(enum.Enum):
     FAILED = "failed"  # it could not be removed, or is no lock file: the detail says why
 
 
-def _unlink_locked(path: str) -> Tuple[Removal, str]:
-    """Unlink the lock file at ``path`` while the caller still holds its lock.
+def _unlink_locked(path: str) -> Optional[OSError]:
+    """Unlink the lock file at ``path`` while the caller still holds its lock (the error, if any).
 
     The last step of the release protocol, for a release and for reap: once
     the lock is given up, another process may lock the file and count on it.
@@ -370,8 +370,8 @@ def _unlink_locked(path: str) -> Tuple[Removal, str]:
     try:
         os.unlink(path)
     except OSError as exc:
-        return Removal.FAILED, str(exc)
-    return Removal.REMOVED, ""
+        return exc
+    return None
 
 
 def remove_if_stale(path: str) -> Tuple[Removal, str]:
@@ -396,7 +396,8 @@ def remove_if_stale(path: str) -> Tuple[Removal, str]:
             return Removal.FAILED, str(exc)
         if not _still_at(path, fd):  # released and made anew since our open()
             return Removal.HELD, ""
-        return _unlink_locked(path)
+        error = _unlink_locked(path)
+        return (Removal.REMOVED, "") if error is None else (Removal.FAILED, str(error))
     finally:
         os.close(fd)
 
