@@ -17,7 +17,7 @@ Elsewhere (or with ``lease_dir``/``HARNESS_LEASE_DIR``) a lease is an
 ``fcntl.flock`` on a file in a machine-wide lease directory; flock is also
 released by the kernel when the holder dies.  That directory is shared with
 every other user of the machine, so nothing in it is trusted: see
-"File leases among other users" below.
+"File leases among other users" in ``_os/leases.py``, the protocol's home.
 
 Failures say what is true: a host address the machine does not have (IPv6
 switched off, say) is reported at the first port, not as "every port is in
@@ -32,21 +32,22 @@ import errno
 import os
 import random
 import socket
-import stat
 import sys
-import tempfile
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import _config
-from ._os import procinfo
+from ._os import leases, procinfo
+from ._os.leases import (  # noqa: F401  (names once defined here stay importable from here)
+    LEASE_NAME_PREFIX,
+    default_lease_dir,
+    lock_file_problem,
+)
+from ._os.leases import held as lease_held  # noqa: F401  (as above)
+from ._os.leases import holders as lease_holders
+from ._portserver import ask_portserver
 from ._validate import PortRange, check_port, check_port_range
 from .errors import HarnessError, PortUnavailable
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "is_port_free", "find_free_port", "release_port", "PortAllocator", "PortLease",
@@ -66,10 +67,8 @@ PRIVILEGED_BELOW = 1024
 # Below 10000 live most ports developers run services on by hand
 # (3000, 5432, 6379, 8000, 8080, 9000, ...): stay out of their way.
 DEFAULT_FLOOR = 10000
-LEASE_NAME_PREFIX = "harness-port-"
 PORTSERVER_VAR = "PORTSERVER_ADDRESS"
 _PROBE_TIMEOUT = 0.5
-_USE_ABSTRACT = sys.platform.startswith("linux")
 # On Linux SO_REUSEADDR lets a bind() past connections in TIME_WAIT and
 # nothing else: a port with a listening or merely bound socket still gives
 # EADDRINUSE.  BSD and macOS also let a specific address share a port bound
@@ -182,6 +181,27 @@ def _bind_failure(exc: OSError, port: int) -> Probe:
     if exc.errno == errno.EADDRINUSE:
         return Probe.IN_USE
     return Probe.UNREACHABLE  # something odd about this port: a test server must not go there
+
+
+def _refusal(probe: Probe, port: int, host: str, family: int, sockaddr: SockAddr,
+             cause: Optional[OSError] = None) -> HarnessError:
+    """The error that says why ``port`` on ``host`` cannot be had (``probe`` is not FREE).
+
+    ``HarnessError`` for a host no port of which will do, else
+    ``PortUnavailable``, naming the holder of a port in use where it can be seen.
+    """
+    if probe is Probe.NO_ADDRESS:
+        return _unusable_host(host, family, sockaddr, cause)
+    if probe is Probe.PRIVILEGED:
+        return PortUnavailable(_privileged_message(port, host), port=port)
+    if probe is Probe.DENIED:
+        return PortUnavailable(_denied_message(port, host), port=port)
+    holder = procinfo.describe_port_holders(port)
+    if probe is Probe.UNREACHABLE and holder == "unknown holder":
+        return PortUnavailable(f"port {port} on {host} neither accepts nor refuses connections "
+                               f"(a firewall dropping them?); choose another port", port=port)
+    return PortUnavailable(f"port {port} on {host} is in use by {holder}",
+                           port=port, holders=[holder])
 
 
 def is_port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -310,125 +330,7 @@ def _candidate_tiers(port_range: PortRange, explicit: bool) -> List[List[int]]:
 
 
 # --------------------------------------------------------------------------
-# Leases
-
-
-def default_lease_dir() -> str:
-    """The lease directory used by file leases (``HARNESS_LEASE_DIR`` overrides).
-
-    One directory for the whole machine, because ports are shared by every
-    user; sticky like /tmp so nobody can remove another user's lock files.
-    """
-    configured = os.environ.get(_config.LEASE_DIR_VAR, "").strip()
-    return configured or os.path.join(tempfile.gettempdir(), "harness-leases")
-
-
-def _lease_dir_in_use(lease_dir: Optional[str] = None) -> Optional[str]:
-    """The directory of file leases, or ``None`` where abstract sockets are the leases."""
-    if lease_dir is None and (not _USE_ABSTRACT or os.environ.get(_config.LEASE_DIR_VAR)):
-        return default_lease_dir()
-    return lease_dir
-
-
-def _user(uid: int) -> str:
-    try:
-        import pwd  # not on Windows
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except (ImportError, KeyError):
-        return f"uid {uid}"
-
-
-def _kind(mode: int) -> str:
-    """What a directory entry is, in words for an error message."""
-    for test, name in ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
-        if test(mode):
-            return name
-    return "regular file" if stat.S_ISREG(mode) else "special file"
-
-
-# File leases among other users
-# -----------------------------
-# The lease directory is shared by every user of the machine, so it must be
-# a directory no one but root and its owner can replace, and one in which
-# nobody can delete someone else's lock file (a held lock file deleted and
-# created anew could be locked by a second process: two holders of one
-# port).  So: not a symlink, owned by root or by us, and sticky if anyone
-# else can write to it.  Lock files are created 0644 whatever the creator's
-# umask (every user must be able to open them to flock them), and opened
-# without following links and without blocking (a FIFO planted there would
-# block an open for reading forever); whatever is not a regular file, or
-# cannot be opened, is not a lease anyone can verify, so its port is never
-# handed out.
-#
-# The release protocol: a holder unlinks its lock file *while still holding
-# the lock*, then closes it; a taker that locked a file checks that the path
-# still names the inode it locked (else a releaser unlinked it in between,
-# and a third process may lock the new file at that path).  A holder cannot
-# unlink another user's file in a sticky directory: it just closes it.  The
-# file stays, unlocked, and is the port's lock file for everybody, exactly
-# as one left by a killed holder.
-
-_LOCK_FILE_MODE = 0o644
-_LOCK_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-                    | getattr(os, "O_CLOEXEC", 0))
-# How often a taker looks again when lock files are released and made anew
-# under its hands (each look is a few system calls; this bounds churn only).
-_LEASE_RACE_LOOKS = 5
-
-
-def _lease_dir_problem(path: str, info: os.stat_result) -> Optional[str]:
-    """Why ``path`` (``lstat`` gave ``info``) is not a safe lease directory, or ``None``."""
-    mode = stat.S_IMODE(info.st_mode)
-    facts = f"mode {mode:04o}, owner {_user(info.st_uid)}"
-    fix = f"set {_config.LEASE_DIR_VAR} to a directory root or you created"
-    if stat.S_ISLNK(info.st_mode):
-        try:
-            target = f" to {os.readlink(path)}"
-        except OSError:
-            target = ""
-        return (f"lease directory {path} is not a directory but a symlink{target} ({facts}): "
-                f"a planted link decides where lock files go; remove it, or {fix}")
-    if not stat.S_ISDIR(info.st_mode):
-        return (f"lease directory {path} is not a directory but a {_kind(info.st_mode)} "
-                f"({facts}); remove it, or {fix}")
-    if info.st_uid not in (0, os.geteuid()):
-        return (f"lease directory {path} ({facts}) belongs to neither root nor you: its owner "
-                f"could delete or replace lock files at will, so it is not trusted; {fix}")
-    if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
-        return (f"lease directory {path} ({facts}) can be written by other users but is not "
-                f"sticky: anyone could delete a held lock file and lease the same port again. "
-                f"Make it sticky (chmod +t {path}), or {fix}")
-    if not os.access(path, os.W_OK | os.X_OK):
-        return (f"cannot create lock files in lease directory {path} ({facts}): you "
-                f"({_user(os.geteuid())}) cannot write to it. Every user of harness on this "
-                f"machine shares it: make it writable by all and sticky (chmod 1777 {path}), "
-                f"or {fix}")
-    return None
-
-
-def _ensure_lease_dir(path: str) -> str:
-    """Create ``path`` (mode 1777) or accept it only if it is safe to use (see above)."""
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise HarnessError(
-            f"cannot create lease directory {path}: {exc.strerror}; set "
-            f"{_config.LEASE_DIR_VAR} to a directory every user of harness can write to "
-            f"(mode 1777, like /tmp)") from None
-    else:
-        os.chmod(path, 0o1777)  # after mkdir: the umask does not apply to chmod
-    try:
-        info = os.lstat(path)
-    except OSError as exc:
-        raise HarnessError(f"lease directory {path} cannot be examined: {exc.strerror}") from None
-    problem = _lease_dir_problem(path, info)
-    if problem is not None:
-        raise HarnessError(problem)
-    return path
+# This process's leases (the protocol itself: _os/leases.py)
 
 
 class PortLease:
@@ -437,10 +339,10 @@ class PortLease:
     Use as a context manager to release on exit.  Releasing twice is fine.
     """
 
-    def __init__(self, port: int, host: str, handle: "_LeaseHandle") -> None:
+    def __init__(self, port: int, host: str, handle: leases.Lease) -> None:
         self.port = port
         self.host = host
-        self._handle: Optional[_LeaseHandle] = handle
+        self._handle: Optional[leases.Lease] = handle
 
     @property
     def released(self) -> bool:
@@ -465,262 +367,6 @@ class PortLease:
     def __repr__(self) -> str:
         state = "released" if self.released else "held"
         return f"<PortLease {self.host}:{self.port} {state}>"
-
-
-class _LeaseHandle:
-    """The kernel object that is the lease: an abstract socket or a locked file."""
-
-    def __init__(self, sock: Optional[socket.socket] = None, fd: Optional[int] = None,
-                 path: Optional[str] = None) -> None:
-        self.sock, self.fd, self.path = sock, fd, path
-
-    def close(self, unlink: bool = True) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.fd is not None:
-            if unlink and self.path:
-                # Unlink while still holding the lock (the release protocol).
-                # Another user's file in a sticky directory cannot be
-                # unlinked (EPERM): it stays, as after a killed holder.
-                try:
-                    os.unlink(self.path)
-                except OSError:
-                    pass
-            os.close(self.fd)
-            self.fd = None
-
-
-class _NoLease:
-    """Why a port's lease was not taken: ``held`` by someone, or unverifiable (``why``)."""
-
-    def __init__(self, held: bool, why: str = "") -> None:
-        self.held, self.why = held, why
-
-
-_HELD = _NoLease(held=True)
-
-
-def _abstract_lease(port: int) -> Union[_LeaseHandle, _NoLease]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        sock.bind(f"\0{LEASE_NAME_PREFIX}{port}")
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            return _HELD
-        raise HarnessError(f"cannot take the lease on port {port} (abstract Unix socket "
-                           f"@{LEASE_NAME_PREFIX}{port}): {exc}") from None
-    return _LeaseHandle(sock=sock)
-
-
-def _planted(path: str, info: os.stat_result) -> str:
-    """What a non-regular entry at a lock file's path is, and what to do about it."""
-    target = ""
-    if stat.S_ISLNK(info.st_mode):
-        try:
-            target = f" to {os.readlink(path)}"
-        except OSError:
-            pass
-    return (f"a {_kind(info.st_mode)}{target} planted by {_user(info.st_uid)}, not a lock file "
-            f"harness made; remove it")
-
-
-def _unusable_lock_file(path: str, exc: OSError) -> str:
-    """Why the existing entry at ``path`` cannot be opened as a lock file."""
-    try:
-        info: Optional[os.stat_result] = os.lstat(path)
-    except OSError:
-        info = None
-    if info is not None and not stat.S_ISREG(info.st_mode):
-        return _planted(path, info)
-    if exc.errno in _PERMISSION_ERRNOS and info is not None:
-        return (f"not readable by you (mode {stat.S_IMODE(info.st_mode):04o}, owner "
-                f"{_user(info.st_uid)}): made under a restrictive umask by an older harness, "
-                f"or planted; its owner or root can remove it")
-    return f"unusable: it cannot be opened ({exc.strerror})"
-
-
-def lock_file_problem(path: str) -> Optional[str]:
-    """Why the entry at ``path`` cannot serve as a lock file (``None``: it can, or is gone).
-
-    Read as "lock file PATH is ...": "a FIFO planted by uid 1001 (bob), not a
-    lock file harness made; remove it".  Never blocks, never follows a link.
-    """
-    try:
-        fd = os.open(path, _LOCK_OPEN_FLAGS)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return _unusable_lock_file(path, exc)
-    try:
-        info = os.fstat(fd)
-    finally:
-        os.close(fd)
-    return None if stat.S_ISREG(info.st_mode) else _planted(path, info)
-
-
-def _open_lock_file(path: str) -> Union[int, _NoLease, None]:
-    """An fd of the regular file at ``path`` (made now if need be), a reason it is
-    unusable, or ``None`` if it vanished meanwhile (a release: look again)."""
-    try:
-        fd = os.open(path, _LOCK_OPEN_FLAGS | os.O_CREAT | os.O_EXCL, _LOCK_FILE_MODE)
-    except FileExistsError:
-        pass
-    except OSError as exc:  # not about this file: the directory (full, read-only, ...)
-        raise HarnessError(f"cannot create lock file {path}: {exc.strerror}; check the lease "
-                           f"directory, or set {_config.LEASE_DIR_VAR} to another") from None
-    else:
-        try:
-            os.fchmod(fd, _LOCK_FILE_MODE)  # the creator's umask applied to the create only
-        except OSError:
-            pass  # still ours and locked by us; others then skip the port, which is right
-        return fd
-    # It exists: open it without O_CREAT, so that fs.protected_regular and
-    # protected_fifos never refuse another user's file in a sticky directory.
-    try:
-        fd = os.open(path, _LOCK_OPEN_FLAGS)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return _NoLease(held=False, why=f"lock file {path} is {_unusable_lock_file(path, exc)}")
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        return _NoLease(held=False, why=f"lock file {path} is {_planted(path, info)}")
-    return fd
-
-
-def _still_at(path: str, fd: int) -> bool:
-    """Whether ``path`` still names the file open as ``fd``."""
-    try:
-        now, mine = os.stat(path, follow_symlinks=False), os.fstat(fd)
-    except OSError:
-        return False
-    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
-
-
-def _file_lease(port: int, directory: str) -> Union[_LeaseHandle, _NoLease]:
-    if fcntl is None:
-        raise HarnessError("file leases need fcntl.flock, which this platform lacks")
-    path = os.path.join(directory, f"port-{port}.lock")
-    for _ in range(_LEASE_RACE_LOOKS):
-        opened = _open_lock_file(path)
-        if opened is None:
-            continue
-        if isinstance(opened, _NoLease):
-            return opened
-        fd = opened
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return _HELD
-            return _NoLease(held=False, why=f"lock file {path} cannot be locked: {exc.strerror}")
-        # A releaser unlinks the file while it holds the lock.  If that happened
-        # between our open() and flock(), we locked an orphaned inode that a third
-        # process can no longer see: only a lock on the file still at `path` counts.
-        if _still_at(path, fd):
-            return _LeaseHandle(fd=fd, path=path)
-        os.close(fd)
-    return _HELD  # released and made anew under our hands each time: busy, skip it
-
-
-def _take_lease(port: int, directory: Optional[str]) -> Union[_LeaseHandle, _NoLease]:
-    """The lease on ``port``, or why not (another holder has it, or it cannot be verified)."""
-    if directory is None:
-        return _abstract_lease(port)
-    return _file_lease(port, directory)
-
-
-def _abstract_lease_inodes(port: int) -> Optional[Set[int]]:
-    """Socket inodes of harness's abstract lease on ``port`` (``None``: cannot be known)."""
-    text = _read_proc("/proc/net/unix")
-    if text is None:
-        return None
-    name = f"@{LEASE_NAME_PREFIX}{port}"
-    inodes = set()
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 8 and fields[7] == name:
-            inodes.add(int(fields[6]))
-    return inodes
-
-
-def _flock_holders(path: str) -> List[int]:
-    """Pids holding an flock on the file at ``path`` (Linux's /proc/locks), best effort."""
-    text = _read_proc("/proc/locks")
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return []
-    if not text:
-        return []
-    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    pids = []
-    for line in text.splitlines():
-        fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; "1: -> FLOCK ..." waits
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
-            try:
-                pids.append(int(fields[4]))
-            except ValueError:
-                continue
-    return pids
-
-
-def lease_holders(port: int, lease_dir: Optional[str] = None) -> List[int]:
-    """Pids holding harness's lease on ``port`` (Linux, best effort).
-
-    Abstract-socket leases are matched to the processes whose sockets this
-    user can see (not other users'); file leases (``lease_dir``, or the one
-    ``HARNESS_LEASE_DIR`` selects) through /proc/locks, which names every holder.
-    """
-    directory = _lease_dir_in_use(lease_dir)
-    if directory is not None:
-        return _flock_holders(os.path.join(directory, f"port-{port}.lock"))
-    inodes = _abstract_lease_inodes(port)
-    if not inodes:
-        return []
-    return [pid for pid in procinfo.all_pids()
-            if inodes.intersection(procinfo.socket_inodes(pid))]
-
-
-def lease_held(port: int, lease_dir: Optional[str] = None) -> Optional[bool]:
-    """Whether anyone holds harness's lease on ``port``, seen or not (``None``: unknown).
-
-    Unlike :func:`lease_holders` this sees other users' leases too: the
-    abstract name is listed for everybody, and a file lease is tried.
-    """
-    directory = _lease_dir_in_use(lease_dir)
-    if directory is None:
-        inodes = _abstract_lease_inodes(port)
-        return None if inodes is None else bool(inodes)
-    path = os.path.join(directory, f"port-{port}.lock")
-    if _read_proc("/proc/locks") is not None:  # Linux: look without touching the lock
-        return bool(_flock_holders(path))
-    if fcntl is None:
-        return None
-    # Elsewhere: try a shared lock.  (An exclusive one taken at this very
-    # moment by a process leasing the port fails; it then skips the port.)
-    try:
-        fd = os.open(path, _LOCK_OPEN_FLAGS)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            return True if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 # Every lease this process holds, by port: keeps the kernel objects alive
@@ -757,66 +403,6 @@ def _release_all() -> None:
     # lock files, so a normal exit leaves the lease directory as it was.
     for lease in list(_registry.values()):
         lease.release()
-
-
-# --------------------------------------------------------------------------
-# portpicker's port server
-
-
-def _ask_portserver(address: str) -> Optional[int]:
-    """A port from portpicker's port server at ``address``, or ``None``.
-
-    Protocol: send our pid and a newline; the answer is a port number and a
-    newline, or nothing when the server has none.  A leading '@' means the
-    abstract namespace.  The whole exchange ends within 1 s (times
-    ``HARNESS_TIMEOUT_FACTOR``) whatever the server does -- a server that
-    trickles its answer or never closes is given up on at the deadline --
-    and a failure is logged (logger ``harness``) with what was slow, before
-    harness falls back to its own leases.
-    """
-    if not hasattr(socket, "AF_UNIX"):
-        return None
-    import logging
-
-    from ._http_wire import DeadlineSocket, Limit
-
-    shown = address
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    limit = Limit(_config.scaled(1.0))
-    answer = b""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
-            raw.settimeout(limit.seconds)
-            raw.connect(address)
-            conn = DeadlineSocket(raw, limit, shown)
-            conn.sendall(f"{os.getpid()}\n".encode())
-            conn.arm(limit)  # count the answer's bytes only
-            while b"\n" not in answer and len(answer) < 64:
-                chunk = conn.recv(64 - len(answer))
-                if not chunk:
-                    break
-                answer += chunk
-    except OSError as exc:
-        # Once per address and kind of failure: a server that is down would
-        # otherwise be reported at every lease.
-        warned = _ask_portserver.__dict__.setdefault("warned", set())
-        kind = (shown, type(exc).__name__, getattr(exc, "too_slow", None))
-        if kind not in warned:
-            warned.add(kind)
-            logging.getLogger("harness").warning(
-                "port server at %s (PORTSERVER_ADDRESS) failed, using harness's own leases "
-                "instead: %s", shown, exc)
-        return None
-    try:
-        port = int(answer.split(b"\n")[0])
-    except ValueError:
-        if answer:
-            logging.getLogger("harness").warning(
-                "port server at %s (PORTSERVER_ADDRESS) answered %r, not a port number; "
-                "using harness's own leases", shown, answer)
-        return None
-    return port if 1 <= port <= 65535 else None
 
 
 # --------------------------------------------------------------------------
@@ -868,8 +454,8 @@ class PortAllocator:
         self.host = host
         if lease_dir is not None and (not isinstance(lease_dir, str) or not lease_dir):
             raise TypeError(f"lease_dir must be a non-empty str, got {lease_dir!r}")
-        lease_dir = _lease_dir_in_use(lease_dir)
-        self.lease_dir = None if lease_dir is None else _ensure_lease_dir(lease_dir)
+        lease_dir = leases.lease_dir_in_use(lease_dir)
+        self.lease_dir = None if lease_dir is None else leases.ensure_lease_dir(lease_dir)
         self._lock = threading.Lock()
         self._tiers = _candidate_tiers(self.port_range, self.explicit_range)
         self._order: List[int] = []
@@ -906,8 +492,8 @@ class PortAllocator:
         if port in _registry:  # ours already; the abstract socket would say so too
             skipped.add(_LEASED)
             return None
-        taken = _take_lease(port, self.lease_dir)
-        if isinstance(taken, _NoLease):
+        taken = leases.take(port, self.lease_dir)
+        if isinstance(taken, leases.NoLease):
             if taken.held:
                 skipped.add(_LEASED)
             else:
@@ -918,17 +504,17 @@ class PortAllocator:
         if probe is Probe.FREE:
             return _register(PortLease(port, self.host, taken))
         taken.close()
+        if probe in (Probe.IN_USE, Probe.UNREACHABLE):  # a scan names no holders: skip it
+            if time_wait is not None and _REUSE_ONLY_SKIPS_TIME_WAIT and probe is Probe.IN_USE \
+                    and _probe(self._family, address, allow_time_wait=True) is Probe.FREE:
+                time_wait.append(port)
+            else:
+                skipped.add(_IN_USE)
+            return None
+        refusal = _refusal(probe, port, self.host, self._family, self._sockaddr)
         if probe is Probe.NO_ADDRESS:
-            raise _unusable_host(self.host, self._family, self._sockaddr)
-        if probe is Probe.PRIVILEGED:
-            skipped.add(_PRIVILEGED, _privileged_message(port, self.host))
-        elif probe is Probe.DENIED:
-            skipped.add(_DENIED, _denied_message(port, self.host))
-        elif time_wait is not None and _REUSE_ONLY_SKIPS_TIME_WAIT and probe is Probe.IN_USE \
-                and _probe(self._family, address, allow_time_wait=True) is Probe.FREE:
-            time_wait.append(port)
-        else:
-            skipped.add(_IN_USE)
+            raise refusal
+        skipped.add(_PRIVILEGED if probe is Probe.PRIVILEGED else _DENIED, str(refusal))
         return None
 
     def acquire(self) -> PortLease:
@@ -947,7 +533,7 @@ class PortAllocator:
         skipped = _Skipped()
         address = os.environ.get(PORTSERVER_VAR)
         if address and not self.explicit_range:
-            port = _ask_portserver(address)
+            port = ask_portserver(address)
             if port is not None:
                 lease = self._try(port, _Skipped())
                 if lease is not None:
@@ -983,8 +569,8 @@ class PortAllocator:
         if port in _registry:
             raise PortUnavailable(f"port {port} is already leased by this process",
                                   port=port, holders=[f"pid {os.getpid()} (this process)"])
-        taken = _take_lease(port, self.lease_dir)
-        if isinstance(taken, _NoLease):
+        taken = leases.take(port, self.lease_dir)
+        if isinstance(taken, leases.NoLease):
             if not taken.held:
                 raise PortUnavailable(f"port {port} cannot be leased: {taken.why}", port=port)
             pids = lease_holders(port, self.lease_dir)
@@ -997,19 +583,7 @@ class PortAllocator:
         if probe is Probe.FREE:
             return _register(PortLease(port, self.host, taken))
         taken.close()
-        if probe is Probe.NO_ADDRESS:
-            raise _unusable_host(self.host, self._family, self._sockaddr)
-        if probe is Probe.PRIVILEGED:
-            raise PortUnavailable(_privileged_message(port, self.host), port=port)
-        if probe is Probe.DENIED:
-            raise PortUnavailable(_denied_message(port, self.host), port=port)
-        holder = procinfo.describe_port_holders(port)
-        if probe is Probe.UNREACHABLE and holder == "unknown holder":
-            raise PortUnavailable(
-                f"port {port} on {self.host} neither accepts nor refuses connections (a "
-                f"firewall dropping them?); choose another port", port=port)
-        raise PortUnavailable(f"port {port} on {self.host} is in use by {holder}",
-                              port=port, holders=[holder])
+        raise _refusal(probe, port, self.host, self._family, self._sockaddr)
 
 
 _allocators: Dict[Tuple[object, ...], PortAllocator] = {}
@@ -1103,16 +677,8 @@ def listening_socket(host: str = "127.0.0.1", port: int = 0, backlog: int = 128)
     except OSError as exc:
         sock.close()
         failure = _bind_failure(exc, port)
-        if failure is Probe.IN_USE:
-            holder = procinfo.describe_port_holders(port)
-            raise PortUnavailable(f"port {port} on {host} is in use by {holder}",
-                                  port=port, holders=[holder]) from None
-        if failure is Probe.NO_ADDRESS:
-            raise _unusable_host(host, family, sockaddr, exc) from None
-        if failure is Probe.PRIVILEGED:
-            raise PortUnavailable(_privileged_message(port, host), port=port) from None
-        if failure is Probe.DENIED:
-            raise PortUnavailable(_denied_message(port, host), port=port) from None
-        raise
+        if failure is Probe.UNREACHABLE:
+            raise  # an errno that says nothing about who has the port
+        raise _refusal(failure, port, host, family, sockaddr, exc) from None
     sock.set_inheritable(True)
     return sock

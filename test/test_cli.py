@@ -27,6 +27,7 @@ from _support import (
 
 from harness import _validate, _wait, ports
 from harness._os import procinfo as _procinfo
+from harness._os.users import describe_user
 from harness._server import marker as _marker
 
 HANG = 60
@@ -191,6 +192,7 @@ class WhoCommandTest(ChildProcessesMixin, unittest.TestCase):
             json_code, json_out, _ = harness("who", str(port), "--json")
         self.assertEqual(code, 1, err)
         self.assertIn(f"port {port} is held by:\n  pid {os.getpid()}  user ", out)
+        self.assertIn(f"  pid {os.getpid()}  user {describe_user(os.getuid())}  running ", out)
         self.assertRegex(out, r"running \d+(s|m\d\ds|h\d\dm|d\d\dh), listen\n")
         command = _procinfo.short_cmdline(_procinfo.cmdline(os.getpid()), 200)
         self.assertIn(f"    command: {command}", out)

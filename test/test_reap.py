@@ -25,11 +25,11 @@ from _other_user import IS_ROOT
 from _support import ROOT, ChildProcessesMixin, python_env
 
 from harness import _wait, is_port_free
-from harness._cli import reap as _reap
 from harness._os import kill as _kill
 from harness._os import procinfo as _procinfo
 from harness._os.identity import ProcessId, own_pid_namespace
 from harness._server import marker as _marker
+from harness._server import reaper as _reaper
 
 try:
     import fcntl
@@ -343,8 +343,8 @@ class ReapTest(ChildProcessesMixin, unittest.TestCase):
         # The removal itself, in this process: an unfiltered real reap would
         # also stop orphans that other tests running at the same time own.
         with mock.patch.object(tempfile, "tempdir", tmp):
-            found = _reap.find_temp_dirs()
-            _reap.remove_temp_dirs(found)
+            found = _reaper.find_temp_dirs()
+            _reaper.remove_temp_dirs(found)
         self.assertEqual(sorted(d.path for d in found), sorted([empty, missing, garbage]))
         self.assertEqual({d.to_json()["result"] for d in found}, {"removed"})
         for path in (empty, missing, garbage):

@@ -1,70 +1,36 @@
 """``python -m harness reap``: clean up after test runners that died without cleaning up.
 
-It touches only what harness marked, and only when the marker's owner (the
-test runner's :class:`~harness._os.identity.ProcessId`: pid, start time and
-PID namespace) is no longer alive:
-
-- processes whose environment has ``HARNESS_OWNER=<dead runner>`` are
-  stopped: SIGCONT and SIGTERM, a grace period, then SIGKILL, each signal
-  only after checking the pid still names the same process
-  (:func:`harness._os.kill.terminate_tree`);
-- ``harness-*`` directories in the temp dir, owned by the current user,
-  whose ``owner`` file names a dead runner are removed (symlinks are never
-  followed); so are those harness made whose ``owner`` file is missing,
-  empty or unreadable (a full disk, a runner killed while making one), once
-  they are older than ``OWNERLESS_GRACE``: until then one may still be in
-  the making;
-- lock files in the lease directory (file leases, used off Linux) that no
-  live process holds are removed, with the same lock protocol as a release.
-
-A process of another user, one without the marker, or one whose runner is
-alive is never touched.  Nor is anything whose runner is in another PID
-namespace (a container): its pid means nothing here, so whether it lives
-cannot be told from here; such things are listed as "left alone".  What
-reap does with each thing is an :class:`Outcome`, never message wording.
+What it stops and removes, and what it leaves alone, is decided by the
+engine in :mod:`harness._server.reaper`; this module is the command: its
+arguments, the order of the steps, and the report (text or JSON).  The exit
+code is 1 if anything could not be stopped or removed (in a dry run: if
+there is anything to do).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import enum
-import errno
 import json
 import logging
-import os
-import re
-import shutil
-import signal
-import stat
 import sys
-import tempfile
-import threading
-import time
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import List, Sequence
 
-from .. import _config, ports
-from .._os import kill, procinfo
-from .._os.identity import ProcessId, own_pid_namespace
-from .._server import marker
+from .. import _config
+from .._os import procinfo
+from .._server.reaper import (
+    Action,
+    Record,
+    find_orphans,
+    find_stale_leases,
+    find_temp_dirs,
+    remove_stale_leases,
+    remove_temp_dirs,
+    stop_orphans,
+)
 from .._validate import arg_type, check_positive_int, check_seconds, parse_number
-from .._wait import Deadline
 
 _log = logging.getLogger("harness.reap")
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 GRACE = 5.0  # seconds between SIGTERM and SIGKILL, times HARNESS_TIMEOUT_FACTOR
-# A harness-* dir without a usable owner file younger than this may still be
-# being made (mkdtemp, then the owner file): left alone until then.
-OWNERLESS_GRACE = 60.0
-# The names tempfile.mkdtemp(prefix="harness-") makes: only such a dir can
-# be one of harness's when its owner file does not say so.
-_MADE_BY_MKDTEMP = re.compile(r"^" + re.escape(marker.TEMP_PREFIX) + r"[a-z0-9_]{8}$")
-_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-               | getattr(os, "O_CLOEXEC", 0))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -81,380 +47,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------
-# Outcomes
-
-
-class Outcome(enum.Enum):
-    """What reap did (or, in a dry run, will do) with one thing it found."""
-
-    TO_DO = "to do"  # found; a dry run ends here
-    STOPPED = "stopped"
-    STILL_RUNNING = "still running after SIGKILL"
-    REMOVED = "removed"
-    NOT_REMOVED = "not removed"
-    GONE = "gone meanwhile"
-    HELD_AGAIN = "held again meanwhile: left alone"
-    LEFT_ALONE = "left alone"
-
-    @property
-    def failed(self) -> bool:
-        """Whether this outcome makes ``reap`` exit 1."""
-        return self in (Outcome.STILL_RUNNING, Outcome.NOT_REMOVED)
-
-
-class Runner(enum.Enum):
-    """What can be known here about the test runner a marker names."""
-
-    ALIVE = "alive"
-    GONE = "gone"
-    OTHER_NAMESPACE = "other namespace"  # its pid names nothing here: alive or not, unknown
-
-
-OTHER_NAMESPACE = "its test runner is in another PID namespace"
-
-
-def runner_state(owner: ProcessId) -> Runner:
-    """Whether the runner ``owner`` names lives; when unsure, alive (be safe)."""
-    here = own_pid_namespace()
-    if owner.pidns is not None and here is not None and owner.pidns != here:
-        return Runner.OTHER_NAMESPACE
-    if owner.start is not None and (procinfo.HAVE_PROC or procinfo.HAVE_PSUTIL):
-        return Runner.ALIVE if procinfo.is_alive(owner) else Runner.GONE
-    # Without a start time to compare, only "no such pid" is certain.
-    try:
-        os.kill(owner.pid, 0)
-    except ProcessLookupError:
-        return Runner.GONE
-    except OSError:
-        return Runner.ALIVE
-    return Runner.ALIVE
-
-
-@dataclasses.dataclass
-class _Record:
-    outcome: Outcome = dataclasses.field(default=Outcome.TO_DO, init=False)
-    detail: str = dataclasses.field(default="", init=False)
-
-    def settle(self, outcome: Outcome, detail: str = "") -> None:
-        self.outcome, self.detail = outcome, detail
-
-    @property
-    def result(self) -> str:
-        """The outcome in words, as JSON's ``result`` and the start of a report line."""
-        return self.outcome.value + (f": {self.detail}" if self.detail else "")
-
-    def _verb(self, dry_run: bool, would: str) -> str:
-        return would if self.outcome is Outcome.TO_DO and dry_run else self.result
-
-    def _json(self, data: Dict[str, object]) -> Dict[str, object]:
-        if self.outcome is not Outcome.TO_DO:
-            data["result"] = self.result
-        return data
-
-
-@dataclasses.dataclass
-class Orphan(_Record):
-    """A process harness started for a runner that is gone (or that cannot be judged)."""
-
-    process: ProcessId
-    owner: ProcessId
-    server_id: Optional[str]
-    command: str
-
-    def to_json(self) -> Dict[str, object]:
-        return self._json({"pid": self.process.pid, "token": str(self.process),
-                           "owner": str(self.owner), "server_id": self.server_id,
-                           "command": self.command})
-
-    def describe(self, dry_run: bool) -> str:
-        what = f"pid {self.process.pid} ({procinfo.short_cmdline(self.command)})"
-        if self.outcome is Outcome.LEFT_ALONE:
-            return (f"left alone: {what}, started by harness for test runner pid "
-                    f"{self.owner.pid}: {self.detail}; run reap in there (its container)")
-        return (f"{self._verb(dry_run, 'would stop')}: {what}, started by harness for test "
-                f"runner pid {self.owner.pid}, which is gone")
-
-
-@dataclasses.dataclass
-class TempDir(_Record):
-    """A ``harness-*`` directory of a dead runner, or of none that can be named."""
-
-    path: str
-    owner: Optional[ProcessId] = None  # None: its owner file is missing, empty or unreadable
-    problem: str = ""  # why there is no owner
-    age: float = 0.0  # seconds since it last changed
-
-    def to_json(self) -> Dict[str, object]:
-        data: Dict[str, object] = {"path": self.path,
-                                   "owner": None if self.owner is None else str(self.owner)}
-        if self.owner is None:
-            data["problem"] = self.problem
-        return self._json(data)
-
-    def describe(self, dry_run: bool) -> str:
-        if self.outcome is Outcome.LEFT_ALONE:
-            runner = "" if self.owner is None else f" (runner pid {self.owner.pid})"
-            return f"left alone: temp dir {self.path}{runner}: {self.detail}"
-        what = f"{self._verb(dry_run, 'would remove')}: temp dir {self.path}"
-        if self.owner is None:
-            return (f"{what} ({self.problem}; {int(self.age)}s old: its runner failed while "
-                    f"making it)")
-        return f"{what} (runner pid {self.owner.pid} is gone)"
-
-
-@dataclasses.dataclass
-class LeaseFile(_Record):
-    """A lock file in the lease directory that no live process holds (or one to leave alone)."""
-
-    path: str
-
-    def to_json(self) -> Dict[str, object]:
-        return self._json({"path": self.path})
-
-    def describe(self, dry_run: bool) -> str:
-        if self.outcome is Outcome.LEFT_ALONE:
-            return f"left alone: lease file {self.path}: {self.detail}"
-        return f"{self._verb(dry_run, 'would remove')}: lease file {self.path} (no live holder)"
-
-
-Record = Union[Orphan, TempDir, LeaseFile]
-
-
-# --------------------------------------------------------------------------
-# Processes
-
-
-def _protected() -> Set[int]:
-    """This process and its ancestors: never reaped, whatever their markers say."""
-    pids: Set[int] = set()
-    pid: Optional[int] = os.getpid()
-    while pid and pid not in pids:
-        pids.add(pid)
-        pid = procinfo.parent_pid(pid)
-    return pids
-
-
-def find_orphans(runner: Optional[int] = None) -> List[Orphan]:
-    """Processes of this user started by harness for a runner that is gone.
-
-    Those whose runner is in another PID namespace come back too, already
-    settled as :attr:`Outcome.LEFT_ALONE`.
-    """
-    found = []
-    protected = _protected()
-    uid = os.getuid()
-    for pid in procinfo.all_pids():
-        if pid in protected or procinfo.owner_uid(pid) != uid:
-            continue
-        env = procinfo.environ(pid)
-        owner = ProcessId.parse(env.get(marker.OWNER_ENV)) if env else None
-        if owner is None or (runner is not None and owner.pid != runner):
-            continue  # no marker (or not one harness writes), or another runner's
-        state = runner_state(owner)
-        if state is Runner.ALIVE:
-            continue
-        process = procinfo.identity(pid)
-        if process is None or not procinfo.is_alive(process):
-            continue  # gone meanwhile, or a zombie
-        orphan = Orphan(process=process, owner=owner, command=procinfo.cmdline(pid),
-                        server_id=env.get(marker.SERVER_ID_ENV) if env else None)
-        if state is Runner.OTHER_NAMESPACE:
-            orphan.settle(Outcome.LEFT_ALONE, OTHER_NAMESPACE)
-        found.append(orphan)
-    return found
-
-
-def stop_orphans(orphans: Sequence[Orphan], grace: float) -> None:
-    """Stop every orphan tree still to do at once (one grace period in all)."""
-    todo = [o for o in orphans if o.outcome is Outcome.TO_DO]
-    by_pid = {o.process.pid: o for o in todo}
-    roots = [o for o in todo if procinfo.parent_pid(o.process.pid) not in by_pid]
-    survivors: List[ProcessId] = []
-    lock = threading.Lock()
-
-    def stop(orphan: Orphan) -> None:
-        left = kill.terminate_tree(orphan.process.pid, orphan.process, grace=grace)
-        with lock:
-            survivors.extend(left)
-
-    threads = [threading.Thread(target=stop, args=(root,)) for root in roots]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    # Anything not below a root (it should not happen) is ended on its own.
-    left = kill.alive(o.process for o in todo if o.process not in survivors)
-    for process in left:
-        kill.signal_process(process, signal.SIGKILL)
-    survivors.extend(kill.wait_gone(left, Deadline(max(1.0, grace))))
-    for orphan in todo:
-        alive = orphan.process in survivors and procinfo.is_alive(orphan.process)
-        orphan.settle(Outcome.STILL_RUNNING if alive else Outcome.STOPPED)
-
-
-# --------------------------------------------------------------------------
-# Temp dirs
-
-
-def _read_owner(path: str) -> Tuple[Optional[ProcessId], str]:
-    """The owner recorded in ``path``, or ``None`` and why there is none."""
-    try:
-        fd = os.open(os.path.join(path, marker.OWNER_FILE), _OPEN_FLAGS)
-    except FileNotFoundError:
-        return None, "it has no owner file"
-    except OSError as exc:
-        return None, f"its owner file cannot be read ({exc.strerror})"
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None, "its owner file is not a regular file"
-        text = f.read(200).decode(errors="replace").strip()
-    if not text:
-        return None, "its owner file is empty"
-    owner = ProcessId.parse(text)
-    return (owner, "") if owner is not None else (None, "its owner file names no process")
-
-
-def find_temp_dirs(runner: Optional[int] = None) -> List[TempDir]:
-    """``harness-*`` dirs of this user in the temp dir whose owner is dead (or unknown).
-
-    A dir without a usable owner file is included only if harness made it
-    (mkdtemp's name), it is older than ``OWNERLESS_GRACE``, and no
-    ``runner`` was asked for (it belongs to none that can be named).
-    """
-    found = []
-    base = tempfile.gettempdir()
-    uid = os.getuid()
-    try:
-        entries = sorted(os.listdir(base))
-    except OSError:
-        return []
-    lease_dir = os.path.abspath(ports.default_lease_dir())
-    now = time.time()
-    for name in entries:
-        path = os.path.join(base, name)
-        if not name.startswith(marker.TEMP_PREFIX) or os.path.abspath(path) == lease_dir:
-            continue
-        try:
-            info = os.lstat(path)
-        except OSError:
-            continue
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
-            continue  # a symlink, a file, or someone else's
-        owner, problem = _read_owner(path)
-        if owner is None:
-            age = now - info.st_mtime
-            if runner is None and _MADE_BY_MKDTEMP.match(name) and age >= OWNERLESS_GRACE:
-                found.append(TempDir(path=path, problem=problem, age=age))
-            continue
-        if runner is not None and owner.pid != runner:
-            continue
-        state = runner_state(owner)
-        if state is Runner.ALIVE:
-            continue
-        entry = TempDir(path=path, owner=owner)
-        if state is Runner.OTHER_NAMESPACE:
-            entry.settle(Outcome.LEFT_ALONE, OTHER_NAMESPACE)
-        found.append(entry)
-    return found
-
-
-def _rmtree(path: str) -> List[str]:
-    """Remove ``path``; the errors met (never raised), at most three."""
-    errors: List[str] = []
-    if sys.version_info >= (3, 12):  # onerror is deprecated from 3.12
-        shutil.rmtree(path, onexc=lambda f, p, e: errors.append(f"{p}: {e}"))
-    else:
-        shutil.rmtree(path, onerror=lambda f, p, e: errors.append(f"{p}: {e[1]}"))
-    return errors[:3]
-
-
-def remove_temp_dirs(dirs: Sequence[TempDir]) -> None:
-    for entry in dirs:
-        if entry.outcome is not Outcome.TO_DO:
-            continue
-        errors = _rmtree(entry.path)
-        if errors:
-            entry.settle(Outcome.NOT_REMOVED, "; ".join(errors))
-        else:
-            entry.settle(Outcome.REMOVED)
-
-
-# --------------------------------------------------------------------------
-# Lease files
-
-
-def find_stale_leases() -> List[LeaseFile]:
-    """Lock files in the lease directory that nobody holds (their holder died).
-
-    Only this user's: another user's cannot be unlinked in a sticky
-    directory.  An entry that is no lock file at all (a FIFO, a symlink,
-    an unreadable file) is listed as left alone, with what it is.
-    """
-    directory = ports.default_lease_dir()
-    if fcntl is None:
-        return []
-    try:
-        info = os.lstat(directory)
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return []
-    if not stat.S_ISDIR(info.st_mode):
-        return []
-    found = []
-    for name in names:
-        if not (name.startswith("port-") and name.endswith(".lock")):
-            continue
-        path = os.path.join(directory, name)
-        problem = ports.lock_file_problem(path)
-        if problem is not None:
-            entry = LeaseFile(path=path)
-            entry.settle(Outcome.LEFT_ALONE, problem)
-            found.append(entry)
-            continue
-        try:
-            fd = os.open(path, _OPEN_FLAGS)
-        except OSError:
-            continue
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # held by a live process
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            found.append(LeaseFile(path=path))
-        finally:
-            os.close(fd)
-    return found
-
-
-def remove_stale_leases(leases: Sequence[LeaseFile]) -> None:
-    """Unlink while holding the lock, and only the file still at the path (as a release does)."""
-    for entry in leases:
-        if entry.outcome is not Outcome.TO_DO:
-            continue
-        entry.settle(Outcome.HELD_AGAIN)
-        try:
-            fd = os.open(entry.path, _OPEN_FLAGS)
-        except OSError:
-            entry.settle(Outcome.GONE)
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            now, mine = os.stat(entry.path, follow_symlinks=False), os.fstat(fd)
-            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
-                os.unlink(entry.path)
-                entry.settle(Outcome.REMOVED)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                entry.settle(Outcome.NOT_REMOVED, str(exc))
-        finally:
-            os.close(fd)
-
-
-# --------------------------------------------------------------------------
 # The command
 
 
@@ -465,31 +57,31 @@ def run(args: argparse.Namespace) -> int:
               "stale lease files are still removed", file=sys.stderr)
     orphans = find_orphans(args.runner)
     dirs = find_temp_dirs(args.runner)
-    leases = find_stale_leases()
-    records: List[Record] = [*orphans, *dirs, *leases]
-    to_do = any(r.outcome is Outcome.TO_DO for r in records)
+    lease_files = find_stale_leases()
+    records: List[Record] = [*orphans, *dirs, *lease_files]
+    to_do = any(r.action is Action.TO_DO for r in records)
     if not args.dry_run:
         stop_orphans(orphans, _config.scaled(args.grace))
         remove_temp_dirs(dirs)
-        remove_stale_leases(leases)
+        remove_stale_leases(lease_files)
         for record in records:  # also for a log collector (logging.getLogger("harness"))
-            if record.outcome is not Outcome.LEFT_ALONE:
+            if record.action is not Action.LEFT_ALONE:
                 _log.info("reap: %s", record.describe(False))
     if args.json:
         print(json.dumps({"dry_run": args.dry_run,
                           "processes": [o.to_json() for o in orphans],
                           "temp_dirs": [d.to_json() for d in dirs],
-                          "lease_files": [lease.to_json() for lease in leases]}, indent=2))
+                          "lease_files": [lease.to_json() for lease in lease_files]}, indent=2))
     else:
         print("\n".join(_report(records, args.dry_run)))
     if args.dry_run:
         return 1 if to_do else 0
-    return 1 if any(r.outcome.failed for r in records) else 0
+    return 1 if any(r.action.failed for r in records) else 0
 
 
 def _report(records: Sequence[Record], dry_run: bool) -> List[str]:
     lines = [record.describe(dry_run) for record in records]
-    if not any(r.outcome is not Outcome.LEFT_ALONE for r in records):
+    if not any(r.action is not Action.LEFT_ALONE for r in records):
         lines.insert(0, "nothing to reap: no harness server, temp dir or lease file of a dead "
                         "test runner")
     return lines

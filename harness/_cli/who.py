@@ -29,9 +29,12 @@ from typing import Dict, List, Optional
 from .. import ports
 from .._os import procinfo, sockets
 from .._os.identity import ProcessId
+from .._os.leases import held as lease_held
+from .._os.leases import holders as lease_holders
+from .._os.users import describe_user, user_name
 from .._server import marker
+from .._server.reaper import Runner, runner_state
 from .._validate import arg_type, check_port
-from .reap import Runner, runner_state
 
 _LINUX = sys.platform.startswith("linux")
 
@@ -40,16 +43,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("port", metavar="PORT", type=arg_type(check_port, "PORT"),
                         help="the TCP port to look at")
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
-
-
-def _user(uid: Optional[int]) -> Optional[str]:
-    if uid is None:
-        return None
-    try:
-        import pwd  # not on Windows
-        return pwd.getpwuid(uid).pw_name
-    except (ImportError, KeyError):
-        return str(uid)
 
 
 def _age(seconds: Optional[float]) -> str:
@@ -71,7 +64,7 @@ class ProcessFacts:
     """What a person wants to know about a process holding a port (or its lease)."""
 
     pid: int
-    user: Optional[str]
+    uid: Optional[int]  # None: not visible to this user
     command: str
     running_seconds: Optional[float]
     marked: Optional[bool]  # started by harness? None: its environment is not readable
@@ -80,6 +73,11 @@ class ProcessFacts:
     runner: Optional[Runner] = None
     server_id: Optional[str] = None
     state: Optional[str] = None  # "LISTEN", ... for a socket holder
+
+    @property
+    def user(self) -> Optional[str]:
+        """The account name (the uid as text when it has none), as JSON's ``user``."""
+        return None if self.uid is None else user_name(self.uid) or str(self.uid)
 
     def to_json(self) -> Dict[str, object]:
         data: Dict[str, object] = {"pid": self.pid, "user": self.user, "command": self.command,
@@ -119,7 +117,7 @@ def describe_process(pid: int, state: Optional[str] = None) -> ProcessFacts:
     started = procinfo.start_time(pid)
     env = procinfo.environ(pid)
     facts = ProcessFacts(
-        pid=pid, user=_user(procinfo.owner_uid(pid)), command=procinfo.cmdline(pid),
+        pid=pid, uid=procinfo.owner_uid(pid), command=procinfo.cmdline(pid),
         running_seconds=None if started is None else round(time.time() - started, 1),
         marked=None if env is None else marker.OWNER_ENV in env, state=state)
     if env is not None and facts.marked:
@@ -149,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
     visible = procinfo.HAVE_PROC or procinfo.HAVE_PSUTIL
     processes = [describe_process(h.pid, h.status) for h in procinfo.port_holders(port)
                  if h.pid != os.getpid()]
-    leases = [describe_process(pid) for pid in ports.lease_holders(port) if pid != os.getpid()]
-    lease_hidden = bool(ports.lease_held(port)) and not leases
+    leases = [describe_process(pid) for pid in lease_holders(port) if pid != os.getpid()]
+    lease_hidden = bool(lease_held(port)) and not leases
     probes = [ports.probe_port(port, host) for host in _hosts()]
     in_use = any(p in (ports.Probe.IN_USE, ports.Probe.UNREACHABLE) for p in probes)
     privileged = ports.Probe.PRIVILEGED in probes
@@ -248,7 +246,8 @@ def _process_lines(facts: List[ProcessFacts]) -> List[str]:
     lines = []
     for info in facts:
         state = f", {info.state.lower()}" if info.state else ""
-        lines.append(f"  pid {info.pid}  user {info.user or '?'}  running "
+        user = "?" if info.uid is None else describe_user(info.uid)
+        lines.append(f"  pid {info.pid}  user {user}  running "
                      f"{_age(info.running_seconds)}{state}")
         lines.append(f"    command: {procinfo.short_cmdline(info.command, 200)}")
         lines.append(f"    {info.harness_line()}")
