@@ -49,6 +49,7 @@ from typing import (
 )
 from urllib.parse import urlencode, urlsplit
 
+from . import _validate
 from .errors import ResponseInvalid
 
 #: Methods that may be sent twice without changing the outcome (RFC 9110, 9.2.2).
@@ -135,11 +136,7 @@ def describe_status(expected: ExpectStatus) -> str:
 
 
 def check_max_body(value: object, name: str = "max_body") -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int number of bytes, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1 byte, got {value}")
-    return value
+    return _validate.whole(value, name, why="byte")
 
 
 def size_text(n: int) -> str:

@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional
 
+from . import _validate
 from ._config import scaled
 from ._http_wire import (
     DEFAULT_MAX_BODY,
@@ -46,7 +47,6 @@ from ._http_wire import (
     ssl_context,
     status_matches,
 )
-from ._validate import check_positive_int, check_timeout
 from ._wait import Deadline
 
 __all__ = ["load", "LoadResult"]
@@ -308,11 +308,11 @@ def load(url: str, *, requests: int = 500, concurrency: int = 16, method: str = 
     unix_socket = check_unix_socket(unix_socket)
     if unix_socket is None:
         _check_loopback(target)
-    requests = check_positive_int(requests, "requests")
-    concurrency = check_positive_int(concurrency, "concurrency")
+    requests = _validate.whole(requests, "requests")
+    concurrency = _validate.whole(concurrency, "concurrency")
     method = check_method(method)
-    per_request = scaled(check_timeout(timeout, "timeout"))  # type: ignore[arg-type]
-    total = scaled(check_timeout(deadline, "deadline", allow_none=True) or _DEFAULT_DEADLINE)
+    per_request = scaled(_validate.seconds(timeout, "timeout"))
+    total = scaled(_validate.optional_seconds(deadline, "deadline") or _DEFAULT_DEADLINE)
     payload, header_map = encode_body(body, json, headers)
     expect_status = check_expect_status(expect_status)
     tls = ssl_context(verify)

@@ -1,7 +1,9 @@
-"""Argument checks shared by the public functions and the command line.
+"""Argument validation shared by the public functions and the command line.
 
-Each ``check_*`` raises ``TypeError`` or ``ValueError`` naming the argument,
-so a mistake is reported before anything is started.  The command line uses
+One dialect: each function is named for what it returns, "a valid X"
+(``port``, ``port_range``, ``seconds``, ``whole``, ``flag``, ``pattern``),
+and raises ``TypeError`` or ``ValueError`` naming the argument, so a
+mistake is reported before anything is started.  The command line uses
 the same checks through one adapter, :func:`arg_type`, which first parses
 the text (``parse_*``) and turns either kind of error into the
 ``argparse.ArgumentTypeError`` argparse reports as a usage error.
@@ -18,8 +20,8 @@ PortRange = Tuple[int, int]
 T = TypeVar("T")
 
 
-def check_port(value: object, name: str = "port", *, allow_zero: bool = False) -> int:
-    """A TCP port number: an int in 1..65535 (0 too when ``allow_zero``)."""
+def port(value: object, name: str = "port", *, allow_zero: bool = False) -> int:
+    """A valid TCP port number: an int in 1..65535 (0 too when ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     low = 0 if allow_zero else 1
@@ -28,8 +30,8 @@ def check_port(value: object, name: str = "port", *, allow_zero: bool = False) -
     return value
 
 
-def check_port_range(value: object, name: str = "port_range") -> PortRange:
-    """An inclusive ``(low, high)`` pair of ports, or a ``range`` object."""
+def port_range(value: object, name: str = "port_range") -> PortRange:
+    """A valid inclusive ``(low, high)`` pair of ports, or a ``range`` object."""
     if isinstance(value, range):
         if value.step != 1:
             raise ValueError(f"{name} must be a contiguous range (step 1), got {value!r}")
@@ -41,59 +43,59 @@ def check_port_range(value: object, name: str = "port_range") -> PortRange:
     else:
         raise TypeError(
             f"{name} must be a (low, high) pair of ints or a range, got {value!r}")
-    low = check_port(pair[0], f"{name}[0]")
-    high = check_port(pair[1], f"{name}[1]")
+    low = port(pair[0], f"{name}[0]")
+    high = port(pair[1], f"{name}[1]")
     if low > high:
         raise ValueError(f"{name} is empty or reversed: ({low}, {high}); low must be <= high")
     return low, high
 
 
-def check_timeout(value: object, name: str, *, allow_none: bool = False) -> Optional[float]:
-    """A positive, finite number of seconds (or ``None`` when allowed)."""
-    if value is None and allow_none:
-        return None
+def seconds(value: object, name: str, *, allow_zero: bool = False) -> float:
+    """A valid number of seconds: finite and > 0 (or >= 0 when ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    seconds = float(value)
-    if not (seconds > 0 and math.isfinite(seconds)):
+    checked = float(value)
+    if allow_zero:
+        if not (math.isfinite(checked) and checked >= 0):
+            raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    elif not (math.isfinite(checked) and checked > 0):
         raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return seconds
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """An int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def seconds(value: object, name: str) -> float:
-    """A positive, finite number of seconds."""
-    checked = check_timeout(value, name)
-    assert checked is not None
     return checked
 
 
-def check_bool(value: object, name: str) -> bool:
+def optional_seconds(value: object, name: str) -> Optional[float]:
+    """``None``, or a valid number of seconds (> 0)."""
+    return None if value is None else seconds(value, name)
+
+
+def whole(value: object, name: str, *, at_least: int = 1, why: str = "") -> int:
+    """A valid whole number: an int (not a bool) >= ``at_least`` (``why``: said after it)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < at_least:
+        raise ValueError(f"{name} must be >= {at_least}{' ' + why if why else ''}, got {value}")
+    return value
+
+
+def amount(value: object, name: str, unit: str) -> float:
+    """A valid amount of ``unit`` (bytes per round, ...): a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of {unit}, got {value!r}")
+    checked = float(value)
+    if not (checked > 0 and math.isfinite(checked)):
+        raise ValueError(f"{name} must be a positive number of {unit}, got {value!r}")
+    return checked
+
+
+def flag(value: object, name: str) -> bool:
     """``True`` or ``False`` (not a truthy value: ``"no"`` is a mistake, not a yes)."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
 
 
-def check_offset(value: object, name: str) -> int:
-    """A byte offset: an int >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int byte offset, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
 def pattern(value: object, name: str = "pattern") -> "Pattern[str]":
-    """A regex: a str (compiled here) or a compiled str pattern."""
+    """A valid regex: a str (compiled here) or a compiled str pattern."""
     if isinstance(value, str):
         try:
             return re.compile(value)
@@ -102,17 +104,6 @@ def pattern(value: object, name: str = "pattern") -> "Pattern[str]":
     if isinstance(value, re.Pattern) and isinstance(value.pattern, str):
         return value
     raise TypeError(f"{name} must be a str regex or a compiled str pattern, got {value!r}")
-
-
-def check_seconds(value: object, name: str, *, allow_zero: bool = False) -> float:
-    """A finite number of seconds, > 0 (or >= 0 when ``allow_zero``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
-    return seconds
 
 
 # --------------------------------------------------------------------------

@@ -237,11 +237,9 @@ class HttpCheck(Check):
                              f"(percent-encode them), got {path!r}")
         self.status: StatusSpec = check_expect_status(status, "status")
         _jsonspec.check_spec(json, "json")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.timeout = _validate.seconds(timeout, "timeout")
         self.path = path
         self.json = json
-        self.timeout = float(timeout)
 
     def __repr__(self) -> str:
         status = self.status

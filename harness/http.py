@@ -16,15 +16,13 @@ import dataclasses
 import email.utils
 import http.client
 import json as _json
-import math
-import numbers
 import random
 import re
 import ssl
 import time
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Protocol, Tuple, Union
 
-from . import _jsonspec
+from . import _jsonspec, _validate
 from ._config import scaled
 from ._http_wire import (
     DEFAULT_MAX_BODY,
@@ -50,7 +48,6 @@ from ._http_wire import (
     status_set,
 )
 from ._load import LoadResult, load
-from ._validate import check_timeout
 from ._wait import Deadline, pause
 from .errors import RequestFailed, ResponseInvalid
 
@@ -65,15 +62,6 @@ ExpectJson = Union[Mapping[str, Any], Callable[[Any], Any], None]
 
 # --------------------------------------------------------------------------
 # Retry policy
-
-
-def _check_delay(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    seconds = float(value)
-    if not (seconds >= 0 and math.isfinite(seconds)):
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    return seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,17 +91,13 @@ class RetryPolicy:
     methods: FrozenSet[str] = IDEMPOTENT_METHODS
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise TypeError(f"attempts must be an int, got {self.attempts!r}")
-        if self.attempts < 1:
-            raise ValueError(f"attempts must be >= 1 (1 means no retry), got {self.attempts}")
-        backoff = _check_delay(self.backoff, "backoff")
-        max_backoff = _check_delay(self.max_backoff, "max_backoff")
+        _validate.whole(self.attempts, "attempts", why="(1 means no retry)")
+        backoff = _validate.seconds(self.backoff, "backoff", allow_zero=True)
+        max_backoff = _validate.seconds(self.max_backoff, "max_backoff", allow_zero=True)
         if max_backoff < backoff:
             raise ValueError(
                 f"max_backoff ({max_backoff}) must be >= backoff ({backoff})")
-        if not isinstance(self.jitter, bool):
-            raise TypeError(f"jitter must be True or False, got {self.jitter!r}")
+        _validate.flag(self.jitter, "jitter")
         statuses = status_set(self.retry_on_status, "retry_on_status")
         if isinstance(self.methods, str) or not is_collection(self.methods):
             raise TypeError(
@@ -392,9 +376,8 @@ class _RequestSpec:
         if diagnostics is not None and not callable(diagnostics):
             raise TypeError(f"diagnostics must be a callable returning str, got {diagnostics!r}")
         payload, header_map = encode_body(body, json, headers)
-        total = check_timeout(deadline, "deadline", allow_none=True)
-        per_attempt = check_timeout(timeout, "timeout")
-        assert per_attempt is not None  # (allow_none is not given)
+        total = _validate.optional_seconds(deadline, "deadline")
+        per_attempt = _validate.seconds(timeout, "timeout")
         return cls(method=check_method(method), target=Target(url, params), payload=payload,
                    headers=header_map, per_attempt=scaled(per_attempt),
                    total=scaled(total) if total is not None else None,

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import os
 import statistics
 import sys
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
+from . import _validate
 from ._manual import see
 from ._os import procinfo
 from ._os.procinfo import HAVE_PROC, HAVE_PSUTIL, psutil
@@ -57,11 +57,7 @@ _SETTLE_SECONDS = 0.25
 
 
 def _check_pid(pid: object) -> int:
-    if isinstance(pid, bool) or not isinstance(pid, int):
-        raise TypeError(f"pid must be an int, got {pid!r}")
-    if pid <= 0:
-        raise ValueError(f"pid must be > 0, got {pid}")
-    return pid
+    return _validate.whole(pid, "pid")
 
 
 def _gone(pid: int) -> ProcessLookupError:
@@ -312,19 +308,9 @@ def measure_leak(server: Union[Any, int], workload: Callable[[], Any], rounds: i
     pid = _server_pid(server)
     if not callable(workload):
         raise TypeError(f"workload must be a callable run once per round, got {workload!r}")
-    if isinstance(rounds, bool) or not isinstance(rounds, int):
-        raise TypeError(f"rounds must be an int, got {rounds!r}")
-    if rounds < 3:
-        raise ValueError(f"rounds must be >= 3 to fit a line and judge its noise, got {rounds}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int):
-        raise TypeError(f"warmup must be an int, got {warmup!r}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold must be a number of bytes per round, got {threshold!r}")
-    if not (threshold > 0 and math.isfinite(threshold)):
-        raise ValueError(f"threshold must be a positive number of bytes per round, "
-                         f"got {threshold!r}")
+    _validate.whole(rounds, "rounds", at_least=3, why="to fit a line and judge its noise")
+    _validate.whole(warmup, "warmup", at_least=0)
+    _validate.amount(threshold, "threshold", "bytes per round")
     if metric not in ("auto", "uss", "rss"):
         raise ValueError(f"metric must be 'auto', 'uss' or 'rss', got {metric!r}")
     if metric == "auto":

@@ -36,7 +36,7 @@ import sys
 import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import _config
+from . import _config, _validate
 from ._os import leases, procinfo
 from ._os.leases import (  # noqa: F401  (names once defined here stay importable from here)
     LEASE_NAME_PREFIX,
@@ -46,7 +46,7 @@ from ._os.leases import (  # noqa: F401  (names once defined here stay importabl
 from ._os.leases import held as lease_held  # noqa: F401  (as above)
 from ._os.leases import holders as lease_holders
 from ._portserver import ask_portserver
-from ._validate import PortRange, check_port, check_port_range
+from ._validate import PortRange
 from .errors import HarnessError, PortUnavailable
 
 __all__ = [
@@ -219,7 +219,7 @@ def is_port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def probe_port(port: int, host: str = "127.0.0.1", allow_time_wait: bool = False) -> Probe:
     """What :func:`is_port_free`'s test finds, named (see :class:`Probe`)."""
-    check_port(port)
+    _validate.port(port)
     family, sockaddr = _resolve(host)
     return _probe(family, _sockaddr(sockaddr, port), allow_time_wait)
 
@@ -448,7 +448,7 @@ class PortAllocator:
     def __init__(self, port_range: Optional[Sequence[int]] = None, host: str = "127.0.0.1",
                  lease_dir: Optional[str] = None) -> None:
         self.explicit_range = port_range is not None
-        self.port_range = (check_port_range(port_range) if port_range is not None
+        self.port_range = (_validate.port_range(port_range) if port_range is not None
                            else default_port_range())
         self._family, self._sockaddr = _resolve(host)
         self.host = host
@@ -565,7 +565,7 @@ class PortAllocator:
         Also when its lease cannot be verified (its lock file is not one
         harness made), or it needs privileges this process lacks.
         """
-        check_port(port)
+        _validate.port(port)
         if port in _registry:
             raise PortUnavailable(f"port {port} is already leased by this process",
                                   port=port, holders=[f"pid {os.getpid()} (this process)"])
@@ -590,7 +590,7 @@ _allocators: Dict[Tuple[object, ...], PortAllocator] = {}
 
 
 def _allocator(host: str, port_range: Optional[Sequence[int]]) -> PortAllocator:
-    key = (host, None if port_range is None else tuple(check_port_range(port_range)),
+    key = (host, None if port_range is None else tuple(_validate.port_range(port_range)),
            os.environ.get(_config.LEASE_DIR_VAR))
     with _registry_lock:
         allocator = _allocators.get(key)
@@ -608,7 +608,7 @@ def find_free_port(host: str = "127.0.0.1", port_range: Optional[Sequence[int]] 
 
 def release_port(port: int) -> None:
     """Release this process's lease on ``port`` (a no-op if it holds none)."""
-    check_port(port)
+    _validate.port(port)
     with _registry_lock:
         lease = _registry.get(port)
     if lease is not None:
@@ -659,7 +659,7 @@ def listening_socket(host: str = "127.0.0.1", port: int = 0, backlog: int = 128)
     ``PortUnavailable`` if the port is taken or needs privileges;
     ``HarnessError`` if this machine cannot listen on ``host`` at all.
     """
-    check_port(port, allow_zero=True)
+    _validate.port(port, allow_zero=True)
     if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
         raise ValueError(f"backlog must be an int >= 1, got {backlog!r}")
     family, sockaddr = _resolve(host)

@@ -283,7 +283,7 @@ class ServerProcess:
         After :meth:`stop` the log file is gone; the last MiB of it is kept
         in memory.
         """
-        return self._log.text(_validate.check_offset(since, "since"))
+        return self._log.text(_validate.whole(since, "since", at_least=0))
 
     def log_mark(self) -> int:
         """Where the output ends now: pass it to ``output(since=...)`` later to read only
@@ -306,7 +306,7 @@ class ServerProcess:
         at the deadline, :class:`~harness.HarnessError` if the server exits
         first (both with the output that was read).
         """
-        if _validate.check_bool(literal, "literal"):
+        if _validate.flag(literal, "literal"):
             if not isinstance(pattern, str):
                 raise TypeError(f"with literal=True, pattern must be a str, got {pattern!r}")
             pattern = re.escape(pattern)

@@ -42,12 +42,11 @@ from typing import (
     cast,
 )
 
-from . import _runner
+from . import _runner, _validate
 from ._http_wire import check_expect_status
 from ._jsonspec import check_spec
 from ._manual import see
 from ._server import marker, safety_net
-from ._validate import check_port_range
 from .errors import ResponseInvalid, ServerStartError
 from .http import Response, check_response
 from .memory import LeakReport, measure_leak
@@ -270,7 +269,7 @@ class ServerTestMixin(_TestCaseBase):
         arguments = _runner.merge_arguments(defaults, app_code, kwargs, default_name)
         if cls.port_range is not None and arguments.get("port") is None \
                 and arguments.get("port_range") is None:
-            arguments["port_range"] = check_port_range(cls.port_range,
+            arguments["port_range"] = _validate.port_range(cls.port_range,
                                                        f"{cls.__name__}.port_range")
         return arguments
 
@@ -389,7 +388,7 @@ class ServerTestMixin(_TestCaseBase):
         works (the server takes the lease over).
         """
         cls = type(self)
-        port_range = None if cls.port_range is None else check_port_range(
+        port_range = None if cls.port_range is None else _validate.port_range(
             cls.port_range, f"{cls.__name__}.port_range")
         lease = PortAllocator(port_range).acquire()
         self._harness_state().leases[lease.port] = lease

@@ -102,7 +102,7 @@ class ArgTypeTest(unittest.TestCase):
     """One argparse adapter for every validator: the message names what is wrong."""
 
     def test_parses_validates_and_reports_like_argparse_expects(self) -> None:
-        port = _validate.arg_type(_validate.check_port, "PORT")
+        port = _validate.arg_type(_validate.port, "PORT")
         self.assertEqual(port("8080"), 8080)
         for text, message in (("http", "must be a whole number, got 'http'"),
                               ("0", "must be in 1..65535, got 0"), ("", "whole number")):
@@ -110,12 +110,12 @@ class ArgTypeTest(unittest.TestCase):
                 with self.assertRaises(argparse.ArgumentTypeError) as caught:
                     port(text)
                 self.assertIn(message, str(caught.exception))
-        seconds = _validate.arg_type(_validate.check_seconds, "--grace",
+        seconds = _validate.arg_type(_validate.seconds, "--grace",
                                      parse=_validate.parse_number, allow_zero=True)
         self.assertEqual(seconds("0"), 0.0)
         with self.assertRaises(argparse.ArgumentTypeError):
             seconds("inf")
-        port_range = _validate.arg_type(_validate.check_port_range, "--range",
+        port_range = _validate.arg_type(_validate.port_range, "--range",
                                         parse=_validate.parse_port_range)
         self.assertEqual(port_range("9000-9100"), (9000, 9100))
         self.assertEqual(port_range("9000"), (9000, 9000))

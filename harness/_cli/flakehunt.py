@@ -29,10 +29,10 @@ import threading
 import time
 from typing import IO, Any, Dict, List, Optional, Tuple
 
-from .. import _config, _wait
+from .. import _config, _validate, _wait
 from .._os import kill
 from .._server import marker, protocol, supervisor
-from .._validate import arg_type, check_positive_int, check_timeout, parse_number
+from .._validate import arg_type, parse_number
 
 RUN_ENV = "HARNESS_FLAKEHUNT_RUN"
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -489,13 +489,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "test_method); several run together in each run; none: the whole "
                              "suite, discovered in --start-dir as by 'python -m unittest "
                              "discover'")
-    parser.add_argument("-n", "--runs", type=arg_type(check_positive_int, "--runs"), default=200,
+    parser.add_argument("-n", "--runs", type=arg_type(_validate.whole, "--runs"), default=200,
                         help="how many runs (default 200)")
-    parser.add_argument("-j", "--jobs", type=arg_type(check_positive_int, "--jobs"), default=2,
+    parser.add_argument("-j", "--jobs", type=arg_type(_validate.whole, "--jobs"), default=2,
                         help="runs in parallel (default 2)")
     parser.add_argument("--until-fail", action="store_true",
                         help="stop at the first failure (runs in flight are not counted)")
-    parser.add_argument("--timeout", type=arg_type(check_timeout, "--timeout", parse=parse_number),
+    parser.add_argument("--timeout",
+                        type=arg_type(_validate.seconds, "--timeout", parse=parse_number),
                         default=60.0, metavar="S",
                         help="seconds before a run counts as hung: its stacks are dumped, "
                              "its process group is killed, and it counts as a failure of kind "

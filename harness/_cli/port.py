@@ -10,14 +10,14 @@ import argparse
 import json
 import sys
 
-from .. import ports
-from .._validate import arg_type, check_port_range, parse_port_range
+from .. import _validate, ports
+from .._validate import arg_type, parse_port_range
 from ..errors import HarnessError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--range", dest="port_range", metavar="LOW-HIGH",
-                        type=arg_type(check_port_range, "--range", parse=parse_port_range),
+                        type=arg_type(_validate.port_range, "--range", parse=parse_port_range),
                         help="choose from this inclusive range (default: outside the "
                              "kernel's ephemeral range)")
     parser.add_argument("--host", default="127.0.0.1",

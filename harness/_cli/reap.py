@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import List, Sequence
 
-from .. import _config
+from .. import _config, _validate
 from .._os import procinfo
 from .._server.reaper import (
     Action,
@@ -26,7 +26,7 @@ from .._server.reaper import (
     remove_temp_dirs,
     stop_orphans,
 )
-from .._validate import arg_type, check_positive_int, check_seconds, parse_number
+from .._validate import arg_type, parse_number
 
 _log = logging.getLogger("harness.reap")
 
@@ -37,11 +37,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="only list what would be stopped and removed")
     parser.add_argument("--grace", default=GRACE, metavar="S",
-                        type=arg_type(check_seconds, "--grace", parse=parse_number,
+                        type=arg_type(_validate.seconds, "--grace", parse=parse_number,
                                       allow_zero=True),
                         help=f"seconds a server gets to exit after SIGTERM before SIGKILL "
                              f"(default {GRACE:g}, times HARNESS_TIMEOUT_FACTOR)")
-    parser.add_argument("--runner", type=arg_type(check_positive_int, "--runner"), metavar="PID",
+    parser.add_argument("--runner", type=arg_type(_validate.whole, "--runner"), metavar="PID",
                         help="only what the dead test runner with this pid left behind")
     parser.add_argument("--json", action="store_true", help="print what was done as JSON")
 

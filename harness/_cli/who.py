@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from .. import ports
+from .. import _validate, ports
 from .._os import procinfo, sockets
 from .._os.identity import ProcessId
 from .._os.leases import held as lease_held
@@ -34,13 +34,13 @@ from .._os.leases import holders as lease_holders
 from .._os.users import describe_user, user_name
 from .._server import marker
 from .._server.reaper import Runner, runner_state
-from .._validate import arg_type, check_port
+from .._validate import arg_type
 
 _LINUX = sys.platform.startswith("linux")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("port", metavar="PORT", type=arg_type(check_port, "PORT"),
+    parser.add_argument("port", metavar="PORT", type=arg_type(_validate.port, "PORT"),
                         help="the TCP port to look at")
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
 

@@ -32,6 +32,7 @@ import time
 from typing import Callable, Iterable, List, NamedTuple, Optional, Set
 
 from .._os import proc, procinfo, sockets
+from .._os.users import describe_user
 from ..checks import Outcome
 
 
@@ -51,14 +52,6 @@ def tree_inodes(pids: Iterable[int]) -> Set[int]:
     return inodes
 
 
-def _user(uid: int) -> str:
-    try:
-        import pwd
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except (ImportError, KeyError):
-        return f"uid {uid}"
-
-
 def describe_foreign(listener: sockets.Listener) -> str:
     """Who holds ``listener``: a pid and command line where visible, the user always."""
     holders = procinfo.holders_of([listener.inode])
@@ -66,9 +59,9 @@ def describe_foreign(listener: sockets.Listener) -> str:
     if holders:
         who = "; ".join(f"pid {pid} ({procinfo.short_cmdline(procinfo.cmdline(pid), 80)})"
                         for pid in holders[:3])
-        return f"{who}, user {_user(listener.uid)}, listening on {where}:{listener.port}"
+        return f"{who}, user {describe_user(listener.uid)}, listening on {where}:{listener.port}"
     mine = listener.uid == os.geteuid()
-    return (f"a process of user {_user(listener.uid)} listening on {where}:{listener.port}"
+    return (f"a process of user {describe_user(listener.uid)} listening on {where}:{listener.port}"
             + ("" if mine else " (its pid is not visible to this user)"))
 
 

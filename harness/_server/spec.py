@@ -73,7 +73,7 @@ class ServerSpec:
         program = _checked_program(arguments)
         kind = program["kind"]
         for flag in ("handoff", "https"):
-            _validate.check_bool(arguments[flag], flag)
+            _validate.flag(arguments[flag], flag)
         address = _checked_address(arguments, program["argv"])
         check = as_check(arguments["health"])
         if arguments["listens"] is False and check.uses_port:
@@ -96,7 +96,7 @@ class ServerSpec:
             **program, **address, handoff=arguments["handoff"],
             env=_checked_env(arguments["env"]), cwd=_checked_cwd(arguments["cwd"]),
             check=check,
-            ready_successes=_validate.check_positive_int(successes, "ready_successes"),
+            ready_successes=_validate.whole(successes, "ready_successes"),
             start_timeout=_validate.seconds(arguments["start_timeout"], "start_timeout"),
             stop_timeout=_validate.seconds(arguments["stop_timeout"], "stop_timeout"),
             name=name or default_name, https=arguments["https"],
@@ -135,7 +135,7 @@ def _checked_address(arguments: Mapping[str, Any],
     """Where it listens: host, port or port_range, unix_socket, listens."""
     listens, port, port_range = arguments["listens"], arguments["port"], arguments["port_range"]
     if listens is not None:
-        _validate.check_bool(listens, "listens")
+        _validate.flag(listens, "listens")
     unix_socket = arguments["unix_socket"]
     socket_path = _checked_socket_path(unix_socket)
     unix_socket = unix_socket is not False
@@ -146,10 +146,10 @@ def _checked_address(arguments: Mapping[str, Any],
         _check_without_port(port, port_range, arguments["handoff"], unix_socket, argv)
     host = _checked_host(arguments["host"])
     if port is not None:
-        _validate.check_port(port)
+        _validate.port(port)
         if port_range is not None:
             raise ValueError("give port or port_range, not both")
-    range_pair = _validate.check_port_range(port_range) if port_range is not None else None
+    range_pair = _validate.port_range(port_range) if port_range is not None else None
     return {"host": host, "port": port, "port_range": range_pair, "unix_socket": unix_socket,
             "socket_path": socket_path, "listens": listens}
 
