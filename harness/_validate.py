@@ -94,11 +94,11 @@ def flag(value: object, name: str) -> bool:
     return value
 
 
-def pattern(value: object, name: str = "pattern") -> "Pattern[str]":
-    """A valid regex: a str (compiled here) or a compiled str pattern."""
+def pattern(value: object, name: str = "pattern", *, flags: int = 0) -> "Pattern[str]":
+    """A valid regex: a str (compiled here, with ``flags``) or a compiled str pattern."""
     if isinstance(value, str):
         try:
-            return re.compile(value)
+            return re.compile(value, flags)
         except re.error as exc:
             raise ValueError(f"{name} is not a valid regex: {value!r} ({exc})") from None
     if isinstance(value, re.Pattern) and isinstance(value.pattern, str):

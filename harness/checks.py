@@ -291,23 +291,21 @@ def json_mismatch(body: bytes, spec: JsonSpec) -> str:
 
 
 class LogCheck(Check):
-    """Ready when ``pattern`` (a regex) appears in a complete line of the server's output.
+    """Ready when ``pattern`` appears in a complete line of the server's output.
 
-    The log is read incrementally, so a chatty server costs no more per
-    probe than what it wrote since the last one.  Once seen, it stays seen
-    (until the server is launched again).
+    ``pattern`` is a regex (compiled with ``flags``), or with ``literal=True``
+    plain text found as it is.  The log is read incrementally, so a chatty
+    server costs no more per probe than what it wrote since the last one.
+    Once seen, it stays seen (until the server is launched again).
     """
 
-    def __init__(self, pattern: Union[str, Pattern[str]], flags: int = 0) -> None:
-        if isinstance(pattern, str):
-            try:
-                self.pattern = re.compile(pattern, flags)
-            except re.error as exc:
-                raise ValueError(f"pattern is not a valid regex: {pattern!r} ({exc})") from None
-        elif isinstance(pattern, type(re.compile(""))) and isinstance(pattern.pattern, str):
-            self.pattern = pattern
-        else:
-            raise TypeError(f"pattern must be a str regex or compiled str pattern, got {pattern!r}")
+    def __init__(self, pattern: Union[str, Pattern[str]], flags: int = 0, *,
+                 literal: bool = False) -> None:
+        if _validate.flag(literal, "literal"):
+            if not isinstance(pattern, str):
+                raise TypeError(f"with literal=True, pattern must be a str, got {pattern!r}")
+            pattern = re.escape(pattern)
+        self.pattern = _validate.pattern(pattern, flags=flags)
         # log path -> (launch id, offset read so far, unmatched tail, matched)
         self._state: Dict[str, Tuple[object, int, str, bool]] = {}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -236,6 +237,16 @@ class LogCheckTest(unittest.TestCase):
         self.assertFalse(check.probe(server, 1).ok)
         self.append("80\n")
         self.assertTrue(check.probe(server, 1).ok)
+
+    def test_literal_text_is_not_a_regex(self) -> None:
+        check = LogCheck("Running on http://127.0.0.1:8000/ (Press CTRL+C)", literal=True)
+        server = FakeServer(log_path=self.path)
+        self.append("Running on http://127.0.0.1:8000/ Press CTRL C\n")  # what the regex matches
+        self.assertFalse(check.probe(server, 1).ok)
+        self.append(" * Running on http://127.0.0.1:8000/ (Press CTRL+C)\n")
+        self.assertTrue(check.probe(server, 1).ok)
+        with self.assertRaisesRegex(TypeError, "literal=True"):
+            LogCheck(re.compile("x"), literal=True)
 
     def test_new_launch_starts_over(self) -> None:
         check = LogCheck("ready")
