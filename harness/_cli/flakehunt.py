@@ -32,6 +32,7 @@ from typing import IO, Any, Dict, List, Optional, Tuple
 from .. import _config, _validate, _wait
 from .._os import kill
 from .._server import marker, protocol, supervisor
+from .._server.diagnostics import signal_name
 from .._validate import arg_type, parse_number
 
 RUN_ENV = "HARNESS_FLAKEHUNT_RUN"
@@ -131,6 +132,12 @@ class RunOutcome(str, enum.Enum):
     INTERRUPTED = "interrupted"  # stopped by Ctrl-C or --until-fail: not counted
 
 
+class Killed(str, enum.Enum):
+    """Why flakehunt itself ended a run before it finished."""
+    TIMEOUT = "timeout"          # no result within --timeout: a failure (its stacks shown)
+    INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or --until-fail: not counted
+
+
 class RunResult:
     """What one run did: its :class:`RunOutcome`, failure kind, output and time."""
 
@@ -141,11 +148,11 @@ class RunResult:
 
 
 def classify(index: int, returncode: int, output: str, seconds: float,
-             killed: Optional[str], timeout: float) -> RunResult:
+             killed: Optional[Killed], timeout: float) -> RunResult:
     """Turn a finished run into a :class:`RunResult`."""
-    if killed == "interrupted":
+    if killed is Killed.INTERRUPTED:
         return RunResult(index, RunOutcome.INTERRUPTED, None, output, seconds, returncode)
-    if killed == "timeout":
+    if killed is Killed.TIMEOUT:
         return RunResult(index, RunOutcome.FAIL, f"timeout: no result within {timeout:g}s",
                          output, seconds, returncode)
     if "unittest.loader._FailedTest" in output:
@@ -158,11 +165,7 @@ def classify(index: int, returncode: int, output: str, seconds: float,
     kind = failure_kind(output)
     if kind is None:
         if returncode < 0:
-            try:
-                name = signal.Signals(-returncode).name
-            except ValueError:
-                name = f"signal {-returncode}"
-            kind = f"crashed: killed by {name}"
+            kind = f"crashed: killed by {signal_name(-returncode)}"
         else:
             last = [line for line in output.splitlines() if line.strip()][-1:]
             kind = f"exit code {returncode}" + (f": {normalise(last[0])}" if last else "")
@@ -186,8 +189,8 @@ class _GuardedRun:
                  out_path: str) -> None:
         self.index = index
         self.out_path = out_path
-        self.killed: Optional[str] = None
-        self._stop_asked: Optional[str] = None
+        self.killed: Optional[Killed] = None
+        self._stop_asked: Optional[Killed] = None
         self.started = time.monotonic()
         env = dict(env, **{marker.OWNER_ENV: marker.owner_token()})
         fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
@@ -203,7 +206,7 @@ class _GuardedRun:
             raise OSError(str(exc)) from None
         self.identity = self.link.identity
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: Killed) -> None:
         """Ask for the run to be stopped (timeout or Ctrl-C); :meth:`wait` does it."""
         self._stop_asked = self._stop_asked or reason
 
@@ -254,7 +257,7 @@ class _GuardedRun:
                 self._dump_and_stop(dump=False)
                 break
             if deadline.expired:
-                self.killed = "timeout"
+                self.killed = Killed.TIMEOUT
                 seconds = time.monotonic() - self.started
                 self._dump_and_stop(dump=True)
                 break
@@ -339,8 +342,8 @@ class Hunt:
                 self.stop_reason = self.stop_reason or reason
             active = list(self._active.values())
         for run in active:
-            run.killed = run.killed or "interrupted"
-            run.stop("interrupted")  # each run's worker thread stops it (close() joins them)
+            run.killed = run.killed or Killed.INTERRUPTED
+            run.stop(Killed.INTERRUPTED)  # each run's worker thread stops it (close() joins them)
 
     def wait_for_change(self, seen: int, timeout: float) -> int:
         """Block until more results than ``seen`` exist, or ``timeout``; return the count."""
@@ -625,43 +628,7 @@ def run(args: argparse.Namespace) -> int:
         where = "" if args.start_dir == "." or not args.test_ids else f" from {hunt.start_dir}"
         print(f"flakehunt: running {label}{where} {args.runs} times, "
               f"{args.jobs} at a time", file=progress.stream, flush=True)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    previous_int = signal.getsignal(signal.SIGINT)
-    interrupted: Optional[int] = None
-    load_error: Optional[RunResult] = None
-    try:
-        try:
-            hunt.start()
-            seen = 0
-            while not hunt.finished:
-                seen = hunt.wait_for_change(seen, 0.5 if progress.live else 5.0)
-                results = list(hunt.results)
-                progress.update(results, time.monotonic() - hunt.started)
-                bad = [r for r in results
-                       if r.outcome in (RunOutcome.LOAD_ERROR, RunOutcome.NO_TESTS)]
-                if bad and not any(r.outcome is RunOutcome.PASS for r in results):
-                    load_error = bad[0]
-                    hunt.stop("the tests could not be loaded")
-                elif args.until_fail and any(
-                        r.outcome not in (RunOutcome.PASS, RunOutcome.INTERRUPTED)
-                        for r in results):
-                    hunt.stop("--until-fail: first failure seen")
-            # The last runs may finish together, after the last update above.
-            progress.update(list(hunt.results), time.monotonic() - hunt.started)
-        except KeyboardInterrupt:
-            interrupted = EXIT_INTERRUPTED
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
-            hunt.stop("interrupted (Ctrl-C)")
-        except _Terminated:
-            interrupted = 128 + signal.SIGTERM
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            hunt.stop("terminated (SIGTERM)")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
-        hunt.stop(None)  # a normal end: nothing is running any more
-        hunt.close()
-        progress.clear()
+    interrupted, load_error = _hunt(hunt, progress, args.until_fail)
     if load_error is not None:
         reason = ("names no test" if load_error.outcome is RunOutcome.NO_TESTS
                   else f"could not be loaded: {load_error.kind}")
@@ -685,3 +652,47 @@ def run(args: argparse.Namespace) -> int:
     if interrupted is not None:
         return interrupted
     return EXIT_FAILED if summary.failures else EXIT_OK
+
+
+def _hunt(hunt: Hunt, progress: Progress,
+          until_fail: bool) -> Tuple[Optional[int], Optional[RunResult]]:
+    """Run the hunt to its end (or Ctrl-C, SIGTERM, --until-fail, tests that do not load):
+    the exit code of an interruption, and the run that could not load the tests."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_int = signal.getsignal(signal.SIGINT)
+    interrupted: Optional[int] = None
+    load_error: Optional[RunResult] = None
+    try:
+        try:
+            hunt.start()
+            seen = 0
+            while not hunt.finished:
+                seen = hunt.wait_for_change(seen, 0.5 if progress.live else 5.0)
+                results = list(hunt.results)
+                progress.update(results, time.monotonic() - hunt.started)
+                bad = [r for r in results
+                       if r.outcome in (RunOutcome.LOAD_ERROR, RunOutcome.NO_TESTS)]
+                if bad and not any(r.outcome is RunOutcome.PASS for r in results):
+                    load_error = bad[0]
+                    hunt.stop("the tests could not be loaded")
+                elif until_fail and any(
+                        r.outcome not in (RunOutcome.PASS, RunOutcome.INTERRUPTED)
+                        for r in results):
+                    hunt.stop("--until-fail: first failure seen")
+            # The last runs may finish together, after the last update above.
+            progress.update(list(hunt.results), time.monotonic() - hunt.started)
+        except KeyboardInterrupt:
+            interrupted = EXIT_INTERRUPTED
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+            hunt.stop("interrupted (Ctrl-C)")
+        except _Terminated:
+            interrupted = 128 + signal.SIGTERM
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            hunt.stop("terminated (SIGTERM)")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+        hunt.stop(None)  # a normal end: nothing is running any more
+        hunt.close()
+        progress.clear()
+    return interrupted, load_error

@@ -19,16 +19,20 @@ from ..checks import WaitEnd
 from ..errors import ServerNotReady, ServerStartError
 
 
+def signal_name(number: int) -> str:
+    """``SIGKILL`` for 9; ``signal 99`` for a number no signal has."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def describe_exit(returncode: Optional[int]) -> str:
     """An exit status in words: "exited with code 1", "was killed by SIGKILL"."""
     if returncode is None:
         return "is still running"
     if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"was killed by {name}"
+        return f"was killed by {signal_name(-returncode)}"
     return f"exited with code {returncode}"
 
 
