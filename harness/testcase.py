@@ -195,7 +195,8 @@ class ServerTestMixin(_TestCaseBase):
         if "__init_subclass__" not in vars(unittest.TestCase):
             setattr(cls, "_class_cleanups", [])  # noqa: B010 (unittest's private list)
 
-    # ------------------------------------------------------------ running
+    # ----------------------------------------------------------------------
+    # Running
 
     def run(self, result: Optional[unittest.TestResult] = None) -> Optional[unittest.TestResult]:
         """unittest's ``run``, with the servers' log tails added to a failure's report."""
@@ -235,7 +236,8 @@ class ServerTestMixin(_TestCaseBase):
             state = self._harness = _TestState(baseline=_live_servers())
         return state
 
-    # ------------------------------------------------------------ servers
+    # ----------------------------------------------------------------------
+    # Servers
 
     @classmethod
     def class_server_options(cls) -> Mapping[str, Any]:
@@ -379,7 +381,8 @@ class ServerTestMixin(_TestCaseBase):
         return (f"{_runner.REPORT_TITLE} of {self.id()} (last {lines} lines each):\n"
                 + "\n".join(blocks))
 
-    # -------------------------------------------------------- ports, files
+    # ----------------------------------------------------------------------
+    # Ports, files
 
     def get_next_port(self) -> int:
         """A free port from ``port_range``, leased to this test until it ends.
@@ -424,7 +427,8 @@ class ServerTestMixin(_TestCaseBase):
             f.write(data)
         return path
 
-    # ---------------------------------------------------------- assertions
+    # ----------------------------------------------------------------------
+    # Assertions
 
     def assertResponse(self, response: Response, status: object = 200, json: object = None,
                        msg: Optional[str] = None) -> Response:

@@ -77,7 +77,8 @@ def wilson_interval(failures: int, runs: int, z: float = Z_95) -> Tuple[float, f
     return low, high
 
 
-# ---------------------------------------------------------------- failure kinds
+# --------------------------------------------------------------------------
+# Failure kinds
 
 _HEADER = re.compile(r"^(FAIL|ERROR|UNEXPECTED SUCCESS): (.*)$", re.M)
 _SEPARATOR = "=" * 70
@@ -172,7 +173,8 @@ def classify(index: int, returncode: int, output: str, seconds: float,
     return RunResult(index, RunOutcome.FAIL, kind, output, seconds, returncode)
 
 
-# ---------------------------------------------------------------- one run
+# --------------------------------------------------------------------------
+# One run
 
 
 class _GuardedRun:
@@ -266,7 +268,8 @@ class _GuardedRun:
         return (status if status is not None else -signal.SIGKILL), seconds
 
 
-# ---------------------------------------------------------------- the hunt
+# --------------------------------------------------------------------------
+# The hunt
 
 
 class Hunt:
@@ -368,7 +371,8 @@ class Hunt:
         supervisor.register_dir(self._tmp, add=False)
 
 
-# ---------------------------------------------------------------- reporting
+# --------------------------------------------------------------------------
+# Reporting
 
 
 def counted(results: List[RunResult]) -> List[RunResult]:
@@ -511,7 +515,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="print the summary as JSON (progress goes to stderr)")
 
 
-# ---------------------------------------------------------------- pytest node ids
+# --------------------------------------------------------------------------
+# Pytest node ids
 #
 # A pytest node id of a unittest test names the same test as a unittest id:
 # the file's path relative to --start-dir is the module, and each "::" a

@@ -141,7 +141,8 @@ class Service(ServerProcess):
         self._service_lock = threading.RLock()
         self._dirs: List[str] = []           # private dirs made for this start
 
-    # ------------------------------------------------------------ the hooks
+    # ----------------------------------------------------------------------
+    # The hooks
 
     def locate(self) -> Dict[str, str]:
         """Each of :attr:`binaries` -> its path; a missing one is left out."""
@@ -194,7 +195,8 @@ class Service(ServerProcess):
     def stopping(self) -> None:
         """Before the process is stopped (background work ends here)."""
 
-    # ------------------------------------------------------------- helpers
+    # ----------------------------------------------------------------------
+    # Helpers
 
     def binary(self, name: str) -> str:
         """The path of the program ``name`` (one of :attr:`binaries`), as :meth:`locate`
@@ -257,7 +259,8 @@ class Service(ServerProcess):
         _cache.chown_tree(path, self.spec.uid, self.spec.gid)
         return path
 
-    # --------------------------------------------------------------- start
+    # ----------------------------------------------------------------------
+    # Start
 
     def start(self) -> "Service":
         __tracebackhide__ = True
@@ -357,7 +360,8 @@ class Service(ServerProcess):
             entry.unlock(lock)
         entry.refill(self.spares, self.spec.uid, self.spec.gid)
 
-    # ---------------------------------------------------------------- stop
+    # ----------------------------------------------------------------------
+    # Stop
 
     def stop(self) -> Optional[int]:
         """Stop the service and remove its private dir (data, sockets); idempotent."""

@@ -74,7 +74,8 @@ class Entry:
     def exists(self) -> bool:
         return os.path.isdir(self.ready)
 
-    # ------------------------------------------------------------- locking
+    # ----------------------------------------------------------------------
+    # Locking
 
     def try_lock(self) -> Optional[int]:
         """The builder's lock, if free now (a descriptor to :meth:`unlock`), else ``None``."""
@@ -104,7 +105,8 @@ class Entry:
     def unlock(fd: int) -> None:
         os.close(fd)  # the kernel drops the flock with the last descriptor
 
-    # -------------------------------------------------------------- filling
+    # ----------------------------------------------------------------------
+    # Filling
 
     def install(self, built: str) -> None:
         """Move a complete build into place (the caller holds the lock)."""
@@ -123,7 +125,8 @@ class Entry:
             shutil.rmtree(staging, ignore_errors=True)
             supervisor.register_dir(staging, add=False)
 
-    # --------------------------------------------------------------- copies
+    # ----------------------------------------------------------------------
+    # Copies
 
     def take_copy(self, dest: str) -> bool:
         """Put a pristine copy of ``ready`` at ``dest``; True if a spare was taken

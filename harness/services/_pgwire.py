@@ -62,7 +62,8 @@ class Connection:
         self._buffer = b""
         self.parameters: Dict[str, str] = {}
 
-    # ------------------------------------------------------------ framing
+    # ----------------------------------------------------------------------
+    # Framing
 
     def _recv_exact(self, size: int) -> bytes:
         while len(self._buffer) < size:
@@ -89,7 +90,8 @@ class Connection:
         self._sock.settimeout(max(self._deadline.remaining(), 0.001))
         self._sock.sendall(kind + struct.pack("!I", len(body) + 4) + body)
 
-    # ------------------------------------------------------------ session
+    # ----------------------------------------------------------------------
+    # Session
 
     def startup(self, user: str, database: str, password: Optional[str]) -> None:
         """Start the session and authenticate; returns at ReadyForQuery."""

@@ -321,7 +321,8 @@ class Postgres(Service):
         self._databases: List[Database] = []
         self._probed: Optional[_pgwire.Connection] = None
 
-    # ------------------------------------------------------------ where, what
+    # ----------------------------------------------------------------------
+    # Where, what
 
     def locate(self) -> Dict[str, str]:
         for directory in _candidate_dirs():
@@ -397,7 +398,8 @@ class Postgres(Service):
             argv += ["-c", f"{key}={value}"]
         return argv
 
-    # ------------------------------------------------------------- talking
+    # ----------------------------------------------------------------------
+    # Talking
 
     @property
     def socket_dir(self) -> Optional[str]:
@@ -456,7 +458,8 @@ class Postgres(Service):
         """``postgresql://postgres:SECRET@HOST:PORT/postgres`` (the secret is this server's)."""
         return self.url_for("postgres")
 
-    # ------------------------------------------------------------ lifecycle
+    # ----------------------------------------------------------------------
+    # Lifecycle
 
     def started(self) -> None:
         connection, self._probed = self._probed, None
