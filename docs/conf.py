@@ -62,7 +62,7 @@ nitpick_ignore = [
     # result type, a lease's handle, the shapes of expect_status= and
     # expect_json=, which the docstrings describe.)
     ("py:class", "harness.checks.Ready"),
-    ("py:class", "harness.ports._LeaseHandle"),
+    ("py:class", "harness._os.leases.Lease"),
     ("py:class", "ExpectStatus"),
     ("py:class", "ExpectJson"),
 ]

@@ -31,7 +31,7 @@ from .ports import (
 from .process import ServerProcess, start_server
 from .testcase import ServerTestCase, ServerTestMixin
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"
 
 __all__ = [
     # errors
