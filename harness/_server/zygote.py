@@ -51,7 +51,7 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any, Dict, List, Optional, Set, cast
+from typing import Any, Dict, List, Optional, Set, Tuple, cast
 
 from .._os import kill, proc
 from .._os.identity import ProcessId
@@ -316,21 +316,36 @@ def _run_in_process(request: protocol.Spawn, env: Dict[str, str], errpipe: int) 
     _finish(code)
 
 
+_installed: Optional[Tuple[str, ...]] = None
+
+
+def installed_roots() -> Tuple[str, ...]:
+    """The directories of installed and standard-library modules (as found and as real
+    paths).  Computed once in the zygote, before it forks, so a server's exit pays no
+    import of ``sysconfig`` and no path resolution."""
+    global _installed
+    if _installed is None:
+        import sysconfig
+        paths = sysconfig.get_paths()
+        found = [paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")
+                 if paths.get(name)]
+        _installed = tuple({os.path.join(form, "") for path in found
+                            for form in (os.path.abspath(path), os.path.realpath(path))})
+    return _installed
+
+
 def _report_imports(before: Set[str], path: str) -> None:
     """Write down the installed and standard-library modules imported since ``before``
     (never the project's own: they may read the server's environment at import)."""
     try:
-        import sysconfig
-        paths = sysconfig.get_paths()
-        roots = tuple(os.path.realpath(paths[name]) + os.sep for name in
-                      ("stdlib", "platstdlib", "purelib", "platlib") if paths.get(name))
+        roots = installed_roots()
         names = []
         for name in sorted(set(sys.modules) - before):
             module = sys.modules.get(name)
             where = getattr(module, "__file__", None)
             if name.startswith("__") or not isinstance(where, str):
                 continue
-            if os.path.realpath(where).startswith(roots):
+            if where.startswith(roots):
                 names.append(name)
         with open(path, "w") as f:
             f.write("\n".join(names))
@@ -652,6 +667,8 @@ class Zygote:
         return protocol.import_reply(refused)
 
     def _spawn(self, request: protocol.Spawn, fds: List[int]) -> None:
+        if request["learn"]:
+            installed_roots()  # once, here: every fork has it
         link_fd, log_fd = fds[0], fds[1]
         listen_fd = fds[2] if len(fds) > 2 else None
         link = socket.socket(fileno=link_fd)
