@@ -101,6 +101,25 @@ class EnvironmentTest(unittest.TestCase):
         self.assertNotIn("PORT", env)
         self.assertNotIn("HOST", env)
 
+    def test_an_outer_port_is_not_passed_on_to_a_server_without_one(self) -> None:
+        # The runner may itself run where PORT is set (a PaaS, a CI job): a
+        # server without a port must not take that one for its own.
+        outer = {"PORT": "8000", "HOST": "127.0.0.9", "SOCKET_PATH": "/run/outer.sock"}
+        env = environment(server_spec(listens=False, health=lambda server: True),
+                          outer=outer, port=None)
+        for var in outer:
+            self.assertNotIn(var, env)
+        env = environment(server_spec(unix_socket=True), outer=outer, port=None,
+                          socket_path="/tmp/h-1/server.sock")
+        self.assertEqual(env["SOCKET_PATH"], "/tmp/h-1/server.sock")
+        self.assertNotIn("PORT", env)
+        self.assertNotIn("HOST", env)
+
+    def test_env_given_for_the_server_wins_over_the_outer_one(self) -> None:
+        env = environment(server_spec(listens=False, health=lambda server: True,
+                                      env={"PORT": "9"}), outer={"PORT": "8000"}, port=None)
+        self.assertEqual(env["PORT"], "9")
+
     def test_a_unix_socket_server_gets_socket_path(self) -> None:
         env = environment(server_spec(unix_socket=True), port=None,
                           socket_path="/tmp/h-1/server.sock")
