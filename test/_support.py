@@ -1,13 +1,17 @@
 """Helpers shared by the project's own tests."""
 from __future__ import annotations
 
+import inspect
 import os
 import random
 import socket
 import subprocess
 import sys
 import unittest
-from typing import List
+from typing import TYPE_CHECKING, Any, Dict, List
+
+if TYPE_CHECKING:
+    from harness._server.spec import ServerSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,6 +107,24 @@ def quiet_window(size: int, low: int = 4000, high: int = 8999, *,
 def ipv6_available() -> bool:
     from harness._os.procinfo import has_ipv6_loopback
     return has_ipv6_loopback()
+
+
+def server_arguments(**overrides: Any) -> Dict[str, Any]:
+    """``ServerProcess``'s arguments by name, as its ``__init__`` hands them to
+    ``ServerSpec.checked``: the signature's defaults, then ``overrides`` (an
+    ``app_code`` server unless told otherwise)."""
+    from harness import ServerProcess
+    given = {name: parameter.default
+             for name, parameter in inspect.signature(ServerProcess).parameters.items()}
+    given["app_code"] = "print('serving')"
+    given.update(overrides)
+    return given
+
+
+def server_spec(**overrides: Any) -> "ServerSpec":
+    """The checked spec of ``ServerProcess(**server_arguments(**overrides))``."""
+    from harness._server.spec import ServerSpec
+    return ServerSpec.checked(server_arguments(**overrides))
 
 
 def open_fds() -> List[int]:

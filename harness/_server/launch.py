@@ -30,6 +30,9 @@ WARM_VAR = "HARNESS_WARM"
 LEARN_VAR = "HARNESS_LEARN_IMPORTS"
 BOOT_PATH = os.path.abspath(boot.__file__)
 _LISTEN_VARS = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+# Where a server listens is harness's to say: the runner's own values (it may
+# run where PORT is set) never reach a server, which may have no port at all.
+_ADDRESS_VARS = ("PORT", "HOST", "SOCKET_PATH")
 _log = logging.getLogger("harness.launch")
 # Modules whose warm launch failed (threads): launched fresh at once from then on.
 _unsafe: Dict[Any, str] = {}
@@ -150,10 +153,11 @@ def mark_unsafe(key: Any, reason: str) -> None:
 
 def environment(spec: ServerSpec, *, port: Optional[int], socket_path: Optional[str],
                 markers: Mapping[str, str], temp_dir: str, python: bool) -> Dict[str, str]:
-    """The inherited environment plus ``spec.env`` (``None`` removes), PORT, HOST, marker."""
+    """The inherited environment (less its PORT, HOST, SOCKET_PATH and LISTEN_*) plus
+    ``spec.env`` (``None`` removes), PORT, HOST, marker."""
     env = dict(os.environ)
-    for var in _LISTEN_VARS:  # never pass on an outer socket activation
-        env.pop(var, None)
+    for var in _LISTEN_VARS + _ADDRESS_VARS:  # never pass on an outer socket activation
+        env.pop(var, None)                     # nor an outer address
     env.setdefault("PYTHONUNBUFFERED", "1")  # a log shows what happened, when it happened
     for key, value in spec.env.items():
         if value is None:
