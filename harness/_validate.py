@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import os
 import re
 from typing import Any, Callable, Optional, Pattern, Tuple, TypeVar
 
@@ -92,6 +93,19 @@ def flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def path(value: object, name: str, what: str = "a path") -> str:
+    """A valid path: a str or an ``os.PathLike`` of one, without NUL bytes."""
+    try:
+        text = os.fspath(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"{name} must be {what} (str or os.PathLike), got {value!r}") from None
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str path, got {value!r}")
+    if "\0" in text:
+        raise ValueError(f"{name} contains a NUL byte: {text!r}")
+    return text
 
 
 def pattern(value: object, name: str = "pattern", *, flags: int = 0) -> "Pattern[str]":

@@ -37,7 +37,7 @@ import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import _config, _validate
-from ._os import leases, procinfo
+from ._os import leases, proc, procinfo
 from ._os.leases import (  # noqa: F401  (names once defined here stay importable from here)
     LEASE_NAME_PREFIX,
     default_lease_dir,
@@ -151,7 +151,7 @@ class Probe(enum.Enum):
 
 def unprivileged_port_start() -> int:
     """The lowest port an unprivileged process may bind (Linux's sysctl; 1024 elsewhere)."""
-    text = _read_proc(UNPRIVILEGED_START_FILE)
+    text = proc.read_text(UNPRIVILEGED_START_FILE)
     try:
         return int(text) if text else PRIVILEGED_BELOW
     except ValueError:
@@ -160,7 +160,7 @@ def unprivileged_port_start() -> int:
 
 def _privileged_message(port: int, host: str) -> str:
     start = unprivileged_port_start()
-    source = ("net.ipv4.ip_unprivileged_port_start" if _read_proc(UNPRIVILEGED_START_FILE)
+    source = ("net.ipv4.ip_unprivileged_port_start" if proc.read_text(UNPRIVILEGED_START_FILE)
               else "the privileged ports")
     return (f"port {port} on {host} needs privileges: ports below {start} ({source}) can be "
             f"bound only by root or a process with CAP_NET_BIND_SERVICE; use a port >= {start}, "
@@ -268,17 +268,9 @@ def _probe(family: int, address: SockAddr, allow_time_wait: bool = False) -> Pro
 # Ranges
 
 
-def _read_proc(path: str) -> Optional[str]:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def ephemeral_port_range() -> Tuple[int, int]:
     """The kernel's range for outgoing connections' local ports (inclusive)."""
-    text = _read_proc(EPHEMERAL_RANGE_FILE)
+    text = proc.read_text(EPHEMERAL_RANGE_FILE)
     if text:
         try:
             low, high = (int(part) for part in text.split())
@@ -290,7 +282,7 @@ def ephemeral_port_range() -> Tuple[int, int]:
 
 def reserved_ports() -> List[int]:
     """Ports the admin reserved from ephemeral use (``ip_local_reserved_ports``)."""
-    text = (_read_proc(RESERVED_PORTS_FILE) or "").strip()
+    text = (proc.read_text(RESERVED_PORTS_FILE) or "").strip()
     ports: List[int] = []
     for item in filter(None, text.split(",")):
         low, _, high = item.strip().partition("-")

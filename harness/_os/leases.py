@@ -26,7 +26,7 @@ from typing import List, Optional, Set, Tuple, Union
 
 from .. import _config
 from ..errors import HarnessError
-from . import procinfo
+from . import proc, procinfo
 from .users import describe_user
 
 try:
@@ -38,14 +38,6 @@ HAVE_FLOCK = fcntl is not None
 LEASE_NAME_PREFIX = "harness-port-"
 _USE_ABSTRACT = sys.platform.startswith("linux")
 _PERMISSION_ERRNOS = (errno.EACCES, errno.EPERM)
-
-
-def _read_proc(path: str) -> Optional[str]:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 def default_lease_dir() -> str:
@@ -429,7 +421,7 @@ def is_stale(path: str) -> bool:
 
 def _abstract_lease_inodes(port: int) -> Optional[Set[int]]:
     """Socket inodes of harness's abstract lease on ``port`` (``None``: cannot be known)."""
-    text = _read_proc("/proc/net/unix")
+    text = proc.read_text("/proc/net/unix")
     if text is None:
         return None
     name = f"@{LEASE_NAME_PREFIX}{port}"  # how /proc/net/unix shows an abstract name
@@ -443,7 +435,7 @@ def _abstract_lease_inodes(port: int) -> Optional[Set[int]]:
 
 def _flock_holders(path: str) -> List[int]:
     """Pids holding an flock on the file at ``path`` (Linux's /proc/locks), best effort."""
-    text = _read_proc("/proc/locks")
+    text = proc.read_text("/proc/locks")
     try:
         info = os.stat(path, follow_symlinks=False)
     except OSError:
@@ -491,7 +483,7 @@ def held(port: int, lease_dir: Optional[str] = None) -> Optional[bool]:
         inodes = _abstract_lease_inodes(port)
         return None if inodes is None else bool(inodes)
     path = lock_path(directory, port)
-    if _read_proc("/proc/locks") is not None:  # Linux: look without touching the lock
+    if proc.read_text("/proc/locks") is not None:  # Linux: look without touching the lock
         return bool(_flock_holders(path))
     if fcntl is None:
         return None

@@ -20,6 +20,15 @@ HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
 STATE, PPID, STARTTIME = 0, 1, 19
 
 
+def read_text(path: str) -> Optional[str]:
+    """The text of a /proc (or /sys) file, ``None`` if it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def stat_fields(pid: int) -> Optional[List[bytes]]:
     """Fields 3 on of /proc/<pid>/stat (state first), or ``None`` if it is gone.
 

@@ -304,13 +304,8 @@ def _checked_env(env: object) -> Dict[str, Optional[str]]:
 def _checked_cwd(cwd: object) -> Optional[str]:
     if cwd is None:
         return None
-    try:
-        path = os.fspath(cwd)  # type: ignore[call-overload]
-    except TypeError:
-        raise TypeError(f"cwd must be a path (str or os.PathLike), got {cwd!r}") from None
-    if not isinstance(path, str):
-        raise TypeError(f"cwd must be a str path, got {cwd!r}")
-    if "\0" in path or not os.path.isdir(path):
+    path = _validate.path(cwd, "cwd")
+    if not os.path.isdir(path):
         raise ValueError(f"cwd is not an existing directory: {path!r}")
     return os.path.abspath(path)
 
@@ -324,14 +319,9 @@ def _checked_socket_path(unix_socket: object) -> Optional[str]:
     """The test's own socket path from ``unix_socket=PATH`` (``None`` for True/False)."""
     if isinstance(unix_socket, bool):
         return None
-    try:
-        path = os.fspath(unix_socket)  # type: ignore[call-overload]
-    except TypeError:
-        raise TypeError(f"unix_socket must be True, False or a path for the socket, got "
-                        f"{unix_socket!r}") from None
-    if not isinstance(path, str) or not path or "\0" in path:
-        raise ValueError(f"unix_socket must be a non-empty str path without NUL bytes, got "
-                         f"{unix_socket!r}")
+    path = _validate.path(unix_socket, "unix_socket", "True, False or a path for the socket")
+    if not path:
+        raise ValueError(f"unix_socket must be a non-empty str path, got {unix_socket!r}")
     path = os.path.abspath(path)
     if len(os.fsencode(path)) > SUN_PATH_LIMIT:
         raise ValueError(f"unix_socket path is {len(os.fsencode(path))} bytes, more than a "

@@ -34,7 +34,7 @@ import subprocess
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from .. import _runner
+from .. import _runner, _validate
 from .._config import scaled
 from .._wait import Deadline
 from ..errors import HarnessError
@@ -570,11 +570,8 @@ def _memory_base() -> Optional[str]:
 def _checked_setup(setup: object) -> SetupSpec:
     if setup is None or callable(setup):
         return setup
-    try:
-        path = os.fspath(setup)  # type: ignore[call-overload]
-    except TypeError:
-        raise TypeError(f"setup must be an SQL file's path or a callable taking the template "
-                        f"Database, got {setup!r}") from None
+    path = _validate.path(setup, "setup", "an SQL file's path or a callable taking the "
+                                          "template Database")
     if not os.path.isfile(path):
         raise ValueError(f"setup: no such SQL file: {path!r}")
     return str(path)
