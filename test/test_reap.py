@@ -64,7 +64,9 @@ print(server.pid, port, _marker.owner_token(), flush=True)
 sys.stdin.read()
 """
 
-SLEEPER = "import sys; sys.stdin.read()"  # lives until its stdin closes
+# Says it runs (its environment, and so its marker, is its own from then on),
+# then lives until its stdin closes.
+SLEEPER = "import sys; print('up', flush=True); sys.stdin.read()"
 
 # A runner in a container: as RUNNER, and it also names its server's id.
 NS_RUNNER = RUNNER.replace("print(server.pid, port, _marker.owner_token(), flush=True)",
@@ -102,6 +104,8 @@ class ReapTest(ChildProcessesMixin, unittest.TestCase):
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 universal_newlines=True)
         self.procs.append(proc)
+        if code == SLEEPER:  # before its exec, a child's environment is its parent's
+            self.assertEqual(proc.stdout.readline(), "up\n", "the sleeper did not start")
         return proc
 
     def make_orphan(self) -> Tuple[int, str, int, str]:

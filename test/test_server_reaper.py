@@ -29,7 +29,9 @@ from harness._server import reaper
 from harness._server.reaper import Action, Runner
 
 HANG = 60
-SLEEPER = "import sys; sys.stdin.read()"  # lives until its stdin closes
+# Says it runs (its environment, and so its marker, is its own from then on),
+# then lives until its stdin closes.
+SLEEPER = "import sys; print('up', flush=True); sys.stdin.read()"
 needs_flock = unittest.skipUnless(leases.HAVE_FLOCK, "file leases need fcntl.flock")
 sees_processes = unittest.skipUnless(_procinfo.HAVE_PROC or _procinfo.HAVE_PSUTIL,
                                      "the engine needs /proc or psutil to see processes")
@@ -85,8 +87,11 @@ class OrphanTest(ChildProcessesMixin, unittest.TestCase):
         env = python_env()
         env[_marker.OWNER_ENV] = str(owner)
         env[_marker.SERVER_ID_ENV] = _marker.new_server_id()
-        proc = subprocess.Popen([sys.executable, "-c", SLEEPER], env=env, stdin=subprocess.PIPE)
+        proc = subprocess.Popen([sys.executable, "-c", SLEEPER], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, universal_newlines=True)
         self.procs.append(proc)
+        # Before its exec, a child's environment is its parent's: no marker yet.
+        self.assertEqual(proc.stdout.readline(), "up\n", "the marked process did not start")
         return proc
 
     def test_a_dead_runners_process_is_found_and_stopped(self) -> None:

@@ -30,6 +30,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -224,20 +225,14 @@ class Service(ServerProcess):
             env: Optional[Mapping[str, str]] = None) -> str:
         """Run a preparation command as the service's user; its output, or an error
         that shows it."""
-        uid, gid = self.spec.uid, self.spec.gid
-        preexec = None
-        if uid is not None:
-            def preexec() -> None:
-                os.setgroups([])
-                os.setgid(gid if gid is not None else uid)
-                os.setuid(uid)
         full_env = dict(os.environ)
         full_env.update(env or {})
         full_env.pop("PGDATA", None)
         try:
-            done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, env=full_env, cwd="/",
-                                  preexec_fn=preexec, timeout=scaled(timeout))
+            done: "subprocess.CompletedProcess[bytes]" = subprocess.run(
+                list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, env=full_env, cwd="/", timeout=scaled(timeout),
+                **self._as_user())
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ServerStartError(f"{type(self).__name__}: could not run {argv[0]}: {exc}") \
                 from None
@@ -249,6 +244,23 @@ class Service(ServerProcess):
                                                      output.splitlines()[-20:]),
                 returncode=done.returncode, log_tail=output)
         return output
+
+    def _as_user(self) -> Dict[str, Any]:
+        """``subprocess`` arguments that run a command as the service's user.  Its own
+        ``user=``/``group=`` (3.9+, done in C): a ``preexec_fn`` is refused once the
+        interpreter exits (3.12+), when a cache build may still be finishing."""
+        uid, gid = self.spec.uid, self.spec.gid
+        if uid is None:
+            return {}
+        group = uid if gid is None else gid
+        if sys.version_info >= (3, 9):
+            return {"user": uid, "group": group, "extra_groups": []}
+
+        def preexec() -> None:
+            os.setgroups([])
+            os.setgid(group)
+            os.setuid(uid)
+        return {"preexec_fn": preexec}
 
     def private_dir(self, base: Optional[str] = None) -> str:
         """A new private dir for the service's user (in ``base``, default the temp

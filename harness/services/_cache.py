@@ -159,8 +159,8 @@ class Entry:
                 return
             thread = threading.Thread(target=self._refill, args=(wanted, uid, gid), daemon=True,
                                       name=f"harness-spares-{os.path.basename(self.dir)}")
-            _refills[self.dir] = thread
-            thread.start()
+            if _started(thread):  # (spares are for later runs: none at interpreter exit)
+                _refills[self.dir] = thread
 
     def _spares(self) -> List[str]:
         """The finished spare copies; unfinished ones left by a dead process go."""
@@ -271,8 +271,20 @@ def remove_later(path: str) -> None:
         if not _exit_hook:
             atexit.register(_stop_refills)
             _exit_hook = True
+        if not _started(thread):
+            remove()  # at interpreter exit: no new thread, so here and now
+            return
         _removals[:] = [t for t in _removals if t.is_alive()] + [thread]
-    thread.start()
+
+
+def _started(thread: threading.Thread) -> bool:
+    """Start ``thread``; False when the interpreter is exiting (Python 3.12 on refuses new
+    threads then, and an atexit handler may be what stops a service)."""
+    try:
+        thread.start()
+    except RuntimeError:
+        return False
+    return True
 
 
 def wait_refills(timeout: float) -> None:
