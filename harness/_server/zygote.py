@@ -347,8 +347,9 @@ def _report_imports(before: Set[str], path: str) -> None:
                 continue
             if where.startswith(roots):
                 names.append(name)
-        with open(path, "w") as f:
-            f.write("\n".join(names))
+        if names:  # (once the launcher has learned them, a server imports nothing new)
+            with open(path, "w") as f:
+                f.write("\n".join(names))
     except Exception:
         pass  # learning is an optimisation: never a server's failure
 
