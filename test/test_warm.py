@@ -7,17 +7,31 @@ dies, state that must not leak from one server to the next.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import unittest
+from typing import List
 
 from _process_helpers import OK_APP, NoLeftoversMixin, remove_kept
 
 from harness import HttpCheck, ServerProcess, ServerStartError, start_server
-from harness._server import supervisor
+from harness._server import launch, supervisor
 
 HANG = 30.0
+
+
+class _Records(logging.Handler):
+    """The messages of WARNING and above, as a test sees them (assertNoLogs is 3.10+)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
 STATE_APP = """
 import _preload_state
 _preload_state.COUNTER[0] += 1
@@ -79,6 +93,23 @@ class WarmLauncherTest(NoLeftoversMixin, unittest.TestCase):
                 self.assertEqual(server.get("/").status, 200)
         self.assertRegex("\n".join(logs.output), r"warm launcher .* is gone; .*starting a new one")
         self.assertNotEqual(supervisor.zygote(key).pid, old)
+
+    def test_a_target_module_that_fails_in_the_launcher_is_imported_once(self) -> None:
+        if launch.warm_setting() is False:
+            self.skipTest("HARNESS_WARM=0: target servers start in a fresh interpreter")
+        import _target_launcher_fails
+        warnings = _Records()
+        logger = logging.getLogger("harness")
+        logger.addHandler(warnings)
+        self.addCleanup(logger.removeHandler, warnings)
+        with self.assertRaises(ServerStartError) as ctx:
+            start_server(target=_target_launcher_fails.serve, start_timeout=HANG)
+        remove_kept(ctx.exception.log_path)
+        self.assertIn("importing the target's module '_target_launcher_fails' failed",
+                      str(ctx.exception))
+        self.assertIn("target-marker: this module refuses harness's launcher", str(ctx.exception))
+        # Imported once: not again in a replacement launcher ("is gone; starting a new one").
+        self.assertEqual(warnings.messages, [])
 
     def test_warm_switch(self) -> None:
         os.environ["HARNESS_WARM"] = "sometimes"

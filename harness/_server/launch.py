@@ -83,19 +83,13 @@ def prepare(spec: ServerSpec) -> None:
     supervisor.zygote(None)  # for the temp dirs, and fresh launches
     if key is not None:
         try:
-            zygote = supervisor.zygote(key)
-            if spec.kind == "target" and spec.target_module not in (None, "__main__"):
-                assert spec.target_module is not None
-                zygote.import_module(spec.target_module, supervisor.START_TIMEOUT)  # once
+            supervisor.zygote(key)
         except supervisor.WarmUnavailable as exc:
             mark_unsafe(key if spec.kind == "app" else (spec.target_module, key), str(exc))
             _log.warning("warm launch of %r unavailable: %s; starting a fresh interpreter "
                          "instead (now and for the rest of this run)", spec.name, exc)
-            return
         except supervisor.LaunchError:
-            return  # launch() raises it again, with the full story, as a start error
-        if _learned.get(key):
-            preload_learned(key, sorted(_learned[key]))
+            pass  # launch() raises it again, with the full story, as a start error
 
 
 def learning() -> bool:
@@ -117,7 +111,8 @@ def learn(spec: ServerSpec, directory: str) -> None:
     _learned.setdefault(key, set()).update(names - _unlearnable)
 
 
-def preload_learned(key: supervisor.PreloadKey, modules: Sequence[str]) -> List[str]:
+def preload_learned(key: supervisor.PreloadKey, modules: Sequence[str],
+                    timeout: float = supervisor.START_TIMEOUT) -> List[str]:
     """Import learned ``modules`` into the warm zygote of ``key``; the ones it now has.
 
     A module whose import changed the zygote is never tried again, and that
@@ -128,7 +123,7 @@ def preload_learned(key: supervisor.PreloadKey, modules: Sequence[str]) -> List[
             _unlearnable]
     if not todo:
         return [name for name in modules if name in zygote.imported]
-    answer = zygote.import_learned(todo, supervisor.START_TIMEOUT)
+    answer = zygote.import_learned(todo, timeout)
     if not answer.get("ok"):
         module = answer.get("module") or ""
         if module:
@@ -326,8 +321,7 @@ def _launch_warm(spec: ServerSpec, key: supervisor.PreloadKey, env: Dict[str, st
             sys_path=supervisor.runner_sys_path())
         shown = [f"(warm, preload {list(key or ())})", files["app"]]
     else:
-        if spec.target_module and spec.target_module != "__main__":
-            zygote.import_module(spec.target_module, max(deadline.remaining(), 1.0))  # once
+        zygote = _target_zygote(spec, key, zygote, deadline)
         assert spec.payload is not None
         request = protocol.spawn(
             "target", warm=True, argv=[], env=env, cwd=spec.cwd or os.getcwd(), uid=spec.uid,
@@ -337,6 +331,22 @@ def _launch_warm(spec: ServerSpec, key: supervisor.PreloadKey, env: Dict[str, st
         shown = [f"(warm, preload {list(key or ())})",
                  f"{spec.target_module}.{getattr(spec.target, '__qualname__', '?')}"]
     return _spawn(zygote, request, log_fd, listen_fd, deadline, shown, True, server_id)
+
+
+def _target_zygote(spec: ServerSpec, key: supervisor.PreloadKey, zygote: supervisor.Zygote,
+                   deadline: Deadline) -> supervisor.Zygote:
+    """The warm launcher with the target's module imported (within ``start_timeout``, as
+    the server would import it), and what its servers were seen to import (once each)."""
+    module = spec.target_module
+    if not module or module == "__main__":
+        return zygote
+    zygote.import_module(module, max(deadline.remaining(), 1.0))  # once
+    if _learned.get(key):
+        preload_learned(key, sorted(_learned[key]), max(deadline.remaining(), 1.0))
+        if supervisor.zygote(key) is not zygote:  # an import changed it: it was replaced
+            zygote = supervisor.zygote(key)
+            zygote.import_module(module, max(deadline.remaining(), 1.0))
+    return zygote
 
 
 def _spawn(zygote: supervisor.Zygote, request: protocol.Spawn, log_fd: int,
