@@ -645,18 +645,21 @@ class Zygote:
         the answer names it, and the runner replaces this zygote.
         """
         imported: List[str] = []
+        before = _fingerprint()  # unchanged from one module to the next, or we stop
         for name in modules:
-            before = _fingerprint()
             try:
                 importlib.import_module(name)
             except BaseException:
-                continue  # it fails here; a server will say why if it needs it
-            after = _fingerprint()
+                failed = True  # here; a server that needs it will say why
+            else:
+                failed = False
+            after = _fingerprint()  # a failed import may have changed something too
             changed = [what for what in before if before[what] != after[what]]
             if changed or self._threads() > 1:
                 return protocol.learn_reply(imported, module=name,
                                             changed=", ".join(changed) or "threads")
-            imported.append(name)
+            if not failed:
+                imported.append(name)
         gc.freeze()
         return protocol.learn_reply(imported)
 
