@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import proc
 
@@ -95,39 +95,55 @@ class UnixListener(NamedTuple):
 
 def unix_listeners() -> Optional[Dict[int, UnixListener]]:
     """Socket inode -> :class:`UnixListener` for every listening Unix stream socket."""
-    messages = _sock_diag(_UNIX_REQUEST.pack(socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0,
-                                             _UDIAG_SHOW_NAME | _UDIAG_SHOW_RQLEN,
-                                             0xFFFFFFFF, 0xFFFFFFFF))
+    messages = _unix_dump(_UDIAG_SHOW_NAME | _UDIAG_SHOW_RQLEN)
     if messages is None:
         return None
     found: Dict[int, UnixListener] = {}
     for message in messages:
         inode = _UNIX_MSG.unpack_from(message, 0)[4]
-        path, queued = "", None
-        attr = _UNIX_MSG.size
-        while attr + 4 <= len(message):  # its attributes: (size, kind, value), 4-aligned
-            size, kind = struct.unpack_from("=HH", message, attr)
-            if size < 4:
-                break
-            value = message[attr + 4:attr + size]
-            if kind == _UNIX_DIAG_RQLEN:
-                queued = int(struct.unpack_from("=I", value)[0])
-            elif kind == _UNIX_DIAG_NAME:
-                path = ("@" + value[1:].decode("utf-8", "replace") if value[:1] == b"\0"
-                        else value.split(b"\0", 1)[0].decode("utf-8", "replace"))
-            attr += (size + 3) & ~3
-        found[inode] = UnixListener(inode, path, queued)
+        found[inode] = UnixListener(inode, *_unix_attributes(message))
     return found
 
 
 def _unix_queue(inode: int) -> Optional[int]:
-    """The accept queue length of listening Unix socket ``inode`` (sock_diag), or GONE."""
-    table = unix_listeners()
-    if table is None:
+    """The accept queue length of listening Unix socket ``inode`` (sock_diag), or GONE.
+
+    Asked for between readiness probes: only that socket's message is
+    parsed, and no names are asked for (a host may have hundreds of listeners).
+    """
+    messages = _unix_dump(_UDIAG_SHOW_RQLEN)
+    if messages is None:
         return None
-    if inode not in table:
-        return GONE
-    return table[inode].queued
+    for message in messages:
+        if _UNIX_MSG.unpack_from(message, 0)[4] == inode:
+            return _unix_attributes(message)[1]
+    return GONE
+
+
+def _unix_dump(show: int) -> Optional[List[bytes]]:
+    """The sock_diag messages of every listening Unix stream socket, with ``show``'s
+    attributes."""
+    return _sock_diag(_UNIX_REQUEST.pack(socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0, show,
+                                         0xFFFFFFFF, 0xFFFFFFFF))
+
+
+def _unix_attributes(message: bytes) -> Tuple[str, Optional[int]]:
+    """The path and the accept queue length in a unix_diag message ("" and None where
+    it holds none)."""
+    path, queued = "", None
+    attr = _UNIX_MSG.size
+    while attr + 4 <= len(message):  # its attributes: (size, kind, value), 4-aligned
+        size, kind = struct.unpack_from("=HH", message, attr)
+        if size < 4:
+            break
+        value = message[attr + 4:attr + size]
+        if kind == _UNIX_DIAG_RQLEN:
+            queued = int(struct.unpack_from("=I", value)[0])
+        elif kind == _UNIX_DIAG_NAME:
+            path = ("@" + value[1:].decode("utf-8", "replace") if value[:1] == b"\0"
+                    else value.split(b"\0", 1)[0].decode("utf-8", "replace"))
+        attr += (size + 3) & ~3
+    return path, queued
 
 
 def _sock_diag(request: bytes) -> Optional[List[bytes]]:
