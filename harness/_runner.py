@@ -204,50 +204,39 @@ def cut_hidden_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
 
 
 def server_block(server: ServerProcess, scope: str, lines: int,
-                 shown: Optional[str] = None) -> Optional[str]:
+                 shown: Optional[int] = None) -> Optional[str]:
     """The report of one server: a head line and its log's last ``lines`` lines,
     without colour codes (the report is read in a CI log, as a start error is).
 
-    ``shown``: the tail of its log the failing error already shows; then
-    only the lines written since, and ``None`` (nothing to report) while
-    the server still runs and has written nothing more.  The tail is read
-    before the state, so the state is the later fact: a server shown as
-    running was still running after the lines above it were written.
+    ``shown``: where its log ended when the failing error showed its tail
+    (a ``log_mark()``); then only what was written since, and ``None``
+    (nothing to report) while the server still runs and has written
+    nothing more.  The log is read before the state, so the state is the
+    later fact: a server shown as running was still running after the
+    lines above it were written.
     """
     try:
-        tail = log.clean(server.log_tail(lines))
+        text = server.log_tail(lines) if shown is None else server.output(since=shown)
+        body = log.clean(text).splitlines()[-lines:] if lines > 0 else []
     except Exception as exc:  # the report must never hide the failure it decorates
-        tail = f"(log unreadable: {type(exc).__name__}: {exc})"
+        body = [f"(log unreadable: {type(exc).__name__}: {exc})"]
     state = server.state
-    since = None if shown is None else lines_after(shown.splitlines(), tail.splitlines())
-    if since == [] and state == "running":
+    if shown is not None and not body and state == "running":
         return None
     log_path = server.log_path
     if state != "running" and log_path and _is_kept(log_path):
         state += f"; log kept at {log_path}"
     head = f"--- {scope} server {server.name!r} (pid {server.pid}, {server.where}, {state})"
-    if since is not None:
-        body = [SHOWN_SINCE if since else SHOWN_ABOVE] + since
-    else:
-        body = tail.splitlines() if tail.strip() else ["(the log is empty)"]
+    if shown is not None:
+        body = [SHOWN_SINCE if body else SHOWN_ABOVE] + body
+    elif not "".join(body).strip():
+        body = ["(the log is empty)"]
     return head + "\n" + "\n".join("    " + line for line in body)
 
 
 #: A server block's first line when the failing error shows the server's log.
 SHOWN_ABOVE = "(the error above shows its log up to the failure; nothing written since)"
 SHOWN_SINCE = "(the error above shows its log up to the failure; written since:)"
-
-
-def lines_after(shown: List[str], now: List[str]) -> List[str]:
-    """The lines of ``now``, a later tail of a log, that come after ``shown``,
-    an earlier one: after the last place in ``now`` where ``shown`` ends."""
-    if not shown:
-        return now
-    for end in range(len(now), 0, -1):
-        overlap = min(end, len(shown))
-        if now[end - overlap:end] == shown[len(shown) - overlap:]:
-            return now[end:]
-    return now
 
 
 def _is_kept(log_path: str) -> bool:
@@ -289,9 +278,9 @@ def report_blocks(servers: Iterable[Tuple[str, ServerProcess]], lines: int,
         _await_exits([server for _, server in shown])
     # The server of a failed request: its tail is in the error's message already.
     shown_by = exc.shown_server_id if isinstance(exc, HarnessError) else None
-    tail = exc.shown_log_tail if isinstance(exc, HarnessError) else None
+    mark = exc.shown_log_mark if isinstance(exc, HarnessError) else None
     blocks = [server_block(server, scope, lines,
-                           shown=tail if shown_by == server.server_id else None)
+                           shown=mark if shown_by == server.server_id else None)
               for scope, server in shown]
     return [block for block in blocks if block is not None]
 

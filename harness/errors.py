@@ -17,10 +17,10 @@ class HarnessError(Exception):
     """Base class of every error harness raises deliberately."""
 
     #: Set on a failed request to a ``ServerProcess``: the launch (``server_id``)
-    #: whose log tail the message shows, and that tail, so that a failure report
-    #: shows only what the server wrote after it.
+    #: whose log tail the message shows, and where its log ended then (a
+    #: ``log_mark()``), so that a failure report shows only what it wrote after.
     shown_server_id: Optional[str] = None
-    shown_log_tail: Optional[str] = None
+    shown_log_mark: Optional[int] = None
 
 
 class PortUnavailable(HarnessError):

@@ -659,14 +659,15 @@ class ServerProcess:
     def _attach_tail(self, exc: HarnessError) -> None:
         """Add the log's tail to a failed request's error, and say whose it is (a failure
         report then shows only what the server wrote after it)."""
-        tail = self.log_tail()
+        mark = self.log_mark()  # (before the tail: a line written meanwhile is shown twice,
+        tail = self.log_tail()  # never lost)
         state = self.state
         # The state as of the failure: a server that crashed on this request
         # may still be exiting (a failure report shows its state again later).
         head = f"server {self.name!r} (pid {self.pid}, {state} when the request failed)"
         note = (f"{head} log tail:\n" + "\n".join("    " + line for line in tail.splitlines())
                 if tail else f"{head}: log is empty")
-        exc.shown_server_id, exc.shown_log_tail = self.server_id, tail
+        exc.shown_server_id, exc.shown_log_mark = self.server_id, mark
         if exc.args and isinstance(exc.args[0], str):
             exc.args = (exc.args[0] + "\n" + note,) + tuple(exc.args[1:])
 

@@ -22,13 +22,13 @@ import unittest
 from typing import Any, Dict, List
 
 from harness._os import procinfo as _procinfo
-from harness._runner import lines_after, merge_arguments, report_blocks
+from harness._runner import merge_arguments, report_blocks
 from harness._server import logstore
 from harness.checks import wait_until
 from harness.errors import PortUnavailable, RequestFailed, ServerStartError
 from harness.http import Response, RetryPolicy
 from harness.ports import PortAllocator, held_ports, release_port
-from harness.process import ServerProcess
+from harness.process import LOG_TAIL_LINES, ServerProcess
 from harness.testcase import ServerTestCase, ServerTestMixin
 
 # A stdlib JSON server: every request is logged ("served /path"), /health
@@ -126,6 +126,7 @@ def make_response(status: int, body: bytes, content_type: str = "application/jso
 
 #: What a report's server section says of a log the test's error already shows.
 SHOWN_ABOVE = "(the error above shows its log up to the failure; nothing written since)"
+SHOWN_SINCE = "(the error above shows its log up to the failure; written since:)"
 
 
 class FailedRequestReportTest(unittest.TestCase):
@@ -187,21 +188,31 @@ class FailedRequestReportTest(unittest.TestCase):
         self.assertIn("served /after-the-error", body)
         self.assertNotIn("app listening on port", body, "shown in the error already")
 
+    def test_lines_like_those_shown_in_the_error_are_still_new_lines(self):
+        server = self.server(APP)
+        for _ in range(LOG_TAIL_LINES + 5):  # the error's tail: nothing but these lines
+            server.get("/same")
+        error = self.error(server)
+        for _ in range(2):
+            server.get("/same")
+        blocks = report_blocks([("test", server)], 30, error)
+        self.assertEqual(len(blocks), 1, blocks)
+        body = blocks[0].split("\n", 1)[1].splitlines()
+        self.assertEqual([line.strip() for line in body],
+                         [SHOWN_SINCE, "served /same", "served /same"])
 
-class LinesAfterTest(unittest.TestCase):
-    """Which lines of a later tail of a log an earlier tail did not show."""
-
-    def test_lines_after_an_earlier_tail(self):
-        shown = ["a", "b", "c"]
-        self.assertEqual(lines_after(shown, ["b", "c"]), [], "a shorter tail, nothing new")
-        self.assertEqual(lines_after(shown, ["a", "b", "c", "d", "e"]), ["d", "e"])
-        self.assertEqual(lines_after(shown, ["c", "d"]), ["d"])
-        self.assertEqual(lines_after(shown, ["x", "y"]), ["x", "y"], "no overlap: all new")
-        self.assertEqual(lines_after(["ok", "ok"], ["ok", "ok", "ok"]), [],
-                         "repeated lines: the latest place they end")
-        self.assertEqual(lines_after([], ["a"]), ["a"])
-        self.assertEqual(lines_after(["a", "partial"], ["a", "partial line", "b"]),
-                         ["a", "partial line", "b"], "a line completed since: all shown")
+    def test_a_coloured_log_shows_only_its_new_lines_without_colours(self):
+        server = self.server(APP.replace('print("served", self.path',
+                                         'print("\\x1b[32mserved\\x1b[0m", self.path'))
+        server.get("/before-the-error")
+        error = self.error(server)
+        self.assertEqual(report_blocks([("test", server)], 30, error), [])
+        server.get("/after-the-error")
+        blocks = report_blocks([("test", server)], 30, error)
+        self.assertEqual(len(blocks), 1, blocks)
+        body = blocks[0].split("\n", 1)[1].splitlines()
+        self.assertEqual([line.strip() for line in body],
+                         [SHOWN_SINCE, "served /after-the-error"])
 
 
 class FailureReportTest(unittest.TestCase):
