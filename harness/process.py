@@ -531,12 +531,12 @@ class ServerProcess:
         From a forked child of the process that started it, stop() leaves
         the server to its owner.
         """
+        if self._owned_elsewhere():  # (before the lock: a thread may have held it at the fork)
+            _log.debug("server %r belongs to process %s; process %s leaves it running",
+                       self.name, self._owner, os.getpid())
+            return self.returncode
         with self._lock:
             running = self._launched is not None
-            if running and self._owner != os.getpid():
-                _log.debug("server %r belongs to process %s; process %s leaves it running",
-                           self.name, self._owner, os.getpid())
-                return self.returncode
             started = time.monotonic()
             died = running and self._died()
             grace = scaled_for_cleanup(self.stop_timeout)
@@ -560,6 +560,11 @@ class ServerProcess:
                     f"is not the server's (the server's whole process tree is gone): stop it, "
                     f"it took the server's address")
             return self.returncode
+
+    def _owned_elsewhere(self) -> bool:
+        """True in a forked child of the process that launched the running server: the
+        server, and everything of it, is its owner's to stop."""
+        return self._launched is not None and self._owner != os.getpid()
 
     def _end_tree(self, grace: float) -> List[ProcessId]:
         """End the current launch's process tree; the processes that survived SIGKILL."""

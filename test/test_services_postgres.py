@@ -53,6 +53,35 @@ class PostgresTest(unittest.TestCase):
         self.assertIn(f"password={pg.secret}", pg.dsn)
         self.assertEqual(pg.query("SELECT current_user, 1 + 1, NULL"), [("postgres", "2", None)])
 
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
+    def test_a_forked_child_leaving_the_server_leaves_it_and_its_data(self) -> None:
+        pg = self.pg
+        home = pg.home
+        pid = os.fork()
+        if pid == 0:  # multiprocessing's fork: the child leaves the parent's block
+            code = 0
+            try:
+                pg.stop()
+            except BaseException:
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.WEXITSTATUS(status), 0, "stop() in the child raised")
+        self.assertTrue(pg.running, "the child's stop() stopped the parent's server")
+        self.assertEqual(pg.home, home)
+        self.assertTrue(os.path.isdir(os.path.join(home, "data")), "the child removed the data")
+        self.assertEqual(pg.query("SELECT 1"), [("1",)])
+
+    def test_the_password_is_in_no_log_line_error_or_repr(self) -> None:
+        with self.assertLogs("harness", "INFO") as logs:
+            pg = Postgres().start()
+            pg.stop()
+        self.assertNotIn(pg.secret, "\n".join(logs.output))
+        self.assertIn(f"postgresql://postgres:***@127.0.0.1:{pg.port}/postgres",
+                      "\n".join(logs.output))
+        self.assertNotIn(pg.secret, repr(pg))
+        self.assertNotIn(pg.secret, " ".join(pg.command))
+
     def test_runs_as_nobody_when_the_runner_is_root(self) -> None:
         uid = proc_uid(self.pg.pid)
         if IS_ROOT:

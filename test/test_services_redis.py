@@ -35,6 +35,20 @@ class RedisTest(unittest.TestCase):
         self.assertEqual(redis.execute("SET", "k", "v"), "OK")
         self.assertEqual(redis.execute("GET", "k"), "v")
 
+    def test_the_password_is_in_no_log_line_command_line_or_repr(self) -> None:
+        with self.assertLogs("harness", "INFO") as logs:
+            redis = Redis().start()
+            try:
+                with open(f"/proc/{redis.pid}/cmdline", "rb") as f:
+                    cmdline = f.read().decode()
+            finally:
+                redis.stop()
+        self.assertNotIn(redis.secret, "\n".join(logs.output))
+        self.assertIn(f"redis://:***@127.0.0.1:{redis.port}/0", "\n".join(logs.output))
+        self.assertNotIn(redis.secret, repr(redis))
+        self.assertNotIn(redis.secret, " ".join(redis.command))
+        self.assertNotIn(redis.secret, cmdline, "every local user can read a command line")
+
     def test_flush_empties_it(self) -> None:
         self.redis.execute("SET", "k", "v")
         self.redis.flush()

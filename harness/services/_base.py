@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._config import scaled
@@ -377,6 +378,8 @@ class Service(ServerProcess):
 
     def stop(self) -> Optional[int]:
         """Stop the service and remove its private dir (data, sockets); idempotent."""
+        if self._owned_elsewhere():  # a forked child: the data is its parent's server's
+            return ServerProcess.stop(self)
         with self._service_lock:
             try:
                 self.stopping()
@@ -412,8 +415,23 @@ class Service(ServerProcess):
         __tracebackhide__ = True
         return self.start()
 
+    @property
+    def where(self) -> str:
+        """Its URL with the password left out (this goes into logs, errors and ``repr``)."""
+        return redacted(self.url)
+
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} pid={self.pid} {self.url} {self.state}>"
+        return f"<{type(self).__name__} {self.name!r} pid={self.pid} {self.where} {self.state}>"
+
+
+def redacted(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
 
 
 _builds: List[threading.Thread] = []

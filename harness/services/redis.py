@@ -7,10 +7,12 @@ its private dir.  An open Redis would let any local user write files with
 """
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from typing import Any, List, Optional
 
+from .._server import marker
 from .._wait import Deadline
 from ..errors import HarnessError
 from ._base import Service, Settings
@@ -38,10 +40,19 @@ class Redis(Service):
         super().__init__(settings=settings, **server_kwargs)
         self.secret = secrets.token_hex(16)
 
+    def configure(self) -> None:
+        # The password in a file of the private dir, not in argv: a command line is
+        # shown in errors and, in /proc, to every local user.
+        assert self.home is not None
+        path = marker.write_private(os.path.join(self.home, "secret.conf"),
+                                    f"requirepass {self.secret}\n".encode())
+        if self.spec.uid is not None:
+            os.chown(path, self.spec.uid, self.spec.gid if self.spec.gid is not None else -1)
+
     def command_line(self) -> List[str]:
         assert self.home is not None
-        argv = [self.binary("redis-server"), "--port", "{port}", "--bind", "{host}",
-                "--dir", self.home, "--requirepass", self.secret, "--unixsocket", ""]
+        argv = [self.binary("redis-server"), os.path.join(self.home, "secret.conf"),
+                "--port", "{port}", "--bind", "{host}", "--dir", self.home, "--unixsocket", ""]
         for key, value in dict(DEFAULT_SETTINGS, **self.settings).items():
             argv += [f"--{key}", value]
         return argv
