@@ -102,6 +102,14 @@ class RedisConfigTest(unittest.TestCase):
             os.environ["PATH"] = path
         self.assertIn("apt-get install redis-server", reason)
 
+    def test_a_cache_dir_that_cannot_be_made_does_not_matter_to_redis(self) -> None:
+        os.environ["HARNESS_CACHE_DIR"] = "/dev/null/no-cache-here"
+        self.addCleanup(os.environ.pop, "HARNESS_CACHE_DIR")
+        redis = Redis().start()
+        home = redis.home
+        self.assertEqual(redis.stop(), 0, redis.output())
+        self.assertFalse(os.path.exists(home))
+
     def test_stop_is_quick_and_clean(self) -> None:
         redis = Redis().start()
         home = redis.home

@@ -269,7 +269,7 @@ class Service(ServerProcess):
         path = marker.make_private_dir(base or marker.base_for(self.spec.uid, self.spec.gid))
         supervisor.register_dir(path)
         self._dirs.append(path)
-        _cache.chown_tree(path, self.spec.uid, self.spec.gid)
+        marker.give_to(path, self.spec.uid, self.spec.gid)  # (its owner file stays ours)
         return path
 
     # ----------------------------------------------------------------------
@@ -406,10 +406,6 @@ class Service(ServerProcess):
         dirs, self._dirs = self._dirs, []
         for path in dirs:
             _cache.remove_later(path)  # renamed now, deleted in the background
-            try:
-                supervisor.register_dir(path, add=False)
-            except Exception:
-                pass
 
     def __enter__(self) -> "Service":
         __tracebackhide__ = True

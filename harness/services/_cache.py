@@ -237,35 +237,31 @@ _removals: List[threading.Thread] = []
 
 
 def remove_later(path: str) -> None:
-    """Remove a stopped server's directory off the caller's path.
+    """Remove a stopped server's private directory off the caller's path.
 
-    It is renamed at once into ``<cache>/trash`` (its old path is gone when
-    this returns) and deleted by a background thread: deleting some
-    thousand files took 150-1100 ms on a loaded disk.  The trash is
-    registered with the zygote (removed if the runner dies) and waited for
-    at exit.  Where the rename cannot be done (another file system), the
-    directory is deleted now.
+    It is renamed at once to a sibling (the same file system, so the
+    rename cannot fail for want of one; its old path is gone when this
+    returns) and deleted by a background thread: deleting some thousand
+    files took 150-1100 ms on a loaded disk.  The new name is registered
+    with the zygote in place of the old one (removed if the runner dies;
+    it keeps the ``harness-`` name and owner file ``reap`` knows), and the
+    deletion is waited for at exit.
     """
     global _exit_hook
-    trash = os.path.join(cache_root(), "trash")
+    target = f"{path}.removed-{secrets.token_hex(4)}"
+    _register(target)
     try:
-        os.makedirs(trash, mode=0o700, exist_ok=True)
-        for name in os.listdir(trash):  # what a runner killed with its zygote left
-            if _stale(name):
-                shutil.rmtree(os.path.join(trash, name), ignore_errors=True)
-        target = os.path.join(trash, f".{int(time.time())}-{secrets.token_hex(8)}")
-        supervisor.register_dir(target)
         os.rename(path, target)
     except OSError:
+        _register(target, add=False)
         shutil.rmtree(path, ignore_errors=True)
+        _register(path, add=False)
         return
+    _register(path, add=False)
 
     def remove() -> None:
         shutil.rmtree(target, ignore_errors=True)
-        try:
-            supervisor.register_dir(target, add=False)
-        except Exception:
-            pass
+        _register(target, add=False)
     thread = threading.Thread(target=remove, daemon=True, name="harness-remove")
     with _refill_lock:
         if not _exit_hook:
@@ -275,6 +271,14 @@ def remove_later(path: str) -> None:
             remove()  # at interpreter exit: no new thread, so here and now
             return
         _removals[:] = [t for t in _removals if t.is_alive()] + [thread]
+
+
+def _register(path: str, add: bool = True) -> None:
+    """Tell the zygote about a dir to remove if the runner dies (or to forget it)."""
+    try:
+        supervisor.register_dir(path, add)
+    except Exception:  # (at interpreter exit, no zygote may be had: the removal goes on)
+        pass
 
 
 def _started(thread: threading.Thread) -> bool:
