@@ -16,7 +16,7 @@ from _other_user import OTHER_UID, needs_root, run_as
 from _services import IS_ROOT, alive, needs_postgres, proc_uid, shm_segments
 from _support import ROOT, python_env
 
-from harness import ServerProcess, ServerStartError, ServerTestMixin
+from harness import HarnessError, ServerProcess, ServerStartError, ServerTestMixin
 from harness.services import Database, PgError, Postgres, ServiceUnavailable, _pgwire
 
 HANG = 60.0
@@ -396,6 +396,18 @@ class CacheTest(unittest.TestCase):
                               stderr=subprocess.STDOUT, universal_newlines=True, timeout=HANG * 2)
         self.assertEqual(done.returncode, 0, done.stdout)
         return done.stdout
+
+    def test_a_cache_dir_other_users_can_write_is_refused(self) -> None:
+        cache = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, cache, True)
+        os.chmod(cache, 0o777)  # anyone could plant a cluster there, to be run by us
+        os.environ["HARNESS_CACHE_DIR"] = cache
+        self.addCleanup(os.environ.pop, "HARNESS_CACHE_DIR")
+        pg = Postgres()
+        with self.assertRaisesRegex(HarnessError, "is not yours alone"):
+            pg.start()
+        self.assertFalse(pg.running)
+        self.assertEqual(os.listdir(cache), [])
 
     def test_a_cold_cache_is_filled_and_a_short_run_leaves_nothing_unfinished(self) -> None:
         cache = tempfile.mkdtemp()

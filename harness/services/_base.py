@@ -306,17 +306,12 @@ class Service(ServerProcess):
         dest = os.path.join(self.home, "data")
         if not entry.exists():
             lock = entry.try_lock()
-            if lock is not None:
+            if lock is None:  # another process builds it: wait for it
+                lock = entry.lock(Deadline(scaled(300.0)))
+            entry.unlock(lock)
+            if not entry.exists():
                 # Cold: prepare this server's own directory now, and the cache after
                 # the start, in the background (not on this start's path).
-                entry.unlock(lock)
-                os.mkdir(dest, 0o700)
-                _cache.chown_tree(dest, self.spec.uid, self.spec.gid)
-                self.prepare(dest)
-                self.data_dir, self.took_spare = dest, False
-                return
-            entry.unlock(entry.lock(Deadline(scaled(300.0))))  # another builds it: wait
-            if not entry.exists():
                 os.mkdir(dest, 0o700)
                 _cache.chown_tree(dest, self.spec.uid, self.spec.gid)
                 self.prepare(dest)

@@ -9,8 +9,9 @@ made 0700::
     <cache>/<key>/spares/*    pristine copies of it, made in the background
 
 A build runs in a private temp dir and is renamed into place when it is
-complete, so a reader sees a whole directory or none; several pytest-xdist
-workers that find no cache wait for the one that builds it.  A server takes
+complete, so a reader sees a whole directory or none; a pytest-xdist worker
+that finds a build under way waits for it (one that finds none prepares its
+server's own directory, and the cache is built after its start).  A server takes
 a spare copy by renaming it (one winner, microseconds, when the cache and
 the temp dir share a file system), else copies ``ready``; spares are made
 again in a background thread.  Temporary copies are registered with the
@@ -25,10 +26,12 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 from typing import Dict, List, Optional
 
+from .._os.users import describe_user
 from .._server import supervisor
 from .._wait import Deadline, pause, poll_interval
 from ..errors import HarnessError
@@ -55,9 +58,17 @@ def cache_root() -> str:
     path = os.path.abspath(path)
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.stat(path)
     except OSError as exc:
         raise HarnessError(f"cannot create the cache directory {path}: {exc}; point "
                            f"{CACHE_ENV} at a writable directory") from None
+    # What is in it is run (a prepared cluster's configuration): it must be ours alone.
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid != os.geteuid() or mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise HarnessError(f"the cache directory {path} (mode {mode:04o}, owner "
+                           f"{describe_user(info.st_uid)}) is not yours alone: another user "
+                           f"could plant a prepared directory that services would run; point "
+                           f"{CACHE_ENV} at a directory of your own (mode 0700)")
     return path
 
 
