@@ -53,15 +53,7 @@ def port_range(value: object, name: str = "port_range") -> PortRange:
 
 def seconds(value: object, name: str, *, allow_zero: bool = False) -> float:
     """A valid number of seconds: finite and > 0 (or >= 0 when ``allow_zero``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    checked = float(value)
-    if allow_zero:
-        if not (math.isfinite(checked) and checked >= 0):
-            raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    elif not (math.isfinite(checked) and checked > 0):
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return checked
+    return amount(value, name, "seconds", allow_zero=allow_zero)
 
 
 def optional_seconds(value: object, name: str) -> Optional[float]:
@@ -78,12 +70,16 @@ def whole(value: object, name: str, *, at_least: int = 1, why: str = "") -> int:
     return value
 
 
-def amount(value: object, name: str, unit: str) -> float:
-    """A valid amount of ``unit`` (bytes per round, ...): a finite number > 0."""
+def amount(value: object, name: str, unit: str, *, allow_zero: bool = False) -> float:
+    """A valid amount of ``unit`` (seconds, bytes per round, ...): a finite number > 0
+    (or >= 0 when ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number of {unit}, got {value!r}")
     checked = float(value)
-    if not (checked > 0 and math.isfinite(checked)):
+    if allow_zero:
+        if not (math.isfinite(checked) and checked >= 0):
+            raise ValueError(f"{name} must be a finite number of {unit} >= 0, got {value!r}")
+    elif not (math.isfinite(checked) and checked > 0):
         raise ValueError(f"{name} must be a positive number of {unit}, got {value!r}")
     return checked
 
@@ -108,8 +104,14 @@ def path(value: object, name: str, what: str = "a path") -> str:
     return text
 
 
-def pattern(value: object, name: str = "pattern", *, flags: int = 0) -> "Pattern[str]":
-    """A valid regex: a str (compiled here, with ``flags``) or a compiled str pattern."""
+def pattern(value: object, name: str = "pattern", *, flags: int = 0,
+            literal: object = False) -> "Pattern[str]":
+    """A valid regex: a str (compiled here, with ``flags``) or a compiled str pattern;
+    with ``literal=True``, a str matched as it is."""
+    if flag(literal, "literal"):
+        if not isinstance(value, str):
+            raise TypeError(f"with literal=True, {name} must be a str, got {value!r}")
+        value = re.escape(value)
     if isinstance(value, str):
         try:
             return re.compile(value, flags)

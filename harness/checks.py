@@ -12,7 +12,6 @@ import enum
 import errno
 import http.client
 import json as _json
-import re
 import socket
 import ssl
 from collections import OrderedDict
@@ -301,11 +300,7 @@ class LogCheck(Check):
 
     def __init__(self, pattern: Union[str, Pattern[str]], flags: int = 0, *,
                  literal: bool = False) -> None:
-        if _validate.flag(literal, "literal"):
-            if not isinstance(pattern, str):
-                raise TypeError(f"with literal=True, pattern must be a str, got {pattern!r}")
-            pattern = re.escape(pattern)
-        self.pattern = _validate.pattern(pattern, flags=flags)
+        self.pattern = _validate.pattern(pattern, flags=flags, literal=literal)
         # log path -> (launch id, offset read so far, unmatched tail, matched)
         self._state: Dict[str, Tuple[object, int, str, bool]] = {}
 

@@ -306,11 +306,7 @@ class ServerProcess:
         at the deadline, :class:`~harness.HarnessError` if the server exits
         first (both with the output that was read).
         """
-        if _validate.flag(literal, "literal"):
-            if not isinstance(pattern, str):
-                raise TypeError(f"with literal=True, pattern must be a str, got {pattern!r}")
-            pattern = re.escape(pattern)
-        regex = _validate.pattern(pattern)
+        regex = _validate.pattern(pattern, literal=literal)
         deadline = Deadline(scaled(_validate.seconds(timeout, "timeout")))
         offset = self._read_offset if self._read_offset is not None else self._log.offset
         match, self._read_offset = self._log.wait_for(

@@ -15,6 +15,7 @@ import socket
 import urllib.parse
 from typing import Any, List, Optional
 
+from .. import _validate
 from .._wait import Deadline
 from ..errors import HarnessError
 from ._base import Service, Settings
@@ -30,8 +31,7 @@ class Memcached(Service):
 
     def __init__(self, *, settings: Optional[Settings] = None, tcp: bool = False,
                  **server_kwargs: Any) -> None:
-        if not isinstance(tcp, bool):
-            raise TypeError(f"tcp must be True or False, got {tcp!r}")
+        _validate.flag(tcp, "tcp")
         if not tcp:
             server_kwargs["unix_socket"] = True
         # memcached's graceful exit waits for its one-second clock; it keeps

@@ -298,9 +298,7 @@ class Postgres(Service):
             raise ValueError(f"version must be a major version such as 15, got {version!r}")
         if auth not in AUTH_METHODS:
             raise ValueError(f"auth must be one of {', '.join(AUTH_METHODS)}, got {auth!r}")
-        if isinstance(databases_ahead, bool) or not isinstance(databases_ahead, int) \
-                or databases_ahead < 0:
-            raise ValueError(f"databases_ahead must be an int >= 0, got {databases_ahead!r}")
+        _validate.whole(databases_ahead, "databases_ahead", at_least=0)
         if databases_in_memory not in (None, True, False):
             raise TypeError(f"databases_in_memory must be None (where there is room), True or "
                             f"False, got {databases_in_memory!r}")
