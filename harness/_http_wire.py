@@ -302,13 +302,12 @@ def tls_context(context: Optional[ssl.SSLContext]) -> ssl.SSLContext:
 def check_unix_socket(value: object, name: str = "unix_socket") -> Optional[str]:
     if value is None:
         return None
-    if isinstance(value, (str, os.PathLike)):
-        path = os.fspath(value)
-        if isinstance(path, str) and path:
-            if not hasattr(socket, "AF_UNIX"):
-                raise ValueError(f"{name}: Unix sockets are not available on this platform")
-            return path
-    raise TypeError(f"{name} must be the path of a Unix socket (str) or None, got {value!r}")
+    path = _validate.path(value, name, "the path of a Unix socket or None")
+    if not path:
+        raise TypeError(f"{name} must be the path of a Unix socket (str) or None, got {value!r}")
+    if not hasattr(socket, "AF_UNIX"):
+        raise ValueError(f"{name}: Unix sockets are not available on this platform")
+    return path
 
 
 # --------------------------------------------------------------------------

@@ -265,6 +265,10 @@ class UnixSocketTest(NoLeftovers):
         self.assertIn("unix_socket", str(caught_type.exception))
         with self.assertRaises(TypeError):
             load("http://localhost/", unix_socket=b"/tmp/x")
+        for call in (lambda: request("GET", "http://localhost/", unix_socket="/tmp/a\0b"),
+                     lambda: load("http://localhost/", unix_socket="/tmp/a\0b")):
+            with self.assertRaisesRegex(ValueError, "unix_socket contains a NUL byte"):
+                call()  # at once: not five connection attempts to a path that cannot be
 
     def test_trickle_over_a_unix_socket_ends_at_the_deadline(self) -> None:
         raw = RawServer(self, _hostile.trickled_headers, unix=True)
