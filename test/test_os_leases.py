@@ -164,6 +164,9 @@ class FileLeaseTest(unittest.TestCase):
         self.assertFalse(taken.held)
         self.assertIn("symlink", taken.why)
         self.assertFalse(leases.is_stale(self.path))
+        removal, detail = leases.remove_if_stale(self.path)  # planted after reap found it
+        self.assertEqual(removal, leases.Removal.FAILED, "not 'gone meanwhile'")
+        self.assertIn(f"a symlink to {target} planted by", detail)
         self.assertTrue(os.path.islink(self.path))
         self.assertTrue(os.path.isfile(target))
 

@@ -374,8 +374,10 @@ def remove_if_stale(path: str) -> Tuple[Removal, str]:
         return Removal.FAILED, "file leases need fcntl.flock, which this platform lacks"
     try:
         fd = os.open(path, SAFE_READ_FLAGS)
-    except OSError:
+    except FileNotFoundError:
         return Removal.GONE, ""
+    except OSError as exc:  # not ours to open, or a symlink planted since it was found
+        return Removal.FAILED, _unusable_lock_file(path, exc)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 import tempfile
-from typing import Optional
+from typing import Optional, Tuple
 
 from .._os import procinfo
 from .._os.identity import ProcessId, own_pid_namespace
@@ -126,14 +127,32 @@ def give_to(path: str, uid: Optional[int], gid: Optional[int]) -> None:
             os.chown(entry.path, uid, -1 if gid is None else gid, follow_symlinks=False)
 
 
+# Never through a symlink, never blocking on a planted FIFO.
+_SAFE_READ = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+              | getattr(os, "O_CLOEXEC", 0))
+
+
 def read_owner(path: str) -> Optional[ProcessId]:
     """The owner recorded in a harness temp dir, or ``None``."""
+    return owner_of(path)[0]
+
+
+def owner_of(path: str) -> Tuple[Optional[ProcessId], str]:
+    """The owner recorded in a harness temp dir, or ``None`` and why there is none."""
     try:
-        fd = os.open(os.path.join(path, OWNER_FILE), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return None
-    with os.fdopen(fd) as f:
-        return ProcessId.parse(f.read(200))
+        fd = os.open(os.path.join(path, OWNER_FILE), _SAFE_READ)
+    except FileNotFoundError:
+        return None, "it has no owner file"
+    except OSError as exc:
+        return None, f"its owner file cannot be read ({exc.strerror})"
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, "its owner file is not a regular file"
+        text = f.read(200).decode(errors="replace").strip()
+    if not text:
+        return None, "its owner file is empty"
+    owner = ProcessId.parse(text)
+    return (owner, "") if owner is not None else (None, "its owner file names no process")
 
 
 def write_private(path: str, data: bytes) -> str:

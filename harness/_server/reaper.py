@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Union
 
 from .._os import kill, leases, procinfo
 from .._os.identity import ProcessId, own_pid_namespace
@@ -267,24 +267,6 @@ def stop_orphans(orphans: Sequence[Orphan], grace: float) -> None:
 # Temp dirs
 
 
-def _read_owner(path: str) -> Tuple[Optional[ProcessId], str]:
-    """The owner recorded in ``path``, or ``None`` and why there is none."""
-    try:
-        fd = os.open(os.path.join(path, marker.OWNER_FILE), leases.SAFE_READ_FLAGS)
-    except FileNotFoundError:
-        return None, "it has no owner file"
-    except OSError as exc:
-        return None, f"its owner file cannot be read ({exc.strerror})"
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None, "its owner file is not a regular file"
-        text = f.read(200).decode(errors="replace").strip()
-    if not text:
-        return None, "its owner file is empty"
-    owner = ProcessId.parse(text)
-    return (owner, "") if owner is not None else (None, "its owner file names no process")
-
-
 def find_temp_dirs(runner: Optional[int] = None) -> List[TempDir]:
     """``harness-*`` dirs of this user in the temp dir whose owner is dead (or unknown).
 
@@ -311,7 +293,7 @@ def find_temp_dirs(runner: Optional[int] = None) -> List[TempDir]:
             continue
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
             continue  # a symlink, a file, or someone else's
-        owner, problem = _read_owner(path)
+        owner, problem = marker.owner_of(path)
         if owner is None:
             age = now - info.st_mtime
             if runner is None and _MADE_BY_MKDTEMP.match(name) and age >= OWNERLESS_GRACE:
