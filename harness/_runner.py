@@ -346,11 +346,6 @@ class Scope:
             return
         self._finalizers.append(finalizer)
 
-    def discard(self, finalizer: Callable[[], None]) -> None:
-        """Forget ``finalizer`` (its object was ended by hand)."""
-        if finalizer in self._finalizers:
-            self._finalizers.remove(finalizer)
-
     def close(self) -> None:
         """Run the finalisers (every one, newest first); the first error is raised after."""
         if self in _scopes:
