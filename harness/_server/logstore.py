@@ -21,6 +21,7 @@ import tempfile
 import time
 from typing import List, Optional
 
+from .._os.users import describe_user
 from ..errors import HarnessError
 
 LOG_DIR_VAR = "HARNESS_LOG_DIR"
@@ -70,9 +71,9 @@ def directory(create: bool = True) -> str:
         raise HarnessError(f"the folder for kept server logs {path} is not a directory (a "
                            f"symlink or file planted there?); remove it or set {LOG_DIR_VAR}")
     if hasattr(os, "getuid") and info.st_uid != os.getuid() and not configured:
-        raise HarnessError(f"the folder for kept server logs {path} belongs to uid "
-                           f"{info.st_uid}, not to you; refusing to write there. Set "
-                           f"{LOG_DIR_VAR} to a directory of yours")
+        raise HarnessError(f"the folder for kept server logs {path} belongs to "
+                           f"{describe_user(info.st_uid)}, not to you; refusing to write "
+                           f"there. Set {LOG_DIR_VAR} to a directory of yours")
     return path
 
 

@@ -19,6 +19,7 @@ import sys
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from .. import _http_wire, _validate
+from .._os.users import describe_user
 from ..checks import Check, TcpCheck, as_check
 from .address import SUN_PATH_LIMIT
 from .protocol import Kind
@@ -184,7 +185,7 @@ def _checked_user(user: object) -> Tuple[Optional[int], Optional[int]]:
         return None, None
     if os.geteuid() != 0:
         raise ValueError(f"user={user!r}: running a server as another user needs root (this "
-                         f"process runs as uid {os.geteuid()}); leave user= unset")
+                         f"process runs as {describe_user(os.geteuid())}); leave user= unset")
     return uid, gid
 
 
