@@ -80,7 +80,9 @@ class UnixSocketServerTest(NoLeftoversMixin, unittest.TestCase):
     def test_argv_placeholder_and_tcp_check(self) -> None:
         with ServerProcess(argv=[sys.executable, "-c", UNIX_APP, "{socket}"], unix_socket=True,
                            health=TcpCheck()) as server:
-            self.assertIn(f"serving on {server.socket_path}", server.output())
+            # TcpCheck is ready once the server listens, which it does before
+            # it prints: wait for the line rather than read what is there.
+            server.wait_for_log(f"serving on {server.socket_path}", literal=True)
 
     def test_handoff_of_a_listening_unix_socket(self) -> None:
         with start_server(UNIX_APP, unix_socket=True, handoff=True,
@@ -134,7 +136,7 @@ class TestChosenSocketPathTest(NoLeftoversMixin, unittest.TestCase):
         with ServerProcess(argv=[sys.executable, "-c", UNIX_APP, "{socket}"],
                            unix_socket="rel.sock", health=TcpCheck()) as server:
             self.assertEqual(server.socket_path, os.path.join(directory, "rel.sock"))
-            self.assertIn(f"serving on {server.socket_path}", server.output())
+            server.wait_for_log(f"serving on {server.socket_path}", literal=True)
 
     def test_handoff_binds_the_tests_path(self) -> None:
         path = os.path.join(self.make_dir(), "handed.sock")

@@ -31,8 +31,8 @@ import http.server, json, os, socketserver, threading
 state = {"status": "starting"}
 
 def finish_start_up():
+    print("start-up finished", flush=True)  # written before it shows: the test reads it
     state.update(status="ok", message="healthy")
-    print("start-up finished", flush=True)
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
