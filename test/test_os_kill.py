@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import unittest
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from _support import ChildProcessesMixin
 
@@ -70,6 +70,23 @@ class KillTestCase(ChildProcessesMixin, unittest.TestCase):
         child.wait(HANG)
         return child.stdout.read().split()
 
+    def recording_until(self, child: subprocess.Popen,
+                        name: str) -> Tuple[Callable[[], None], List[str]]:
+        """An ``on_wait`` that returns once ``child`` recorded signal ``name``, and the
+        list it reads into: a short grace then cannot end in SIGKILL before the
+        child's handler ran (under load that may take longer than the grace)."""
+        assert child.stdout is not None
+        stdout = child.stdout
+        seen: List[str] = []
+
+        def on_wait() -> None:
+            while name not in seen:
+                line = stdout.readline()
+                if not line:
+                    return
+                seen.append(line.strip())
+        return on_wait, seen
+
     def wait_for_state(self, pid: int, state: bytes) -> None:
         deadline = Deadline(HANG)
         while not deadline.expired:
@@ -92,10 +109,12 @@ class StopTreeTest(KillTestCase):
     def test_a_process_that_ignores_sigterm_is_killed_after_the_grace(self) -> None:
         child = self.recorder("stay")
         target = self.identity(child)
-        survivors = kill.stop_tree(lambda: [target], grace=0.2, kill_wait=HANG)
+        on_wait, seen = self.recording_until(child, "SIGTERM")
+        survivors = kill.stop_tree(lambda: [target], grace=0.2, kill_wait=HANG,
+                                   on_wait=on_wait)
         self.assertEqual(survivors, [])
         self.assertEqual(child.wait(HANG), -signal.SIGKILL)
-        recorded = self.signals(child)
+        recorded = seen + self.signals(child)
         self.assertEqual(recorded.count("SIGTERM"), 1)
         self.assertEqual(recorded.count("SIGCONT"), 1)
 
@@ -126,8 +145,10 @@ class StopTreeTest(KillTestCase):
     def test_the_signal_can_be_another_than_sigterm(self) -> None:
         child = self.recorder("stay")
         target = self.identity(child)
-        kill.stop_tree(lambda: [target], grace=0.2, kill_wait=HANG, sig=signal.SIGUSR1)
-        recorded = self.signals(child)
+        on_wait, seen = self.recording_until(child, "SIGUSR1")
+        kill.stop_tree(lambda: [target], grace=0.2, kill_wait=HANG, sig=signal.SIGUSR1,
+                       on_wait=on_wait)
+        recorded = seen + self.signals(child)
         self.assertEqual(recorded.count("SIGUSR1"), 1)
         self.assertNotIn("SIGTERM", recorded)
 

@@ -64,6 +64,15 @@ while True:
 """
 
 
+def read_text(path: str) -> str:
+    """What the file holds, or "" while it does not exist."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def _say_ready(server: ServerProcess) -> bool:
     return "handlers set" in server.output()
 
@@ -177,10 +186,10 @@ class StopSignalTest(unittest.TestCase):
         pid = int(proc.stdout.readline())
         proc.kill()
         deadline = time.monotonic() + HANG
-        while time.monotonic() < deadline and not os.path.exists(log):
+        # The handler's open() creates the file before its write: wait for the line's end.
+        while time.monotonic() < deadline and not read_text(log).endswith("\n"):
             time.sleep(0.01)
-        with open(log) as f:
-            self.assertEqual(f.read(), f"got {int(signal.SIGINT)}\n")
+        self.assertEqual(read_text(log), f"got {int(signal.SIGINT)}\n")
         while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
             time.sleep(0.01)
         self.assertFalse(os.path.exists(f"/proc/{pid}"), "the server outlived its runner")

@@ -372,7 +372,9 @@ class NothingLeftTest(unittest.TestCase):
         if not line:
             self.fail("the runner failed: " + proc.stderr.read())
         info = json.loads(line)
-        self.assertTrue(all(alive(p) for p in info["pids"]))
+        # The three servers run; their children are only looked for afterwards (a
+        # backend of a session that just ended may be leaving as they are listed).
+        self.assertTrue(all(alive(p) for p in info["pids"][:3]))
         self.assertTrue(shm_segments(info["pids"][:1]), "the postmaster's segment exists")
         proc.kill()
         proc.wait()

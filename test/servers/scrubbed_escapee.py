@@ -11,8 +11,10 @@ import threading
 here = os.path.dirname(os.path.abspath(__file__))
 clean_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOST": os.environ["HOST"],
              "PORT": os.environ["PORT"], "PYTHONPATH": here}
-helper = subprocess.Popen([sys.executable, "-c",
-                           "from _serve import ok, serve; serve({'/health': ok})"],
-                          env=clean_env, start_new_session=True)
-print("escapee", helper.pid, flush=True)
+# The helper says who it is before it serves: once the server answers, the
+# line is in the log (printed here after Popen, it could come after readiness).
+subprocess.Popen([sys.executable, "-c",
+                  "import os; print('escapee', os.getpid(), flush=True)\n"
+                  "from _serve import ok, serve; serve({'/health': ok})"],
+                 env=clean_env, start_new_session=True)
 threading.Event().wait()
