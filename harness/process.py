@@ -376,10 +376,15 @@ class ServerProcess:
         except LaunchError as exc:
             self._address.release()
             self.command = exc.command
+            # Its keeper may die after the program ran: what it wrote is kept and shown.
+            log_lines = self._log.excerpt(LOG_TAIL_LINES // 2) if self._log.size() > 0 else []
+            kept = self._keep_log() if log_lines else None
             raise ServerStartError(launch_failure(
                 self.name, str(exc), errno=exc.errno, detail=exc.detail,
                 keeper_died=exc.orphan is not None, command=exc.command,
-                cwd=self.cwd or os.getcwd(), preload=self.spec.preload)) from None
+                cwd=self.cwd or os.getcwd(), preload=self.spec.preload,
+                log_lines=log_lines, log_path=kept), log_path=kept,
+                log_tail="\n".join(log_lines)) from None
         finally:
             os.close(log_fd)
             self._address.close_listener()  # the server has its copy

@@ -60,11 +60,49 @@ def remove_kept(log_path: Optional[str]) -> None:
         logstore.discard(log_path)
 
 
-class NoLeftoversMixin:
-    """Fails a test that leaves a child process or a harness temp dir behind."""
+def _record_kept_logs() -> List[str]:
+    """Every log harness keeps in this process from now on (failed starts keep
+    theirs in a folder shared with other processes, so only this process's
+    own record says which were this test's)."""
+    from harness._server import logstore
+    record: List[str] = []
+    keep = logstore.keep
+
+    def keep_and_record(source: str, name: str, pid: Optional[int]) -> Optional[str]:
+        path = keep(source, name, pid)
+        if path is not None:
+            record.append(path)
+        return path
+    logstore.keep = keep_and_record  # type: ignore[assignment]
+    return record
+
+
+_KEPT_HERE = _record_kept_logs()
+
+
+class NoKeptLogsMixin:
+    """Fails a test that leaves a kept failure log behind: a test that makes a
+    start fail on purpose removes its log (``remove_kept``)."""
 
     def setUp(self) -> None:
         super().setUp()  # type: ignore[misc]
+        del _KEPT_HERE[:]
+        # A cleanup added first runs last: after the test's own cleanups.
+        self.addCleanup(self._no_kept_logs)  # type: ignore[attr-defined]
+
+    def _no_kept_logs(self) -> None:
+        left = [path for path in _KEPT_HERE if os.path.exists(path)]
+        del _KEPT_HERE[:]
+        for path in left:  # the next test starts clean whatever this one asserts
+            remove_kept(path)
+        self.assertEqual(left, [], "kept failure logs left behind")  # type: ignore[attr-defined]
+
+
+class NoLeftoversMixin(NoKeptLogsMixin):
+    """Fails a test that leaves a child process, a harness temp dir or a kept log behind."""
+
+    def setUp(self) -> None:
+        super().setUp()
         self._dirs_before = my_harness_dirs()
         self._children_before = set(_procinfo.descendants(os.getpid()))
 
@@ -75,4 +113,4 @@ class NoLeftoversMixin:
         children = {p for p in children if pid_alive(p)}
         self.assertEqual(children, set(), "child processes left behind")
         self.assertEqual(my_harness_dirs() - self._dirs_before, set(), "temp dirs left behind")
-        super().tearDown()  # type: ignore[misc]
+        super().tearDown()

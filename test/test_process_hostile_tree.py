@@ -141,6 +141,8 @@ class KeeperKilledTest(NoLeftoversMixin, unittest.TestCase):
                 remove_kept(error.log_path)
                 seen.add(str(error).splitlines()[0].split(" after ")[0])
                 self.assertIn("keeper", str(error))
+                if "up" in error.log_tail:  # it ran: its output is shown and kept, named
+                    self.assertIn(f"kept at {error.log_path}", str(error))
             server.stop()
             self.assertEqual(wait_dead([server.pid] if server.pid else [], HANG), [])
         self.assertTrue(seen)

@@ -294,7 +294,7 @@ class StartFailureFixTest(unittest.TestCase):
 
 
 class LaunchFailureTest(unittest.TestCase):
-    """A server that could not be launched: no program ran."""
+    """A server that could not be launched (or whose keeper died as it started)."""
 
     def failure(self, **overrides: Any) -> str:
         arguments: Dict[str, Any] = dict(
@@ -320,6 +320,19 @@ class LaunchFailureTest(unittest.TestCase):
     def test_a_dead_keeper_says_not_to_signal_the_parent(self) -> None:
         text = self.failure(what="keeper died", errno=None, keeper_died=True)
         self.assertIn("do not signal the server's parent process", fix_line(text))
+
+    def test_what_the_server_wrote_before_its_keeper_died_is_shown_and_where_it_is_kept(
+            self) -> None:
+        # The keeper can die after the program started: its output is evidence.
+        text = self.failure(what="the zygote or the server's keeper died", errno=None,
+                            keeper_died=True, log_lines=["up", "killing my parent"],
+                            log_path="/tmp/harness-logs-0/x-sh-0.log")
+        lines = text.splitlines()
+        self.assertIn("  log (kept at /tmp/harness-logs-0/x-sh-0.log):", lines)
+        self.assertEqual(lines[lines.index("  log (kept at /tmp/harness-logs-0/x-sh-0.log):")
+                               + 1:][:2], ["    up", "    killing my parent"])
+        self.assertTrue(lines[-1].startswith("  fix: do not signal the server's parent"))
+        self.assertNotIn("log", self.failure())  # nothing ran, nothing written: no log line
 
     def test_a_preload_that_cannot_be_imported_is_named(self) -> None:
         detail = ("Traceback (most recent call last):\n"

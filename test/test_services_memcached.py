@@ -6,6 +6,7 @@ import socket
 import unittest
 
 from _other_user import OTHER_UID, needs_root, run_as
+from _process_helpers import NoKeptLogsMixin, remove_kept
 from _services import needs_memcached
 
 from harness import ServerProcess, ServerStartError
@@ -21,13 +22,14 @@ def connect_unix(path: str) -> str:
 
 
 @needs_memcached
-class MemcachedTest(unittest.TestCase):
+class MemcachedTest(NoKeptLogsMixin, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
         cls.cache = Memcached().start()
         cls.addClassCleanup(cls.cache.stop)
 
     def setUp(self) -> None:
+        super().setUp()
         self.cache.flush()
 
     def test_is_a_server_process_on_a_private_socket(self) -> None:
@@ -61,7 +63,7 @@ class MemcachedTest(unittest.TestCase):
 
 
 @needs_memcached
-class MemcachedOptionsTest(unittest.TestCase):
+class MemcachedOptionsTest(NoKeptLogsMixin, unittest.TestCase):
     def test_tcp(self) -> None:
         with Memcached(tcp=True) as cache:
             self.assertEqual(cache.url, f"memcached://127.0.0.1:{cache.port}")
@@ -76,6 +78,7 @@ class MemcachedOptionsTest(unittest.TestCase):
     def test_a_bad_option_is_a_start_error_with_its_message(self) -> None:
         with self.assertRaises(ServerStartError) as caught:
             Memcached(settings={"no-such-option": 1}).start()
+        remove_kept(caught.exception.log_path)
         self.assertIn("no-such-option", str(caught.exception))
 
     def test_bad_arguments(self) -> None:

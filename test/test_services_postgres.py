@@ -13,6 +13,7 @@ import time
 import unittest
 
 from _other_user import OTHER_UID, needs_root, run_as
+from _process_helpers import NoKeptLogsMixin, remove_kept
 from _services import IS_ROOT, alive, needs_postgres, proc_uid, shm_segments
 from _support import ROOT, python_env
 
@@ -38,7 +39,7 @@ def wait_for(predicate, what: str, seconds: float = HANG):
 
 
 @needs_postgres
-class PostgresTest(unittest.TestCase):
+class PostgresTest(NoKeptLogsMixin, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
         cls.pg = Postgres().start()
@@ -191,7 +192,7 @@ class PostgresTest(unittest.TestCase):
 
 
 @needs_postgres
-class TemplateTest(unittest.TestCase):
+class TemplateTest(NoKeptLogsMixin, unittest.TestCase):
     def test_setup_sql_file_fills_every_fresh_database(self) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
             f.write("CREATE TABLE users (id serial PRIMARY KEY, name text);\n"
@@ -222,7 +223,7 @@ class TemplateTest(unittest.TestCase):
 
 
 @needs_postgres
-class SettingsAndVersionsTest(unittest.TestCase):
+class SettingsAndVersionsTest(NoKeptLogsMixin, unittest.TestCase):
     def test_settings_reach_the_server(self) -> None:
         with Postgres(settings={"work_mem": "7MB", "enable_seqscan": False}) as pg:
             self.assertEqual(pg.query("SHOW work_mem"), [("7MB",)])
@@ -233,6 +234,7 @@ class SettingsAndVersionsTest(unittest.TestCase):
         pg = Postgres(settings={"no_such_parameter": "1"})
         with self.assertRaises(ServerStartError) as caught:
             pg.start()
+        remove_kept(caught.exception.log_path)
         message = str(caught.exception)
         self.assertIn('FATAL:  unrecognized configuration parameter "no_such_parameter"', message)
         self.assertIsNone(pg.home, "nothing is left of a failed start")
@@ -240,6 +242,7 @@ class SettingsAndVersionsTest(unittest.TestCase):
     def test_a_bad_value_quotes_postgresql(self) -> None:
         with self.assertRaises(ServerStartError) as caught:
             Postgres(settings={"shared_buffers": "lots"}).start()
+        remove_kept(caught.exception.log_path)
         self.assertIn('invalid value for parameter "shared_buffers"', str(caught.exception))
 
     def test_bad_arguments_are_named_before_anything_starts(self) -> None:
@@ -293,7 +296,7 @@ class SettingsAndVersionsTest(unittest.TestCase):
 
 
 @needs_postgres
-class ScopesTest(unittest.TestCase):
+class ScopesTest(NoKeptLogsMixin, unittest.TestCase):
     """Per test and per class under the unittest mixin."""
 
     def test_mixin_drops_each_tests_database_and_keeps_the_class_server(self) -> None:
@@ -335,7 +338,7 @@ class ScopesTest(unittest.TestCase):
 
 
 @needs_postgres
-class NothingLeftTest(unittest.TestCase):
+class NothingLeftTest(NoKeptLogsMixin, unittest.TestCase):
     def test_stop_leaves_nothing(self) -> None:
         pg = Postgres().start()
         pids = [pg.pid] + [int(p) for p in _children(pg.pid)]
@@ -385,7 +388,7 @@ class NothingLeftTest(unittest.TestCase):
 
 
 @needs_postgres
-class CacheTest(unittest.TestCase):
+class CacheTest(NoKeptLogsMixin, unittest.TestCase):
     def run_once(self, cache: str) -> str:
         code = ("import sys\nfrom harness.services import Postgres\n"
                 "with Postgres(databases_ahead=0) as pg:\n"
@@ -432,7 +435,7 @@ class CacheTest(unittest.TestCase):
 
 @needs_postgres
 @needs_root
-class NonRootRunnerTest(unittest.TestCase):
+class NonRootRunnerTest(NoKeptLogsMixin, unittest.TestCase):
     """The whole runner as an ordinary user (nobody: initdb needs a passwd entry):
     Postgres runs as that user, no user= needed."""
 

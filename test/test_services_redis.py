@@ -6,6 +6,7 @@ import socket
 import unittest
 
 from _other_user import OTHER_UID, needs_root, run_as
+from _process_helpers import NoKeptLogsMixin, remove_kept
 from _services import needs_redis
 
 from harness import ServerProcess, ServerStartError
@@ -19,13 +20,14 @@ def unauthenticated_ping(port: int) -> str:
 
 
 @needs_redis
-class RedisTest(unittest.TestCase):
+class RedisTest(NoKeptLogsMixin, unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
         cls.redis = Redis().start()
         cls.addClassCleanup(cls.redis.stop)
 
     def setUp(self) -> None:
+        super().setUp()
         self.redis.flush()
 
     def test_is_a_server_process_with_a_password_in_its_url(self) -> None:
@@ -79,7 +81,7 @@ class RedisTest(unittest.TestCase):
 
 
 @needs_redis
-class RedisConfigTest(unittest.TestCase):
+class RedisConfigTest(NoKeptLogsMixin, unittest.TestCase):
     def test_settings_are_directives(self) -> None:
         with Redis(settings={"maxmemory": "7mb", "databases": 3}) as redis:
             self.assertEqual(redis.execute("CONFIG", "GET", "maxmemory"), ["maxmemory", "7340032"])
@@ -88,6 +90,7 @@ class RedisConfigTest(unittest.TestCase):
     def test_a_bad_directive_quotes_redis(self) -> None:
         with self.assertRaises(ServerStartError) as caught:
             Redis(settings={"no-such-directive": "1"}).start()
+        remove_kept(caught.exception.log_path)
         self.assertIn("FATAL CONFIG FILE ERROR", str(caught.exception))
 
     def test_a_missing_binary_says_what_to_install(self) -> None:

@@ -185,8 +185,11 @@ def start_failure(facts: StartFacts) -> Tuple[Type[ServerStartError], str]:
 
 def launch_failure(name: str, what: str, *, errno: Optional[int], detail: str,
                    keeper_died: bool, command: Sequence[str], cwd: str,
-                   preload: Optional[Sequence[str]]) -> str:
-    """The message of a server that could not even be launched (no program ran)."""
+                   preload: Optional[Sequence[str]], log_lines: Sequence[str] = (),
+                   log_path: Optional[str] = None) -> str:
+    """The message of a server that could not be launched: usually no program ran,
+    but a keeper that died as the server started may leave output (``log_lines``,
+    kept at ``log_path``)."""
     missing = re.search(r"ModuleNotFoundError: No module named '([^']+)'", detail)
     if errno in (errnos.ENOENT, errnos.EACCES, errnos.ENOEXEC, errnos.ENOTDIR):
         fix = "fix the command (is the program installed, on PATH and executable?)"
@@ -208,6 +211,9 @@ def launch_failure(name: str, what: str, *, errno: Optional[int], detail: str,
              f"  cwd: {cwd}"]
     if detail:
         lines.extend("    " + line for line in detail.rstrip().splitlines())
+    if log_lines:
+        lines.append(f"  log (kept at {log_path}):" if log_path else "  log (not kept):")
+        lines.extend("    " + line for line in log_lines)
     lines.append(f"  fix: {fix}")
     return "\n".join(lines)
 
