@@ -268,7 +268,15 @@ class ServerProcess:
             return "running"
         if self.returncode is not None:
             return describe_exit(self.returncode)
+        if self._keeper_lost():
+            return "lost its keeper"
         return "not started"
+
+    def _keeper_lost(self) -> bool:
+        """The current launch's keeper died (was killed) with no exit to report: the
+        server counts as ended, and ``stop()`` ends what is left of its tree."""
+        launched = self._launched
+        return launched is not None and launched.link.lost and launched.status is None
 
     def __repr__(self) -> str:
         return f"<ServerProcess {self.name!r} pid={self.pid} {self.where} {self.state}>"
@@ -540,6 +548,7 @@ class ServerProcess:
             running = self._launched is not None
             started = time.monotonic()
             died = running and self._died()
+            keeper_lost = died and self._keeper_lost()
             grace = scaled_for_cleanup(self.stop_timeout)
             survivors = self._end_tree(grace)
             still_open = running and self._address.accepts()
@@ -551,7 +560,7 @@ class ServerProcess:
             kept = self._keep_log() if died else None
             self._dir.remove(self._log)
             if running:
-                self._report_stop(time.monotonic() - started, died, grace, kept)
+                self._report_stop(time.monotonic() - started, died, grace, kept, keeper_lost)
             if survivors:
                 raise HarnessError(_survivors_message(self.name, survivors))
             if still_open:
@@ -579,10 +588,16 @@ class ServerProcess:
         self._address.close_listener()
         return survivors
 
-    def _report_stop(self, took: float, died: bool, grace: float, kept: Optional[str]) -> None:
+    def _report_stop(self, took: float, died: bool, grace: float, kept: Optional[str],
+                     keeper_lost: bool) -> None:
         _log.info("server %r stopped in %.3f s (%s)", self.name, took,
-                  describe_exit(self.returncode))
-        if died:
+                  "its keeper was lost" if keeper_lost else describe_exit(self.returncode))
+        if keeper_lost:
+            _log.warning("server %r (pid %s) lost its keeper (harness's process that is the "
+                         "server's parent, killed by the server or another process) before "
+                         "stop(); what was left of its process tree was ended; its log is kept "
+                         "at %s", self.name, self.pid, kept)
+        elif died:
             _log.warning("server %r (pid %s) %s before stop(); its log is kept at %s",
                          self.name, self.pid, describe_exit(self.returncode), kept)
         elif self.returncode == -signal.SIGKILL and took >= grace:

@@ -30,6 +30,7 @@ from harness import (
     ServerProcess,
     ServerStartError,
     start_server,
+    wait_until,
 )
 from harness._os import proc
 
@@ -121,8 +122,36 @@ class KeeperKilledTest(NoLeftoversMixin, unittest.TestCase):
             remove_kept(error.log_path)
         child = int(server.output().split("child", 1)[1].split()[0])
         server.stop()
+        remove_kept(server.log_path)  # kept when its keeper was lost (a started server)
         self.assertEqual(wait_dead([server.pid, child], HANG), [],
                          "the server or its child outlived stop() after killing the keeper")
+
+    def test_a_server_that_killed_its_keeper_once_ready_is_named_so_at_stop(self) -> None:
+        # Ready, then told to kill its parent (the keeper).  Without its keeper
+        # harness can no longer end the server's tree when the runner dies: the
+        # server counts as ended, says so, and stop() ends what is left.
+        trigger = tempfile.mktemp(prefix="kill-keeper-")
+        self.addCleanup(lambda: os.path.exists(trigger) and os.unlink(trigger))
+        app = ("import os, signal, time\n"
+               "print('ready', flush=True)\n"
+               "while not os.path.exists(os.environ['TRIGGER']):\n    time.sleep(0.005)\n"
+               "os.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(60)\n")
+        server = start_server(app, health=LogCheck("ready"), listens=False,
+                              env={"TRIGGER": trigger})
+        open(trigger, "w").close()
+        wait_until(lambda: not server.running, timeout=HANG)
+        self.assertEqual(server.state, "lost its keeper")
+        self.assertTrue(pid_alive(server.pid), "the server itself still runs")
+        with self.assertRaisesRegex(HarnessError, "server 'app' lost its keeper while waiting"):
+            server.wait_for_log("never", timeout=HANG)
+        with self.assertLogs("harness", "WARNING") as logs:
+            server.stop()
+        warning = "\n".join(logs.output)
+        self.assertIn(f"server {server.name!r} (pid {server.pid}) lost its keeper", warning)
+        self.assertNotIn("still running", warning)
+        self.assertIn(f"its log is kept at {server.log_path}", warning)
+        remove_kept(server.log_path)
+        self.assertEqual(wait_dead([server.pid], HANG), [], "the server outlived stop()")
 
     def test_a_server_that_kills_its_keeper_at_once_is_ended_whenever_the_keeper_dies(
             self) -> None:
@@ -144,6 +173,7 @@ class KeeperKilledTest(NoLeftoversMixin, unittest.TestCase):
                 if "up" in error.log_tail:  # it ran: its output is shown and kept, named
                     self.assertIn(f"kept at {error.log_path}", str(error))
             server.stop()
+            remove_kept(server.log_path)  # kept when its keeper was lost (a started server)
             self.assertEqual(wait_dead([server.pid] if server.pid else [], HANG), [])
         self.assertTrue(seen)
 
